@@ -1,0 +1,70 @@
+"""Default hyperparameters shared by every config in this folder.
+
+Each dataset config (cifar10.py, mnist.py, ...) starts from `get_config()` here
+and changes only what differs. Any key can be overridden on the command line:
+
+    python main.py --config=configs/cifar10.py --config.num_epochs=5
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- Data -----------------------------------------------------------------
+  # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
+  # for an image folder laid out root/<split>/<class_name>/<image file>.
+  config.dataset = 'cifar10'
+  # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets).
+  config.data_dir = None
+  config.train_split = 'train'
+  # '' picks the dataset's own 'validation' split when it has one, otherwise
+  # `validation_fraction` of `train_split` is held out (stratified per class for
+  # folders, the last fraction of the split for TFDS datasets).
+  config.validation_split = ''
+  config.validation_fraction = 0.1
+  # Split evaluated by --mode=eval: 'validation' (the split above), or any
+  # split of the dataset ('test', 'train', TFDS slices like 'test[:50%]').
+  config.eval_split = 'validation'
+  # Images are resized to image_size x image_size.
+  config.image_size = 32
+  # 'standardize': zero mean / unit variance per channel (statistics of the
+  # training split); 'unit': pixels scaled to [0, 1].
+  config.normalization = 'standardize'
+  # Keep decoded, resized training/validation images in memory after the
+  # first epoch (about image_size^2 * channels bytes per image).
+  config.cache = True
+  config.shuffle_buffer_size = 50_000
+
+  # --- Augmentation (training split only) -------------------------------------
+  # Comma-separated subset of: flip, rotate, zoom, shift, brightness ('' = none).
+  config.augment = 'flip,rotate,zoom,shift,brightness'
+  config.rotation_degrees = 15.0    # uniform in [-d, d]
+  config.zoom_range = 0.1           # scale uniform in [1 - z, 1 + z]
+  config.shift_fraction = 0.1       # translation up to this fraction of a side
+  config.brightness_delta = 0.1     # added to [0, 1] pixels, uniform in [-d, d]
+
+  # --- Model ------------------------------------------------------------------
+  config.model = 'cnn'
+  config.dropout_rate = 0.5
+
+  # --- Optimisation -----------------------------------------------------------
+  config.batch_size = 128        # global batch, split over all local devices
+  config.eval_batch_size = 256
+  config.num_epochs = 20
+  config.learning_rate = 1e-3
+  # 'constant', 'cosine' or 'warmup_cosine'.
+  config.lr_schedule = 'constant'
+  config.warmup_epochs = 0.0
+  config.weight_decay = 0.0      # > 0 uses AdamW (decoupled weight decay)
+  config.label_smoothing = 0.0
+  config.seed = 0
+
+  # --- Checkpoints and logging --------------------------------------------------
+  config.checkpoint_every_epochs = 1
+  config.max_checkpoints_to_keep = 3
+  config.log_every_steps = 50
+
+  return config
+

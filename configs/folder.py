@@ -1,0 +1,21 @@
+"""Your own images: a folder laid out root/<split>/<class_name>/<image file>.
+
+    python main.py --config=configs/folder.py --workdir=runs/photos \
+      --config.dataset=folder:/path/to/root
+
+JPEG or PNG, any size, grayscale/RGB/RGBA (decoded to RGB). Without a
+root/validation (or root/val) folder, `validation_fraction` of every class in
+root/train is held out for validation.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = 'folder:'  # set the root: --config.dataset=folder:/path
+  config.image_size = 64
+  config.batch_size = 64
+  config.eval_batch_size = 128
+  config.num_epochs = 30
+  return config

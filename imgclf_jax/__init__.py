@@ -1,0 +1,1 @@
+"""imgclf_jax: train, evaluate and explain CNN image classifiers with JAX/Flax."""

@@ -1,0 +1,104 @@
+"""Orbax checkpoints under <workdir>/checkpoints, with what eval needs.
+
+Each checkpoint step holds two items:
+  state     the TrainState arrays (params, optimizer state, step)
+  metadata  JSON: the config, class names, normalisation statistics, image
+            shape, epoch and validation metrics, so evaluation and prediction
+            can rebuild the model without the original config file.
+"""
+
+import json
+import os
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from imgclf_jax.errors import UserError
+
+# Config keys that fix the model's shapes, the data or the step position: a
+# checkpoint cannot continue under a config that changes any of them.
+STRUCTURAL_KEYS = ('dataset', 'model', 'image_size', 'normalization',
+                   'batch_size')
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+class CheckpointStore:
+  """A thin wrapper over ocp.CheckpointManager for (state, metadata) pairs."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=False),
+        item_names=('state', 'metadata'))
+
+  def steps(self) -> list[int]:
+    return list(self._manager.all_steps()) if os.path.isdir(
+        self.directory) else []
+
+  def latest_step(self):
+    steps = self.steps()
+    return max(steps) if steps else None
+
+  def _check_step(self, step):
+    steps = self.steps()
+    if not steps:
+      raise UserError(f'no checkpoint in {self.directory}: train first, with '
+                      'the same --workdir and --mode=train.')
+    if step is None:
+      return max(steps)
+    if step not in steps:
+      raise UserError(f'--step={step}: no such checkpoint in {self.directory} '
+                      f'(steps there: {steps}).')
+    return step
+
+  def save(self, step: int, state, metadata: dict):
+    os.makedirs(self.directory, exist_ok=True)
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        metadata=ocp.args.JsonSave(metadata)))
+
+  def restore_metadata(self, step=None) -> tuple[int, dict]:
+    step = self._check_step(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))
+    return step, restored.metadata
+
+  def restore_state(self, step: int, target_state):
+    """Restores into the structure (and shapes) of `target_state`."""
+    step = self._check_step(step)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target_state)))
+    except (ValueError, KeyError) as e:
+      raise UserError(
+          f'checkpoint {step} in {self.directory} does not fit the model of '
+          f'this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}): '
+          'use a new --workdir or the config it was trained with.') from None
+    return restored.state
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def check_compatible(saved_config: dict, config, class_names, saved_class_names,
+                     directory: str, keys=STRUCTURAL_KEYS):
+  """Raises UserError if `config` cannot continue from / evaluate a checkpoint."""
+  current = config_to_dict(config)
+  changed = [k for k in keys if saved_config.get(k) != current.get(k)]
+  if changed:
+    diffs = ', '.join(f'{k}: checkpoint {saved_config.get(k)!r} vs now '
+                      f'{current.get(k)!r}' for k in changed)
+    raise UserError(
+        f'the checkpoints in {directory} come from an incompatible config '
+        f'({diffs}): use a new --workdir, or the config they were trained with.')
+  if list(class_names) != list(saved_class_names):
+    raise UserError(
+        f'class names differ from the checkpoint in {directory}: checkpoint '
+        f'{list(saved_class_names)} vs dataset {list(class_names)}. Evaluate '
+        'on a dataset with the same classes, in the same order.')

@@ -1,0 +1,65 @@
+"""Validation of a ConfigDict before any work starts."""
+
+import ml_collections
+
+from imgclf_jax import augment
+from imgclf_jax import models
+from imgclf_jax.errors import UserError
+
+NORMALIZATIONS = ('standardize', 'unit')
+LR_SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+
+def _require(ok: bool, key: str, value, must: str):
+  if not ok:
+    raise UserError(f'--config.{key}={value!r} is invalid: it must be {must}.')
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int):
+  """Raises UserError naming the first invalid config value."""
+  c = config
+  _require(isinstance(c.dataset, str) and c.dataset.strip() != '' and
+           c.dataset.strip() != 'folder:', 'dataset', c.dataset,
+           'a TFDS name (e.g. cifar10) or folder:/path/to/root')
+  _require(c.learning_rate > 0, 'learning_rate', c.learning_rate, '> 0')
+  _require(int(c.num_epochs) == c.num_epochs and c.num_epochs > 0,
+           'num_epochs', c.num_epochs, 'a whole number > 0')
+  _require(c.batch_size > 0, 'batch_size', c.batch_size, '> 0')
+  _require(c.eval_batch_size > 0, 'eval_batch_size', c.eval_batch_size, '> 0')
+  _require(c.image_size >= 8, 'image_size', c.image_size, '>= 8')
+  _require(0 <= c.dropout_rate < 1, 'dropout_rate', c.dropout_rate,
+           'in [0, 1)')
+  _require(0 < c.validation_fraction < 1, 'validation_fraction',
+           c.validation_fraction, 'in (0, 1)')
+  _require(c.weight_decay >= 0, 'weight_decay', c.weight_decay, '>= 0')
+  _require(0 <= c.label_smoothing < 1, 'label_smoothing', c.label_smoothing,
+           'in [0, 1)')
+  _require(c.warmup_epochs >= 0, 'warmup_epochs', c.warmup_epochs, '>= 0')
+  _require(c.checkpoint_every_epochs >= 1, 'checkpoint_every_epochs',
+           c.checkpoint_every_epochs, '>= 1')
+  _require(c.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
+           c.max_checkpoints_to_keep, '>= 1')
+  _require(c.log_every_steps >= 1, 'log_every_steps', c.log_every_steps,
+           '>= 1')
+  _require(c.shuffle_buffer_size >= 1, 'shuffle_buffer_size',
+           c.shuffle_buffer_size, '>= 1')
+  _require(c.model in models.MODELS, 'model', c.model,
+           f'one of {sorted(models.MODELS)}')
+  _require(c.normalization in NORMALIZATIONS, 'normalization',
+           c.normalization, f'one of {NORMALIZATIONS}')
+  _require(c.lr_schedule in LR_SCHEDULES, 'lr_schedule', c.lr_schedule,
+           f'one of {LR_SCHEDULES}')
+  augment.parse_augment(c.augment)  # raises on unknown names
+  _require(c.rotation_degrees >= 0, 'rotation_degrees', c.rotation_degrees,
+           '>= 0')
+  _require(0 <= c.zoom_range < 1, 'zoom_range', c.zoom_range, 'in [0, 1)')
+  _require(0 <= c.shift_fraction < 1, 'shift_fraction', c.shift_fraction,
+           'in [0, 1)')
+  _require(0 <= c.brightness_delta <= 1, 'brightness_delta',
+           c.brightness_delta, 'in [0, 1]')
+  for key in ('batch_size', 'eval_batch_size'):
+    if c[key] % num_devices:
+      raise UserError(
+          f'--config.{key}={c[key]} does not divide by the {num_devices} '
+          f'local devices: use a multiple of {num_devices}, e.g. '
+          f'--config.{key}={max(num_devices, c[key] // num_devices * num_devices)}.')

@@ -1,0 +1,306 @@
+"""Where images come from: a TFDS dataset or an image folder.
+
+Both kinds of source give the same thing to the input pipeline: a
+`DatasetInfo` (class names, channels, split sizes) and, per split, a
+deterministic `tf.data.Dataset` of `(image uint8 [H, W, C], label int32)`.
+Everything after that (resize, cache, shuffle, augment, batch) is shared code in
+`input_pipeline.py`.
+
+Logical splits: 'train' and 'validation' are resolved once from the config
+(`train_split`, `validation_split`, `validation_fraction`); any other name is
+passed to the source as it is (e.g. 'test', or a TFDS slice 'test[:50%]').
+"""
+
+import dataclasses
+import os
+import pathlib
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from imgclf_jax.errors import UserError
+
+# TF must leave any GPU to JAX: tf.data runs on the host.
+tf.config.set_visible_devices([], 'GPU')
+
+FOLDER_PREFIX = 'folder:'
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+FOLDER_VALIDATION_NAMES = ('validation', 'val', 'valid')
+# The held-out validation part of a folder's train split is drawn with this
+# seed, whatever config.seed is, so every run validates on the same images.
+FOLDER_SPLIT_SEED = 20_240_613
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str                     # config.dataset as given
+  class_names: tuple[str, ...]
+  channels: int                 # channels of the decoded images (1 or 3)
+  num_examples: dict            # logical split name -> number of examples
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+class Source:
+  """A dataset with resolved splits. Subclasses implement `_load`."""
+
+  info: DatasetInfo
+
+  def examples(self, split: str) -> tf.data.Dataset:
+    """(image uint8 [H, W, C], label int32) pairs in a fixed order."""
+    return self._load(self._resolve(split))
+
+  def num_examples(self, split: str) -> int:
+    return self._count(self._resolve(split))
+
+  def _resolve(self, split: str) -> str:
+    return self._splits.get(split, split)
+
+  def describe_error(self, split: str, error: Exception) -> str:
+    """Turns a failure while reading `split` into a message for the user."""
+    return f'reading split {split!r} of {self.info.name!r} failed: {error}'
+
+
+# ----------------------------------------------------------------------------
+# TFDS
+
+
+class TfdsSource(Source):
+  """Any TFDS image-classification dataset, read with `tfds.builder`."""
+
+  def __init__(self, name: str, config):
+    self._builder = _tfds_builder(name, config.data_dir)
+    self._counted = {}
+    info = self._builder.info
+    image_key, label_key = _supervised_keys(info, name)
+    self._image_key, self._label_key = image_key, label_key
+    available = list(info.splits.keys())
+    train = config.train_split
+    if config.validation_split:
+      validation = config.validation_split
+    elif 'validation' in available:
+      validation = 'validation'
+    else:  # hold out the last fraction of the train split
+      n = self._count(train)
+      held_out = max(1, int(round(n * config.validation_fraction)))
+      validation = f'{train}[{n - held_out}:]'
+      train = f'{train}[:{n - held_out}]'
+    self._splits = {'train': train, 'validation': validation}
+    channels = info.features[image_key].shape[-1]
+    self.info = DatasetInfo(
+        name=name,
+        class_names=tuple(info.features[label_key].names),
+        channels=int(channels) if channels else 3,
+        num_examples={k: self._count(v) for k, v in self._splits.items()})
+
+  def _count(self, split: str) -> int:
+    splits = self._builder.info.splits
+    if not splits:
+      # No split metadata (e.g. under tfds.testing.mock_data): count once.
+      if split not in self._counted:
+        self._counted[split] = int(self._builder.as_dataset(
+            split=split).reduce(0, lambda n, _: n + 1))
+      return self._counted[split]
+    try:
+      return splits[split].num_examples
+    except (KeyError, ValueError) as e:
+      raise UserError(
+          f'dataset {self._builder.name!r} has no split {split!r} ({e}); its '
+          f'splits are {sorted(splits.keys())}: set --config.train_split, '
+          '--config.validation_split or --config.eval_split accordingly.'
+      ) from None
+
+  def _load(self, split: str) -> tf.data.Dataset:
+    self._count(split)  # clear error for unknown splits
+    ds = self._builder.as_dataset(
+        split=split, shuffle_files=False,
+        read_config=tfds.ReadConfig(try_autocache=False))
+    image_key, label_key = self._image_key, self._label_key
+    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _tfds_builder(name: str, data_dir):
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(
+        f'--config.dataset={name!r}: no TFDS dataset of that name. Use a name '
+        'from tfds.list_builders() (e.g. cifar10, mnist, fashion_mnist) or '
+        'folder:/path/to/root for your own images.') from None
+  if not builder.is_prepared():
+    logging.info('TFDS dataset %s is not in %s: downloading and preparing it '
+                 '(needs internet).', name, builder.data_dir_root)
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      raise UserError(
+          f'TFDS dataset {name!r} is not in data_dir {builder.data_dir_root!r} '
+          f'and could not be downloaded ({type(e).__name__}: {e}). On a '
+          'machine with internet run tfds.builder(name).download_and_prepare() '
+          'and pass its data_dir with --config.data_dir=/path, or use '
+          '--config.dataset=folder:/path/to/images.') from None
+  return builder
+
+
+def _supervised_keys(info, name):
+  keys = info.supervised_keys
+  if not keys or len(keys) != 2:
+    raise UserError(f'TFDS dataset {name!r} has no (image, label) supervised '
+                    'keys: it is not an image-classification dataset.')
+  image_key, label_key = keys
+  if (not isinstance(info.features[image_key], tfds.features.Image) or
+      not isinstance(info.features[label_key], tfds.features.ClassLabel)):
+    raise UserError(f'TFDS dataset {name!r} is not an image-classification '
+                    'dataset (needs an Image feature and a ClassLabel).')
+  return image_key, label_key
+
+
+# ----------------------------------------------------------------------------
+# Image folders
+
+
+class FolderSource(Source):
+  """Images in root/<split>/<class_name>/<file>, decoded to RGB."""
+
+  def __init__(self, root: str, config):
+    self._root = root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+      raise UserError(f'--config.dataset=folder:{root}: no such folder. Point '
+                      'it at a folder laid out root/<split>/<class>/<image>.')
+    split_dirs = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    if config.train_split not in split_dirs:
+      raise UserError(
+          f'image folder {root} has no {config.train_split!r} subfolder '
+          f'(found {split_dirs or "none"}): lay it out as '
+          f'{root}/{config.train_split}/<class_name>/<image>.')
+    train_dir = os.path.join(root, config.train_split)
+    class_names = tuple(sorted(
+        d.name for d in os.scandir(train_dir) if d.is_dir()))
+    self._class_names = class_names
+    self._files = {}  # split name -> (paths, labels)
+    train_files = self._scan(config.train_split)
+    if len(class_names) < 2:
+      raise UserError(
+          f'image folder {train_dir} has {len(class_names)} class '
+          f'folder(s) {list(class_names)}: a classifier needs at least two, '
+          f'as {train_dir}/<class_name>/<image>.')
+    counts = np.bincount(train_files[1], minlength=len(class_names))
+    empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+      raise UserError(f'class folder(s) {empty} in {train_dir} hold no '
+                      f'images ({", ".join(IMAGE_EXTENSIONS)}).')
+
+    validation = config.validation_split or next(
+        (d for d in FOLDER_VALIDATION_NAMES if d in split_dirs), None)
+    if validation:
+      self._files['train'] = train_files
+      self._files['validation'] = self._scan(validation)
+    else:
+      self._files['train'], self._files['validation'] = _stratified_split(
+          train_files, config.validation_fraction)
+    self._splits = {}
+    self.info = DatasetInfo(
+        name=f'{FOLDER_PREFIX}{root}', class_names=class_names, channels=3,
+        num_examples={k: len(self._files[k][0])
+                      for k in ('train', 'validation')})
+
+  def _scan(self, split: str):
+    if split in self._files:
+      return self._files[split]
+    split_dir = os.path.join(self._root, split)
+    if not os.path.isdir(split_dir):
+      raise UserError(f'image folder {self._root} has no split {split!r} '
+                      f'(no folder {split_dir}).')
+    paths, labels = [], []
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+      if not entry.is_dir():
+        continue
+      if entry.name not in self._class_names:
+        raise UserError(
+            f'class folder {entry.path} is not a class of the training split '
+            f'{list(self._class_names)}: rename or remove it.')
+      label = self._class_names.index(entry.name)
+      for dirpath, dirnames, filenames in os.walk(entry.path):
+        dirnames.sort()
+        for f in sorted(filenames):
+          if f.lower().endswith(IMAGE_EXTENSIONS):
+            paths.append(os.path.join(dirpath, f))
+            labels.append(label)
+    if not paths:
+      raise UserError(
+          f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {split_dir}: lay '
+          f'the folder out as {split_dir}/<class_name>/<image>.')
+    result = (np.array(paths), np.array(labels, np.int32))
+    self._files[split] = result
+    return result
+
+  def _count(self, split: str) -> int:
+    return len(self._scan(split)[0])
+
+  def _load(self, split: str) -> tf.data.Dataset:
+    paths, labels = self._scan(split)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return ds.map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def describe_error(self, split: str, error: Exception) -> str:
+    bad = find_unreadable(self._scan(self._resolve(split))[0])
+    if bad:
+      path, reason = bad
+      return (f'cannot decode image file {path} ({reason}): remove or '
+              're-save it, then run the same command again.')
+    return super().describe_error(split, error)
+
+
+def _decode_file(path, label):
+  data = tf.io.read_file(path)
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  return image, label
+
+
+def find_unreadable(paths):
+  """First file TF cannot decode, as (path, reason); None if all decode."""
+  for path in paths:
+    try:
+      _decode_file(tf.constant(path), 0)
+    except tf.errors.OpError as e:
+      return path, e.message.splitlines()[0]
+  return None
+
+
+def _stratified_split(files, fraction):
+  """Holds out `fraction` of every class (at least one image where it can)."""
+  paths, labels = files
+  rng = np.random.default_rng(FOLDER_SPLIT_SEED)
+  train_idx, val_idx = [], []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    idx = idx[rng.permutation(len(idx))]
+    k = int(round(len(idx) * fraction))
+    if len(idx) > 1:
+      k = min(max(k, 1), len(idx) - 1)
+    else:
+      k = 0
+    val_idx.append(idx[:k])
+    train_idx.append(idx[k:])
+  train_idx = np.sort(np.concatenate(train_idx))
+  val_idx = np.sort(np.concatenate(val_idx))
+  if not len(val_idx):
+    raise UserError('the image folder has too few images to hold out a '
+                    'validation split: add images or a validation/ folder.')
+  return (paths[train_idx], labels[train_idx]), (paths[val_idx], labels[val_idx])
+
+
+def make_source(config) -> Source:
+  """The dataset named by config.dataset, with its splits resolved."""
+  name = config.dataset.strip()
+  if name.startswith(FOLDER_PREFIX):
+    return FolderSource(name[len(FOLDER_PREFIX):], config)
+  if os.path.sep in name or pathlib.Path(name).exists():
+    raise UserError(f'--config.dataset={name!r} looks like a path: write '
+                    f'--config.dataset=folder:{name} for an image folder.')
+  return TfdsSource(name, config)

@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix.
+
+`main.py` prints a `UserError` as a single line (what, where, how to fix) and
+exits non-zero; everything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+  """Bad input: a config value, a dataset, an image file, a workdir."""

@@ -1,0 +1,90 @@
+"""Evaluation: metrics over a split, and --mode=eval from a checkpoint."""
+
+import json
+import os
+
+from absl import logging
+from flax import jax_utils
+import jax
+import ml_collections
+
+from imgclf_jax import checkpoints
+from imgclf_jax import config_checks
+from imgclf_jax import datasets
+from imgclf_jax import input_pipeline
+from imgclf_jax import metrics as metrics_lib
+from imgclf_jax import models
+from imgclf_jax import steps
+from imgclf_jax import train_state as train_state_lib
+
+# Keys --mode=eval takes from the command-line config; the rest (the model and
+# its preprocessing) always come from the checkpoint.
+DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'validation_split',
+             'validation_fraction', 'eval_split', 'eval_batch_size', 'cache')
+
+
+def evaluate_split(p_eval_step, state, pipeline, split: str):
+  """Metrics over every example of `split` (device-side accumulation)."""
+  total = None
+  for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
+    total = metrics_lib.merge(total, p_eval_step(state, batch))
+  return total
+
+
+def eval_config(saved_config: dict, config) -> ml_collections.ConfigDict:
+  """The checkpoint's config with the data keys of `config` (if given)."""
+  merged = ml_collections.ConfigDict(saved_config)
+  if config is not None:
+    for key in DATA_KEYS:
+      merged[key] = config[key]
+  return merged
+
+
+def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
+  """Restores a checkpoint of `workdir` and evaluates it on config.eval_split.
+
+  `config` may be None: then the checkpoint's own config is used as is.
+  Writes `<workdir>/eval_<split>_step<step>.json` and returns its content.
+  """
+  workdir = os.path.abspath(workdir)
+  store = checkpoints.CheckpointStore(workdir)
+  try:
+    step, metadata = store.restore_metadata(step)
+    saved = metadata['config']
+    if config is not None:
+      checkpoints.check_compatible(
+          saved, config, metadata['class_names'], metadata['class_names'],
+          store.directory,
+          keys=('model', 'image_size', 'normalization'))
+    config = eval_config(saved, config)
+    num_devices = jax.local_device_count()
+    config_checks.validate(config, num_devices)
+    source = datasets.make_source(config)
+    checkpoints.check_compatible(saved, config, source.info.class_names,
+                                 metadata['class_names'], store.directory,
+                                 keys=())
+    pipeline = input_pipeline.InputPipeline(
+        source, config, num_devices, metadata['normalization'])
+    model = models.create_model(config, source.info.num_classes)
+    target = train_state_lib.create_train_state(
+        jax.random.key(0), model, pipeline.image_shape, config, 1)
+    state = store.restore_state(step, target)
+  finally:
+    store.close()
+
+  split = config.eval_split
+  values = metrics_lib.to_floats(
+      evaluate_split(steps.pmap_eval_step(), state, pipeline, split), '')
+  result = {'step': step, 'epoch': metadata['epoch'], 'dataset': source.info.name,
+            'split': split, 'num_examples': source.num_examples(split),
+            **values}
+  path = os.path.join(workdir, f'eval_{_file_safe(split)}_step{step}.json')
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  logging.info('Evaluation of step %d on %s[%s]: %s (written to %s)', step,
+               source.info.name, split, values, path)
+  return result
+
+
+def _file_safe(name: str) -> str:
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)

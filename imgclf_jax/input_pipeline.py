@@ -1,0 +1,172 @@
+"""The tf.data pipeline shared by every dataset source.
+
+    examples (uint8, any size) -> resize -> [cache] -> shuffle (train)
+      -> batch -> augment (train) -> normalise -> one-hot labels
+      -> split over devices -> prefetch
+
+Batches are dicts of numpy arrays with a leading device axis:
+  image [D, B/D, S, S, C] float32, label [D, B/D, K] float32 (one-hot),
+  and for evaluation mask [D, B/D] float32 (0 marks padding).
+Training batches are full (the last partial batch of an epoch is dropped);
+evaluation batches are padded so every example is seen exactly once.
+"""
+
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from imgclf_jax import augment
+from imgclf_jax import datasets
+from imgclf_jax.errors import UserError
+
+
+def epoch_seeds(seed: int, epoch: int) -> np.ndarray:
+  """Two uint32 words that seed everything random in one training epoch."""
+  return np.random.SeedSequence([seed, epoch]).generate_state(2)
+
+
+class InputPipeline:
+  """Batches of one dataset source, preprocessed as `config` says."""
+
+  def __init__(self, source: datasets.Source, config, num_devices: int,
+               normalization=None):
+    self.source = source
+    self.config = config
+    self.num_devices = num_devices
+    self.image_shape = (config.image_size, config.image_size,
+                        source.info.channels)
+    self._augment_names = augment.parse_augment(config.augment)
+    self._examples_cache = {}
+    self.normalization = normalization or self._compute_normalization()
+
+  @property
+  def steps_per_epoch(self) -> int:
+    steps = self.source.num_examples('train') // self.config.batch_size
+    if steps == 0:
+      raise UserError(
+          f'--config.batch_size={self.config.batch_size} is larger than the '
+          f'{self.source.num_examples("train")} training examples: lower it.')
+    return steps
+
+  # --- examples --------------------------------------------------------------
+
+  def _examples(self, split: str) -> tf.data.Dataset:
+    """Resized uint8 (image, label) pairs of `split`, cached if configured."""
+    if split not in self._examples_cache:
+      size = self.config.image_size
+
+      def resize(image, label):
+        image = tf.ensure_shape(image, [None, None, self.image_shape[-1]])
+        same = tf.reduce_all(tf.shape(image)[:2] == size)
+        image = tf.cond(
+            same, lambda: image,
+            lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
+                image, [size, size], antialias=True), 0, 255)), tf.uint8))
+        return tf.ensure_shape(image, self.image_shape), label
+
+      ds = self.source.examples(split).map(
+          resize, num_parallel_calls=tf.data.AUTOTUNE)
+      if self.config.cache:
+        ds = ds.cache()
+      self._examples_cache[split] = ds
+    return self._examples_cache[split]
+
+  def _compute_normalization(self) -> dict:
+    """Per-channel mean/std of the training split, in [0, 1] pixel units."""
+    channels = self.image_shape[-1]
+    if self.config.normalization == 'unit':
+      return {'mean': [0.0] * channels, 'std': [1.0] * channels}
+    ds = self._examples('train').batch(1024).map(
+        lambda image, label: tf.cast(image, tf.float64) / 255.0)
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for images in self._numpy(ds, 'train'):
+      total += images.sum(axis=(0, 1, 2))
+      total_sq += (images ** 2).sum(axis=(0, 1, 2))
+      count += images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return {'mean': mean.tolist(), 'std': std.tolist()}
+
+  # --- batches ---------------------------------------------------------------
+
+  def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Normalises, one-hots and splits batches over the devices."""
+    mean = tf.constant(self.normalization['mean'], tf.float32)
+    std = tf.constant(self.normalization['std'], tf.float32)
+    num_classes = self.source.info.num_classes
+    devices = self.num_devices
+
+    def finish(batch):
+      out = {'image': (batch['image'] - mean) / std,
+             'label': tf.one_hot(batch['label'], num_classes)}
+      if 'mask' in batch:
+        out['mask'] = batch['mask']
+      return {k: tf.reshape(v, [devices, -1, *v.shape[1:]])
+              for k, v in out.items()}
+
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+  def train_dataset(self, epoch: int) -> tf.data.Dataset:
+    """The batches of training epoch `epoch` (0-based), fixed by the seed."""
+    config = self.config
+    shuffle_seed, augment_seed = (int(s) for s in
+                                  epoch_seeds(config.seed, epoch))
+    n = self.source.num_examples('train')
+    ds = self._examples('train').shuffle(
+        min(config.shuffle_buffer_size, n), seed=shuffle_seed,
+        reshuffle_each_iteration=False)
+    ds = ds.batch(config.batch_size, drop_remainder=True).enumerate()
+    names = self._augment_names
+    seed = tf.constant([augment_seed, shuffle_seed], tf.int64)
+
+    def augment_one(index, batch):
+      image, label = batch
+      image = tf.cast(image, tf.float32) / 255.0
+      image = augment.augment_batch(
+          image, tf.random.experimental.stateless_fold_in(seed, index),
+          config, names)
+      return {'image': image, 'label': label}
+
+    ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
+    return self._finish(ds)
+
+  def eval_dataset(self, split: str) -> tf.data.Dataset:
+    """Every example of `split` once, padded to whole batches (mask 0)."""
+    batch_size = self.config.eval_batch_size
+    n = self.source.num_examples(split)
+    padding = (-n) % batch_size
+    ds = self._examples(split)
+    if padding:
+      pad = tf.data.Dataset.from_tensors(
+          (tf.zeros(self.image_shape, tf.uint8), tf.constant(-1, tf.int32)))
+      ds = ds.concatenate(pad.repeat(padding))
+
+    def to_float(image, label):
+      return {'image': tf.cast(image, tf.float32) / 255.0, 'label': label,
+              'mask': tf.cast(label >= 0, tf.float32)}
+
+    ds = ds.batch(batch_size, drop_remainder=True).map(
+        to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return self._finish(ds)
+
+  def train_batches(self, epoch: int) -> Iterator[dict]:
+    return self._numpy(self.train_dataset(epoch), 'train')
+
+  def eval_batches(self, split: str) -> Iterator[dict]:
+    return self._numpy(self.eval_dataset(split), split)
+
+  def _numpy(self, ds: tf.data.Dataset, split: str) -> Iterator:
+    """Iterates as numpy; a decoding failure becomes a UserError naming it."""
+    iterator = ds.as_numpy_iterator()
+    while True:
+      try:
+        item = next(iterator)
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        raise UserError(self.source.describe_error(split, e)) from None
+      yield item

@@ -1,0 +1,74 @@
+"""Pure train and eval steps, and their pmapped forms.
+
+Both run under `jax.pmap(axis_name='batch')` with the state broadcast
+(un-replicated, in_axes=None) and the batch split over devices; gradients and
+metric sums are reduced across devices, so the outputs are identical on every
+device and come back un-replicated (out_axes=None).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from imgclf_jax.metrics import Metrics
+
+AXIS = 'batch'
+
+
+def cross_entropy(logits, one_hot_labels, label_smoothing: float = 0.0):
+  """Per-example softmax cross-entropy against (optionally smoothed) labels."""
+  if label_smoothing:
+    one_hot_labels = optax.smooth_labels(one_hot_labels, label_smoothing)
+  return optax.softmax_cross_entropy(logits, one_hot_labels)
+
+
+def _metrics(per_example_loss, logits, labels, weights):
+  correct = (jnp.argmax(logits, -1) == jnp.argmax(labels, -1)) * weights
+  sums = jax.lax.psum((jnp.sum(per_example_loss * weights), jnp.sum(correct),
+                       jnp.sum(weights)), AXIS)
+  return Metrics.from_sums(*sums)
+
+
+def train_step(state, batch, rng, label_smoothing: float = 0.0):
+  """One optimizer step on this device's share of `batch`.
+
+  The dropout key is `rng` folded with the step number and the device index:
+  a fresh key for every step and every device, and `rng` itself is never used
+  directly.
+  """
+  dropout_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
+                                   jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, batch['image'], train=True,
+                            rngs={'dropout': dropout_rng})
+    loss = cross_entropy(logits, batch['label'], label_smoothing)
+    return loss.mean(), (loss, logits)
+
+  grads, (loss, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  new_state = state.apply_gradients(grads=grads)
+  return new_state, _metrics(loss, logits, batch['label'],
+                             jnp.ones_like(loss))
+
+
+def eval_step(state, batch):
+  """Loss and accuracy sums over the real (mask 1) examples of `batch`."""
+  logits = state.apply_fn({'params': state.params}, batch['image'],
+                          train=False)
+  loss = cross_entropy(logits, batch['label'])
+  return _metrics(loss, logits, batch['label'], batch['mask'])
+
+
+def pmap_train_step(label_smoothing: float = 0.0, devices=None):
+  """train_step over `devices` (default: all local devices)."""
+  return jax.pmap(
+      functools.partial(train_step, label_smoothing=label_smoothing),
+      axis_name=AXIS, in_axes=(None, 0, None), out_axes=None, devices=devices)
+
+
+def pmap_eval_step(devices=None):
+  return jax.pmap(eval_step, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
+                  devices=devices)

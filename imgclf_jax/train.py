@@ -1,0 +1,140 @@
+"""train_and_evaluate: the training loop, from config to checkpoints."""
+
+import os
+import time
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from flax import jax_utils
+import jax
+
+from imgclf_jax import checkpoints
+from imgclf_jax import config_checks
+from imgclf_jax import datasets
+from imgclf_jax import evaluate
+from imgclf_jax import input_pipeline
+from imgclf_jax import metrics as metrics_lib
+from imgclf_jax import models
+from imgclf_jax import plots
+from imgclf_jax import steps
+from imgclf_jax import train_state as train_state_lib
+from imgclf_jax.errors import UserError
+
+
+class TrainingDiverged(UserError):
+  """The loss stopped being a finite number."""
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint).
+
+  Returns the last epoch's metrics record (also the last line of
+  `<workdir>/metrics.jsonl`).
+  """
+  workdir = os.path.abspath(workdir)
+  num_devices = jax.local_device_count()
+  config_checks.validate(config, num_devices)
+  source = datasets.make_source(config)
+  info = source.info
+  store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
+
+  latest = store.latest_step()
+  normalization = None
+  if latest is not None:
+    _, metadata = store.restore_metadata(latest)
+    checkpoints.check_compatible(metadata['config'], config, info.class_names,
+                                 metadata['class_names'], store.directory)
+    normalization = metadata['normalization']
+  os.makedirs(workdir, exist_ok=True)
+
+  pipeline = input_pipeline.InputPipeline(source, config, num_devices,
+                                          normalization)
+  steps_per_epoch = pipeline.steps_per_epoch
+  num_steps = int(config.num_epochs) * steps_per_epoch
+  model = models.create_model(config, info.num_classes)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  state = train_state_lib.create_train_state(
+      init_rng, model, pipeline.image_shape, config, steps_per_epoch)
+  if latest is not None:
+    state = store.restore_state(latest, state)
+    logging.info('Resumed from checkpoint step %d in %s', latest,
+                 store.directory)
+  step = int(state.step)
+  if step % steps_per_epoch:
+    raise UserError(f'checkpoint step {step} in {store.directory} is not at an '
+                    f'epoch boundary of {steps_per_epoch} steps: was '
+                    '--config.batch_size changed? Use a new --workdir.')
+  start_epoch = step // steps_per_epoch
+
+  logging.info('Dataset %s: %d classes, %s examples; %d devices, %d steps '
+               'per epoch.', info.name, info.num_classes, info.num_examples,
+               num_devices, steps_per_epoch)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_epoch == 0:
+    writer.write_hparams(checkpoints.config_to_dict(config))
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer)
+  epoch_log = metrics_lib.EpochLog(workdir)
+  p_train_step = steps.pmap_train_step(config.label_smoothing)
+  p_eval_step = steps.pmap_eval_step()
+  schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
+
+  def metadata(epoch, record):
+    return {'config': checkpoints.config_to_dict(config),
+            'class_names': list(info.class_names),
+            'normalization': pipeline.normalization,
+            'image_shape': list(pipeline.image_shape),
+            'dataset': info.name, 'epoch': epoch + 1, 'metrics': record}
+
+  record = {}
+  try:
+    for epoch in range(start_epoch, int(config.num_epochs)):
+      epoch_start = time.time()
+      train_metrics = None
+      batches = jax_utils.prefetch_to_device(pipeline.train_batches(epoch), 2)
+      for batch in batches:
+        state, step_metrics = p_train_step(state, batch, dropout_rng)
+        train_metrics = metrics_lib.merge(train_metrics, step_metrics)
+        step += 1
+        report_progress(step)
+        if step % config.log_every_steps == 0:
+          running = metrics_lib.to_floats(train_metrics, 'train_')
+          _check_finite(running, epoch, store)
+          writer.write_scalars(step, running)
+      train_values = metrics_lib.to_floats(train_metrics, 'train_')
+      _check_finite(train_values, epoch, store)
+      val_values = metrics_lib.to_floats(evaluate.evaluate_split(
+          p_eval_step, state, pipeline, 'validation'), 'validation_')
+      record = {'epoch': epoch + 1, 'step': step, **train_values, **val_values,
+                'learning_rate': float(schedule(step - 1)),
+                'epoch_seconds': round(time.time() - epoch_start, 2)}
+      writer.write_scalars(step, {k: v for k, v in record.items()
+                                  if k not in ('epoch', 'step')})
+      last = epoch + 1 == int(config.num_epochs)
+      if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
+        store.save(step, state, metadata(epoch, record))
+      epoch_log.append(record)
+      logging.info('epoch %d/%d: %s', epoch + 1, config.num_epochs,
+                   ', '.join(f'{k}={v:.4f}' for k, v in record.items()
+                             if isinstance(v, float)))
+  finally:
+    store.close()
+    writer.flush()
+  records = epoch_log.read()
+  if records:
+    plots.plot_curves(records, os.path.join(workdir, 'curves.png'))
+  return record or (records[-1] if records else {})
+
+
+def _check_finite(values: dict, epoch: int, store):
+  if not metrics_lib.is_finite(values):
+    latest = store.latest_step()
+    kept = (f'the last good checkpoint (step {latest}) is kept in '
+            f'{store.directory}' if latest is not None else
+            'no checkpoint was written')
+    raise TrainingDiverged(
+        f'the training loss became {values} in epoch {epoch + 1}: training '
+        f'stopped and {kept}. Lower --config.learning_rate and use a new '
+        '--workdir (or remove the diverged steps).')

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from imgclf_jax import datasets
+from imgclf_jax import input_pipeline
+from tests import helpers
+
+
+def _pipeline(config, devices=2):
+  return input_pipeline.InputPipeline(datasets.make_source(config), config,
+                                      devices)
+
+
+def test_folder_source_classes_splits_and_stratified_validation(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(20, 10, 30))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  assert source.info.class_names == ('class_0', 'class_1', 'class_2')
+  assert source.info.num_examples == {'train': 54, 'validation': 6}
+  train = [int(l) for _, l in source.examples('train').as_numpy_iterator()]
+  val = [int(l) for _, l in source.examples('validation').as_numpy_iterator()]
+  assert np.bincount(val).tolist() == [2, 1, 3]  # 10% of every class
+  assert np.bincount(train).tolist() == [18, 9, 27]
+  # The held-out images are the same whatever the training seed.
+  other = datasets.make_source(
+      helpers.small_config(f'folder:{root}', seed=123))
+  np.testing.assert_array_equal(other._scan('validation')[0],
+                                source._scan('validation')[0])
+  assert not set(source._scan('train')[0]) & set(source._scan('validation')[0])
+
+
+def test_folder_with_validation_dir_uses_it(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(6, 6),
+                                   splits=('train', 'val'))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  assert source.info.num_examples == {'train': 12, 'validation': 12}
+
+
+def test_any_size_grayscale_rgba_decode_to_rgb_at_image_size(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(6, 6), size=(37, 23),
+                                   modes=('L', 'RGBA', 'RGB'))
+  config = helpers.small_config(f'folder:{root}', augment='', image_size=16)
+  pipeline = _pipeline(config)
+  batch = next(pipeline.train_batches(0))
+  assert batch['image'].shape == (2, 4, 16, 16, 3)
+  assert batch['image'].dtype == np.float32
+  assert batch['label'].shape == (2, 4, 2)
+  assert set(batch['label'].sum(-1).ravel()) == {1.0}  # one-hot
+
+
+def test_standardize_gives_zero_mean_unit_std(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(16, 16))
+  config = helpers.small_config(f'folder:{root}', augment='',
+                                normalization='standardize')
+  pipeline = _pipeline(config)
+  stats = pipeline.normalization
+  assert len(stats['mean']) == 3 and min(stats['std']) > 0
+  images = np.concatenate([b['image'].reshape(-1, 3) for e in range(1)
+                           for b in pipeline.train_batches(e)])
+  np.testing.assert_allclose(images.mean(0), 0, atol=0.05)
+  np.testing.assert_allclose(images.std(0), 1, atol=0.05)
+
+
+def test_unit_normalization_is_pixels_over_255(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(4, 4))
+  config = helpers.small_config(f'folder:{root}', augment='',
+                                normalization='unit', image_size=24)
+  pipeline = _pipeline(config)
+  assert pipeline.normalization == {'mean': [0.0] * 3, 'std': [1.0] * 3}
+  image = next(pipeline.eval_batches('validation'))['image'][0, 0]
+  path = pipeline.source._scan('validation')[0][0]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  expected = np.asarray(Image.open(path).resize((24, 24), Image.BILINEAR))
+  assert image.min() >= 0 and image.max() <= 1
+  np.testing.assert_allclose(image * 255, expected, atol=40)
+
+
+def test_eval_sees_every_example_once_with_padding_masked(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(9, 8),
+                                   splits=('train', 'test'))
+  config = helpers.small_config(f'folder:{root}', eval_batch_size=8)
+  pipeline = _pipeline(config)
+  batches = list(pipeline.eval_batches('test'))
+  assert len(batches) == 3  # 17 examples -> 8 + 8 + 1 (and 7 padding)
+  masks = np.concatenate([b['mask'].ravel() for b in batches])
+  labels = np.concatenate([b['label'].reshape(-1, 2) for b in batches])
+  assert masks.sum() == 17 and masks[:17].all() and not masks[17:].any()
+  assert labels[masks == 1].sum(0).tolist() == [9, 8]
+  assert not labels[masks == 0].any()
+
+
+def test_training_batches_are_fixed_by_seed_and_epoch(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(10, 10))
+  config = helpers.small_config(f'folder:{root}')
+  pipeline = _pipeline(config)
+  assert pipeline.steps_per_epoch == 18 // 8
+  first = [b['image'] for b in pipeline.train_batches(0)]
+  again = [b['image'] for b in pipeline.train_batches(0)]
+  fresh = [b['image'] for b in _pipeline(config).train_batches(0)]
+  second_epoch = [b['image'] for b in pipeline.train_batches(1)]
+  other_seed = [b['image'] for b in _pipeline(
+      helpers.small_config(f'folder:{root}', seed=1)).train_batches(0)]
+  for a, b, c in zip(first, again, fresh):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  assert not np.allclose(first[0], second_epoch[0])
+  assert not np.allclose(first[0], other_seed[0])
+
+
+def test_tfds_source_holds_out_validation_from_train():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    assert source.info.channels == 1
+    assert source.info.class_names == tuple(str(i) for i in range(10))
+    assert source._resolve('train') == 'train[:36]'
+    assert source._resolve('validation') == 'train[36:]'
+    pipeline = input_pipeline.InputPipeline(source, config, 2)
+    batch = next(pipeline.train_batches(0))
+  assert batch['image'].shape == (2, 4, 16, 16, 1)
+  assert batch['label'].shape == (2, 4, 10)

@@ -1,0 +1,52 @@
+"""The command line as a user runs it: real files, one device, subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args):
+  env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_train_then_eval_from_the_command_line(tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 10, 10),
+                                   ext='jpg', size=(40, 30))
+  workdir = str(tmp_path / 'run')
+  common = ['--config=configs/folder.py', f'--workdir={workdir}',
+            f'--config.dataset=folder:{data}', '--config.image_size=24']
+  trained = _main(*common, '--config.num_epochs=2', '--config.batch_size=9')
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  assert 'epoch 2/2' in trained.stderr
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    last = [json.loads(line) for line in f][-1]
+  assert last['epoch'] == 2 and last['step'] == 6  # 27 train images / 9
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+  evaluated = _main(*common, '--mode=eval')
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  result = json.loads(evaluated.stdout)
+  assert result['accuracy'] == last['validation_accuracy']
+  assert result['num_examples'] == 3
+
+  # Without --config the checkpoint's own config is used.
+  bare = _main(f'--workdir={workdir}', '--mode=eval')
+  assert bare.returncode == 0, bare.stderr[-3000:]
+  assert json.loads(bare.stdout)['accuracy'] == last['validation_accuracy']
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
+  result = _main('--config=configs/cifar10.py', f'--workdir={tmp_path}',
+                 '--config.learning_rate=-1')
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert errors == ['error: --config.learning_rate=-1.0 is invalid: it must be '
+                    '> 0.']
+  assert 'Traceback' not in result.stderr

@@ -1,0 +1,103 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imgclf_jax import models
+from imgclf_jax import steps
+from imgclf_jax import train_state as train_state_lib
+from tests import helpers
+
+NUM_CLASSES = 4
+
+
+def _state(dropout_rate=0.0, learning_rate=1e-3):
+  config = helpers.small_config('cifar10', dropout_rate=dropout_rate,
+                                learning_rate=learning_rate)
+  model = models.create_model(config, NUM_CLASSES)
+  return train_state_lib.create_train_state(
+      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+
+
+def _batch(n=16, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, NUM_CLASSES, n)
+  return {'image': rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
+          'label': np.eye(NUM_CLASSES, dtype=np.float32)[labels],
+          'mask': np.ones(n, np.float32)}
+
+
+def _shard(batch, devices):
+  return jax.tree.map(lambda x: x.reshape(devices, -1, *x.shape[1:]), batch)
+
+
+def _params_close(a, b, **tol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, **tol)
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch():
+  # Adam's first step moves every weight by ~lr; 1e-3 overshoots on this
+  # random batch, a smaller step does not.
+  state, batch = _state(learning_rate=3e-4), _shard(_batch(), 1)
+  train = steps.pmap_train_step(devices=jax.devices()[:1])
+  evaluate = steps.pmap_eval_step(devices=jax.devices()[:1])
+  before = evaluate(state, batch).compute()['loss']
+  new_state, metrics = train(state, batch, jax.random.key(1))
+  after = evaluate(new_state, batch).compute()['loss']
+  assert int(new_state.step) == 1
+  assert after < before
+  # The step reports the loss of the batch before its update (dropout off).
+  np.testing.assert_allclose(metrics.compute()['loss'], before, rtol=1e-5)
+  assert float(metrics.accuracy.count) == 16
+
+
+def test_four_devices_give_the_same_update_as_one():
+  assert jax.local_device_count() == 4, 'conftest sets 4 fake CPU devices'
+  state, batch = _state(), _batch()
+  rng = jax.random.key(1)
+  one, m1 = steps.pmap_train_step(devices=jax.devices()[:1])(
+      state, _shard(batch, 1), rng)
+  four, m4 = steps.pmap_train_step()(state, _shard(batch, 4), rng)
+  _params_close(one.params, four.params, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(m1.compute()['loss'], m4.compute()['loss'],
+                             rtol=1e-5)
+  assert float(m4.loss.count) == 16
+
+
+def test_dropout_keys_differ_per_step_and_per_device():
+  state = _state(dropout_rate=0.5)
+  rng = jax.random.key(1)
+  shard = _batch(n=4)
+  train1 = steps.pmap_train_step(devices=jax.devices()[:1])
+  train4 = steps.pmap_train_step()
+  # Per step: the same state, batch and rng at another step number.
+  a, _ = train1(state, _shard(shard, 1), rng)
+  b, _ = train1(state.replace(step=state.step + 1), _shard(shard, 1), rng)
+  assert not np.allclose(a.params['Dense_0']['kernel'],
+                         b.params['Dense_0']['kernel'])
+  # Per device: four copies of one shard. Equal keys on every device would
+  # make the mean gradient equal to the single-device one.
+  same = jax.tree.map(lambda x: np.stack([x] * 4), shard)
+  c, _ = train4(state, same, rng)
+  assert not np.allclose(a.params['Dense_0']['kernel'],
+                         c.params['Dense_0']['kernel'])
+
+
+def test_eval_step_ignores_padding():
+  state = _state()
+  batch = _batch(8)
+  padded = jax.tree.map(lambda x: np.concatenate([x, np.zeros_like(x)]), batch)
+  padded['image'][8:] = 100.0  # garbage that would change the loss
+  evaluate = steps.pmap_eval_step()
+  m_plain = evaluate(state, _shard(batch, 4)).compute()
+  m_padded = evaluate(state, _shard(padded, 4)).compute()
+  np.testing.assert_allclose(m_plain['loss'], m_padded['loss'], rtol=1e-6)
+  assert m_plain['accuracy'] == m_padded['accuracy']
+
+
+def test_label_smoothing_changes_the_loss():
+  logits = jnp.array([[4.0, 0.0, 0.0, 0.0]])
+  labels = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+  plain = steps.cross_entropy(logits, labels)
+  smooth = steps.cross_entropy(logits, labels, label_smoothing=0.2)
+  assert smooth > plain
