@@ -295,6 +295,15 @@ def _stratified_split(files, fraction):
   return (paths[train_idx], labels[train_idx]), (paths[val_idx], labels[val_idx])
 
 
+def canonical_dataset(name: str) -> str:
+  """config.dataset with a folder root made absolute (cwd-independent)."""
+  name = name.strip()
+  if name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX):
+    root = os.path.expanduser(name[len(FOLDER_PREFIX):])
+    return FOLDER_PREFIX + os.path.abspath(root)
+  return name
+
+
 def make_source(config) -> Source:
   """The dataset named by config.dataset, with its splits resolved."""
   name = config.dataset.strip()

@@ -37,6 +37,7 @@ def eval_config(saved_config: dict, config) -> ml_collections.ConfigDict:
   if config is not None:
     for key in DATA_KEYS:
       merged[key] = config[key]
+  merged.dataset = datasets.canonical_dataset(merged.dataset)
   return merged
 
 

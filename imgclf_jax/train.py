@@ -35,6 +35,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   num_devices = jax.local_device_count()
   config_checks.validate(config, num_devices)
+  config = config.copy_and_resolve_references()
+  config.dataset = datasets.canonical_dataset(config.dataset)
   source = datasets.make_source(config)
   info = source.info
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
