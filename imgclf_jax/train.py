@@ -107,10 +107,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
           writer.write_scalars(step, running)
       train_values = metrics_lib.to_floats(train_metrics, 'train_')
       _check_finite(train_values, epoch, store)
+      train_seconds = time.time() - epoch_start
       val_values = metrics_lib.to_floats(evaluate.evaluate_split(
           p_eval_step, state, pipeline, 'validation'), 'validation_')
       record = {'epoch': epoch + 1, 'step': step, **train_values, **val_values,
                 'learning_rate': float(schedule(step - 1)),
+                'train_seconds': round(train_seconds, 2),
                 'epoch_seconds': round(time.time() - epoch_start, 2)}
       writer.write_scalars(step, {k: v for k, v in record.items()
                                   if k not in ('epoch', 'step')})
