@@ -1,0 +1,398 @@
+"""Speed of imgclf_jax's training program, side by side with PyTorch.
+
+    python benchmarks/run.py                 # full run (several minutes)
+    python benchmarks/run.py --quick         # under a minute
+    python benchmarks/run.py --json out.json
+
+Measures, on this machine:
+  1. train-step throughput of the step the trainer uses (imgclf_jax.steps,
+     pmapped over all local devices) at batch 128 and a large batch;
+  2. the same model/loss/optimizer/batch in PyTorch (CPU eager, and
+     torch.compile where it works), timed alternately with ours, and the
+     ratio ours/PyTorch per pair (PyTorch is optional: without it the
+     comparison is reported as skipped);
+  3. eval-step throughput;
+  4. the input pipeline alone, with every augmentation (img/s);
+  5. one real training epoch (imgclf_jax.train.train_and_evaluate) against
+     steps x step time: the pipeline's overhead;
+  6. time to the first step (imports + compile) and peak memory (RSS);
+  7. achieved GFLOP/s (XLA's own FLOP count of the step) and this machine's
+     float32 matmul rate as the practical ceiling.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from flax import jax_utils
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default as default_config
+from imgclf_jax import models
+from imgclf_jax import steps
+from imgclf_jax import train_state as train_state_lib
+
+SHARED_CIFAR = os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10-jpeg')
+NUM_CLASSES = 10
+IMAGE_SHAPE = (32, 32, 3)
+
+
+# --- the step the trainer uses -------------------------------------------------
+
+
+def make_config(batch_size, **overrides):
+  config = default_config.get_config()
+  config.batch_size = batch_size
+  config.eval_batch_size = batch_size
+  for k, v in overrides.items():
+    config[k] = v
+  return config
+
+
+def jax_setup(batch_size):
+  """State, a device-split batch and the pmapped steps, as the trainer has."""
+  config = make_config(batch_size)
+  model = models.create_model(config, NUM_CLASSES)
+  state = train_state_lib.create_train_state(
+      jax.random.key(0), model, IMAGE_SHAPE, config, steps_per_epoch=100)
+  devices = jax.local_device_count()
+  rng = np.random.default_rng(0)
+  batch = {
+      'image': rng.normal(size=(devices, batch_size // devices, *IMAGE_SHAPE)
+                          ).astype(np.float32),
+      'label': np.eye(NUM_CLASSES, dtype=np.float32)[
+          rng.integers(0, NUM_CLASSES, (devices, batch_size // devices))],
+      'mask': np.ones((devices, batch_size // devices), np.float32),
+  }
+  # Moved to the devices the way the trainer moves its batches.
+  batch = next(jax_utils.prefetch_to_device(iter([batch]), 1))
+  return state, batch, steps.pmap_train_step(), steps.pmap_eval_step()
+
+
+def time_jax_train(setup, num_steps):
+  state, batch, p_train, _ = setup
+  rng = jax.random.key(1)
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    state, metrics = p_train(state, batch, rng)
+  jax.block_until_ready((state, metrics))
+  return time.perf_counter() - start
+
+
+def time_jax_eval(setup, num_steps):
+  state, batch, _, p_eval = setup
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    metrics = p_eval(state, batch)
+  jax.block_until_ready(metrics)
+  return time.perf_counter() - start
+
+
+def step_flops(setup):
+  """FLOPs of one train step, as counted by XLA for the compiled step."""
+  state, batch, _, _ = setup
+  single = {k: v[0] for k, v in batch.items()}
+  lowered = jax.jit(
+      lambda s, b: jax.grad(lambda p: steps.cross_entropy(
+          s.apply_fn({'params': p}, b['image'], train=True,
+                     rngs={'dropout': jax.random.key(0)}),
+          b['label']).mean())(s.params)).lower(state, single)
+  cost = lowered.compile().cost_analysis()
+  if isinstance(cost, list):
+    cost = cost[0]
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def matmul_gflops(n=2048, repeats=5):
+  """float32 n x n matmul rate of XLA:CPU on this machine (the ceiling)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+# --- PyTorch peer --------------------------------------------------------------
+
+
+def torch_setup(batch_size, compiled=False):
+  """The same CNN in PyTorch (NCHW), Adam, cross-entropy; None if absent."""
+  try:
+    import torch
+    from torch import nn
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count() or 1)
+  model = nn.Sequential(
+      nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Flatten(), nn.Linear(8 * 8 * 64, 128), nn.ReLU(), nn.Dropout(0.5),
+      nn.Linear(128, NUM_CLASSES))
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  loss_fn = nn.CrossEntropyLoss()
+  x = torch.randn(batch_size, 3, 32, 32)
+  y = torch.randint(0, NUM_CLASSES, (batch_size,))
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  if compiled:
+    step = torch.compile(step)
+  return step
+
+
+def time_torch(step, num_steps):
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    loss = step()
+  float(loss.detach())
+  return time.perf_counter() - start
+
+
+# --- measurements ----------------------------------------------------------------
+
+
+def alternate(batch_size, num_steps, repeats, torch_kinds):
+  """Median img/s of ours and each PyTorch kind, timed in alternation."""
+  setup = jax_setup(batch_size)
+  time_jax_train(setup, 3)  # compile + warm-up
+  peers = {}
+  for kind in torch_kinds:
+    try:
+      peer = torch_setup(batch_size, compiled=(kind == 'compile'))
+      if peer is not None:
+        time_torch(peer, 3)
+        peers[kind] = peer
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'  torch {kind} unavailable: {type(e).__name__}: '
+            f'{str(e).splitlines()[0][:120]}')
+  ours, theirs, ratios = [], {k: [] for k in peers}, {k: [] for k in peers}
+  for _ in range(repeats):
+    t = batch_size * num_steps / time_jax_train(setup, num_steps)
+    ours.append(t)
+    for kind, peer in peers.items():
+      p = batch_size * num_steps / time_torch(peer, num_steps)
+      theirs[kind].append(p)
+      ratios[kind].append(t / p)
+  result = {'batch_size': batch_size, 'jax_img_s': statistics.median(ours),
+            'jax_img_s_all': ours}
+  for kind in peers:
+    result[f'torch_{kind}_img_s'] = statistics.median(theirs[kind])
+    result[f'ratio_vs_torch_{kind}'] = statistics.median(ratios[kind])
+  return result, setup
+
+
+def pipeline_throughput(dataset, num_batches, batch_size=128):
+  """img/s of the input pipeline alone (cache warm, every augmentation)."""
+  from imgclf_jax import datasets, input_pipeline
+  config = make_config(batch_size, dataset=dataset)
+  pipeline = input_pipeline.InputPipeline(
+      datasets.make_source(config), config, jax.local_device_count())
+  # Epoch 0 fills the cache (decodes every file): time it separately.
+  start = time.perf_counter()
+  count = sum(b['image'].shape[0] * b['image'].shape[1]
+              for b in pipeline.train_batches(0))
+  first = count / (time.perf_counter() - start)
+  start = time.perf_counter()
+  count = 0
+  for i, b in enumerate(pipeline.train_batches(1)):
+    count += b['image'].shape[0] * b['image'].shape[1]
+    if i + 1 == num_batches:
+      break
+  return {'pipeline_img_s': count / (time.perf_counter() - start),
+          'pipeline_first_epoch_img_s': first}
+
+
+def epoch_overhead(dataset, step_img_s, batch_size=128):
+  """Wall time of a real training epoch vs steps x step time."""
+  from imgclf_jax import train
+  with tempfile.TemporaryDirectory() as workdir:
+    config = make_config(batch_size, dataset=dataset, num_epochs=2)
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+  second = records[-1]  # epoch 1 also decodes into the cache
+  steps_per_epoch = second['step'] - records[0]['step']
+  compute = steps_per_epoch * batch_size / step_img_s
+  return {'epoch_train_seconds': second['train_seconds'],
+          'epoch_compute_seconds': compute,
+          'epoch_overhead': second['train_seconds'] / compute - 1,
+          'epoch_steps': steps_per_epoch}
+
+
+def first_step():
+  """Seconds from a fresh interpreter to a finished first train step."""
+  code = (
+      'import time; t0 = time.perf_counter()\n'
+      'import sys; sys.path.insert(0, %r)\n'
+      'from benchmarks import run\n'
+      'import jax, resource\n'
+      'setup = run.jax_setup(128)\n'
+      'run.time_jax_train(setup, 1)\n'
+      'print(time.perf_counter() - t0)\n' % ROOT)
+  start = time.perf_counter()
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True, env=dict(os.environ))
+  wall = time.perf_counter() - start
+  return {'first_step_s': float(out.stdout.strip().splitlines()[-1]),
+          'first_step_wall_s': wall}
+
+
+def make_dataset(num_per_class):
+  """A generated 10-class folder of 32x32 PNGs (when no real data is here)."""
+  from PIL import Image
+  root = tempfile.mkdtemp(prefix='imgclf_bench_')
+  rng = np.random.default_rng(0)
+  for c in range(NUM_CLASSES):
+    d = os.path.join(root, 'train', f'class_{c}')
+    os.makedirs(d)
+    for i in range(num_per_class):
+      Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(
+          os.path.join(d, f'{i}.png'))
+  return f'folder:{root}'
+
+
+def machine():
+  info = {'platform': platform.platform(), 'python': platform.python_version(),
+          'cpus': os.cpu_count(), 'jax': jax.__version__,
+          'devices': [str(d) for d in jax.local_devices()]}
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    info['cpu'] = names[0] if names else ''
+  except OSError:
+    pass
+  try:
+    import torch
+    info['torch'] = torch.__version__
+  except ImportError:
+    info['torch'] = None
+  return info
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true', help='short mode (<1 min)')
+  parser.add_argument('--json', help='write the results to this file')
+  parser.add_argument('--dataset', default=None,
+                      help='dataset for the pipeline and epoch measurements '
+                      '(default: the shared CIFAR-10 JPEGs if present)')
+  args = parser.parse_args()
+
+  quick = args.quick
+  if args.dataset:
+    dataset = args.dataset
+  elif not quick and os.path.isdir(SHARED_CIFAR):
+    dataset = f'folder:{os.path.abspath(SHARED_CIFAR)}'
+  else:
+    dataset = make_dataset(40 if quick else 500)
+  results = {'machine': machine(), 'quick': quick, 'dataset': dataset,
+             'date': time.strftime('%Y-%m-%d')}
+  kinds = ['eager'] if quick else ['eager', 'compile']
+  repeats, num_steps = (3, 5) if quick else (7, 20)
+
+  print('train step, batch 128 ...', flush=True)
+  b128, setup = alternate(128, num_steps, repeats, kinds)
+  results['batch_128'] = b128
+  results['train_img_s'] = b128['jax_img_s']
+  results['torch_train_img_s'] = b128.get('torch_eager_img_s')
+  results['ratio_vs_torch'] = b128.get('ratio_vs_torch_eager')
+  flops = step_flops(setup)
+  results['step_gflop_per_image'] = flops / 128 / 1e9
+  results['achieved_gflops'] = flops / 128 * b128['jax_img_s'] / 1e9
+  results['matmul_gflops'] = matmul_gflops(1024 if quick else 2048)
+
+  print('eval step ...', flush=True)
+  time_jax_eval(setup, 3)
+  results['eval_img_s'] = statistics.median(
+      128 * num_steps / time_jax_eval(setup, num_steps) for _ in range(repeats))
+
+  if not quick:
+    print('train step, batch 512 ...', flush=True)
+    results['batch_512'], _ = alternate(512, max(num_steps // 4, 5), repeats,
+                                        ['eager'])
+
+  print('input pipeline ...', flush=True)
+  results.update(pipeline_throughput(dataset, 10 if quick else 100))
+  results['pipeline_vs_step'] = results['pipeline_img_s'] / results['train_img_s']
+
+  print('one real epoch ...', flush=True)
+  results.update(epoch_overhead(dataset, results['train_img_s']))
+
+  print('time to first step ...', flush=True)
+  results.update(first_step())
+  results['peak_rss_mb'] = resource.getrusage(
+      resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  print_table(results)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(results, f, indent=2)
+    print(f'written to {args.json}')
+
+
+def print_table(r):
+  def fmt(v, spec='.0f'):
+    return 'skipped (no torch)' if v is None else format(v, spec)
+  rows = [
+      ('train step, batch 128 (img/s)', fmt(r['train_img_s'])),
+      ('PyTorch eager, batch 128 (img/s)', fmt(r['torch_train_img_s'])),
+      ('ratio ours / PyTorch eager', fmt(r['ratio_vs_torch'], '.2f')),
+  ]
+  if 'torch_compile_img_s' in r['batch_128']:
+    rows += [('PyTorch compile, batch 128 (img/s)',
+              fmt(r['batch_128']['torch_compile_img_s'])),
+             ('ratio ours / PyTorch compile',
+              fmt(r['batch_128']['ratio_vs_torch_compile'], '.2f'))]
+  if 'batch_512' in r:
+    b = r['batch_512']
+    rows += [('train step, batch 512 (img/s)', fmt(b['jax_img_s'])),
+             ('ratio ours / PyTorch eager, batch 512',
+              fmt(b.get('ratio_vs_torch_eager'), '.2f'))]
+  rows += [
+      ('eval step, batch 128 (img/s)', fmt(r['eval_img_s'])),
+      ('input pipeline, all augmentations (img/s)', fmt(r['pipeline_img_s'])),
+      ('  first epoch, decoding files (img/s)',
+       fmt(r['pipeline_first_epoch_img_s'])),
+      ('pipeline / train step', fmt(r['pipeline_vs_step'], '.2f')),
+      ('epoch: train wall (s)', fmt(r['epoch_train_seconds'], '.1f')),
+      ('epoch: steps x step time (s)', fmt(r['epoch_compute_seconds'], '.1f')),
+      ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'),
+      ('time to first step (s)', fmt(r['first_step_s'], '.1f')),
+      ('peak RSS (MB)', fmt(r['peak_rss_mb'])),
+      ('train step GFLOP/image (XLA count)',
+       fmt(r['step_gflop_per_image'], '.4f')),
+      ('achieved GFLOP/s', fmt(r['achieved_gflops'], '.1f')),
+      ('matmul f32 GFLOP/s (ceiling)', fmt(r['matmul_gflops'], '.1f')),
+  ]
+  width = max(len(k) for k, _ in rows)
+  print()
+  for k, v in rows:
+    print(f'{k:<{width}}  {v}')
+
+
+if __name__ == '__main__':
+  main()
