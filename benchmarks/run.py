@@ -35,6 +35,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# As main.py does, before JAX (and PyTorch) allocate: both run under it.
+from imgclf_jax import malloc_tuning
+MALLOC_TUNED = malloc_tuning.tune_malloc()
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from flax import jax_utils
 import jax
@@ -278,6 +282,7 @@ def make_dataset(num_per_class):
 def machine():
   info = {'platform': platform.platform(), 'python': platform.python_version(),
           'cpus': os.cpu_count(), 'jax': jax.__version__,
+          'malloc_tuned': MALLOC_TUNED,
           'devices': [str(d) for d in jax.local_devices()]}
   try:
     with open('/proc/cpuinfo') as f:

@@ -1,8 +1,6 @@
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from imgclf_jax import models
 from tests import helpers
@@ -36,13 +34,6 @@ def test_grayscale_28x28_input_and_class_count():
   assert variables['params']['Dense_0']['kernel'].shape == (7 * 7 * 64, 128)
   assert model.apply(variables, jnp.ones((3, 28, 28, 1)),
                      train=False).shape == (3, 7)
-
-
-@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (3, 7, 9, 5)])
-def test_max_pool_2x2_matches_nn_max_pool(shape):
-  x = jax.random.normal(jax.random.key(1), shape)
-  expected = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
-  np.testing.assert_array_equal(models.max_pool_2x2(x), expected)
 
 
 def test_dropout_only_in_training():

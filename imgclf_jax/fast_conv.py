@@ -1,0 +1,181 @@
+"""A 3x3 'SAME' convolution and a 2x2 max pool whose gradients XLA:CPU runs fast.
+
+`FastConv` computes exactly what `nn.Conv(features, kernel_size,
+padding='SAME')` computes (stride 1, NHWC, same parameters and initialisers);
+`max_pool_2x2` is `nn.max_pool(x, (2, 2), strides=(2, 2))`. Only the way the
+work is expressed differs, because on XLA:CPU (jaxlib 0.10.2, which hands
+convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
+
+* The filter gradient of a convolution is emitted as a convolution with a
+  whole-image window and a 3x3 output, which runs at a fraction of the
+  machine's GEMM rate and was about half of the train step. Here it is an
+  im2col GEMM: the patch matrix is built by one XLA loop fusion (each tap
+  padded into its own channel block and summed; concatenating slices or
+  `conv_general_dilated_patches` is slower), then multiplied in a dot form
+  XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
+  batched dot for the others; a dot contracting dim 0 of both operands falls
+  back to a slow path).
+* The first layer's forward pass (3 input channels) is also an im2col GEMM;
+  XLA reuses the patch matrix in the backward pass.
+* The input gradient stays a forward convolution with the flipped kernel, as
+  jax.grad emits it (already fast).
+* `max_pool_2x2` stores the int8 index of the first maximum of each window
+  (the tie rule of nn.max_pool's select_and_scatter and of PyTorch); its
+  gradient is one compare-and-select fusion, instead of select_and_scatter
+  (slow on XLA:CPU) or reduce_max's gradient (an extra pass for ties).
+
+tests/test_fast_conv.py checks values and gradients against nn.Conv and
+nn.max_pool; BENCHMARKS.md has the measured effect on the train step.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import flax.linen as nn
+
+__all__ = ['FastConv', 'max_pool_2x2', 'conv2d_same']
+
+_DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _same_pads(k):
+  """lax 'SAME' padding for stride 1: (low, high) = ((k-1)//2, k//2)."""
+  return (k - 1) // 2, k // 2
+
+
+def _pad_same(x, kh, kw):
+  return jnp.pad(x, ((0, 0), _same_pads(kh), _same_pads(kw), (0, 0)))
+
+
+def _im2col(x, kh, kw):
+  """Patch matrix P of shape (N*H*W, kh*kw*C), columns ordered (kh, kw, c) -- i.e. the row-major
+  flattening of an HWIO kernel's first three dims -- built as a single XLA loop fusion
+  (a chain of pads and adds; concatenating the slices is slower)."""
+  n, h, w, c = x.shape
+  xp = _pad_same(x, kh, kw)
+  taps = kh * kw
+  out = None
+  for t in range(taps):
+    i, j = divmod(t, kw)
+    blk = jnp.pad(xp[:, i:i + h, j:j + w, :], ((0, 0), (0, 0), (0, 0), (t * c, (taps - 1 - t) * c)))
+    out = blk if out is None else out + blk
+  return out.reshape(n * h * w, taps * c)
+
+
+def _mm(a, b):
+  """Standard-form (M,K)@(K,N) dot: the layout XLA:CPU hands to YNNPACK."""
+  return lax.dot_general(a, b, (((1,), (0,)), ((), ())))
+
+
+def _small_cin(kh, kw, cin):
+  # First-layer-like shapes (e.g. RGB input): YNNPACK's direct conv is slow for tiny Cin.
+  return kh * kw * cin <= 32
+
+
+def _fwd(x, w):
+  kh, kw, cin, cout = w.shape
+  if _small_cin(kh, kw, cin):
+    n, h, ww, _ = x.shape
+    return _mm(_im2col(x, kh, kw), w.reshape(kh * kw * cin, cout)).reshape(n, h, ww, cout)
+  return lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=_DN)
+
+
+def _dx(w, dy):
+  """Input gradient = forward conv of dy with the spatially flipped, in/out-swapped kernel.
+  (the same HLO jax.grad produces; XLA:CPU runs it well)."""
+  kh, kw = w.shape[:2]
+  (lh, hh), (lw, hw) = _same_pads(kh), _same_pads(kw)
+  wt = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+  return lax.conv_general_dilated(dy, wt, (1, 1), ((hh, lh), (hw, lw)), dimension_numbers=_DN)
+
+
+def _dw(x, w, dy):
+  kh, kw, cin, cout = w.shape
+  p = _im2col(x, kh, kw)                      # (K, kh*kw*cin), K = N*H*W
+  d = dy.reshape(-1, cout)                    # (K, cout)
+  if _small_cin(kh, kw, cin):
+    # dW^T = dy^T @ P : transposing dy (the smaller operand here) keeps the GEMM in the
+    # fast standard form (faster than the split form below for this shape).
+    return _mm(d.T, p).T.reshape(kh, kw, cin, cout)
+  k = p.shape[0]
+  if k % 2 == 0:
+    # split-K batched dot, summed: avoids the slow contract-dim-0 GEMM path
+    # (and was faster than the transposed form or nine per-tap dots).
+    r = lax.dot_general(p.reshape(2, k // 2, -1), d.reshape(2, k // 2, cout),
+              (((1,), (1,)), ((0,), (0,)))).sum(0)
+  else:
+    r = _mm(d.T, p).T
+  return r.reshape(kh, kw, cin, cout)
+
+
+@jax.custom_vjp
+def conv2d_same(x, w):
+  """NHWC x HWIO -> NHWC, stride 1, 'SAME' padding, no bias (numerically == lax conv)."""
+  return _fwd(x, w)
+
+
+def _conv_fwd(x, w):
+  return _fwd(x, w), (x, w)
+
+
+def _conv_bwd(res, dy):
+  x, w = res
+  # Note: for the first layer dx is never used by the optimizer and XLA removes it (DCE).
+  return _dx(w, dy).astype(x.dtype), _dw(x, w, dy).astype(w.dtype)
+
+
+conv2d_same.defvjp(_conv_fwd, _conv_bwd)
+
+
+class FastConv(nn.Module):
+  """Drop-in for nn.Conv(features, kernel_size, padding='SAME') with stride 1 (NHWC).
+
+  Same parameters as nn.Conv; give it name='Conv_<i>' to keep nn.Conv's parameter tree."""
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = tuple(self.kernel_size)
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    y = conv2d_same(x, kernel.astype(x.dtype))
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+# ----------------------------------------------------------------------------- 2x2 max pool
+@jax.custom_vjp
+def max_pool_2x2(x):
+  """== nn.max_pool(x, (2, 2), strides=(2, 2)) (VALID: odd trailing row/col dropped), NHWC.
+  Gradient goes to the first maximum of each window in (0,0),(0,1),(1,0),(1,1) order, as with
+  nn.max_pool's select_and_scatter and torch."""
+  return _pool_fwd(x)[0]
+
+
+def _pool_fwd(x):
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  a, b, cc, d = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+  y = jnp.maximum(jnp.maximum(a, b), jnp.maximum(cc, d))
+  idx = jnp.where(a == y, 0, jnp.where(b == y, 1, jnp.where(cc == y, 2, 3))).astype(jnp.int8)
+  return y, (idx, x.shape[0], h, w, c)
+
+
+def _pool_bwd(res, g):
+  idx, n, h, w, c = res
+  k = jnp.arange(4, dtype=jnp.int8).reshape(1, 1, 2, 1, 2, 1)
+  dx = jnp.where(idx[:, :, None, :, None, :] == k, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+  dx = dx.reshape(n, h // 2 * 2, w // 2 * 2, c)
+  if h % 2 or w % 2:
+    dx = jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  return (dx,)
+
+
+max_pool_2x2.defvjp(_pool_fwd, _pool_bwd)
