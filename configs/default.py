@@ -45,6 +45,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.shift_fraction = 0.1       # translation up to this fraction of a side
   config.brightness_delta = 0.1     # added to [0, 1] pixels, uniform in [-d, d]
 
+  # --- Class imbalance (training split) -----------------------------------------
+  # Before training, class_distribution.png/.json show the examples per class
+  # of the training and validation splits; a warning is logged when the largest
+  # class has more than this many times the examples of the smallest.
+  config.imbalance_warning_ratio = 3.0
+  # Weight of each example's loss term by its class: 'none'; 'balanced'
+  # (inverse frequency, n / (num_classes * n_class)); one number per class in
+  # class order ('1,1,4'); or class=weight pairs, others 1 ('cat=4,dog=2').
+  config.class_weights = 'none'
+  # Draw training examples so every class is seen about equally often (one
+  # shuffled, repeated stream per class, mixed with equal probabilities; an
+  # epoch keeps its number of steps).
+  config.oversample = False
+  # Stronger augmentation for minority-class examples only, in place of
+  # `augment` for them: a subset of the augmentation names above ('' = off),
+  # with rotation_degrees, zoom_range, shift_fraction and brightness_delta
+  # multiplied by minority_augment_scale.
+  config.minority_augment = ''
+  config.minority_augment_scale = 2.0
+  # A minority class has fewer than this fraction of the largest class's
+  # training examples (used by minority_augment and the imbalance report).
+  config.minority_fraction = 0.5
+
   # --- Model ------------------------------------------------------------------
   config.model = 'cnn'
   config.dropout_rate = 0.5
@@ -61,8 +84,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.seed = 0
 
+  # --- Evaluation report and prediction -----------------------------------------
+  # --mode=eval reports top-k accuracy; --mode=predict prints the top-k classes.
+  config.top_k = 5
+  # Images in the eval report's example grid and in each of its galleries
+  # (most confidently wrong, least confident right).
+  config.report_images = 24
+
   # --- Checkpoints and logging --------------------------------------------------
   config.checkpoint_every_epochs = 1
+  # The latest checkpoints kept; the one with the best validation accuracy is
+  # kept besides them (--mode=eval --step=best).
   config.max_checkpoints_to_keep = 3
   config.log_every_steps = 50
 

@@ -22,13 +22,13 @@ from imgclf_jax.errors import UserError
 AUGMENTATIONS = ('flip', 'rotate', 'zoom', 'shift', 'brightness')
 
 
-def parse_augment(spec: str) -> tuple[str, ...]:
+def parse_augment(spec: str, key: str = 'augment') -> tuple[str, ...]:
   """'flip, shift' -> ('flip', 'shift'); raises UserError on unknown names."""
   names = tuple(n.strip() for n in (spec or '').split(',') if n.strip())
   unknown = [n for n in names if n not in AUGMENTATIONS]
   if unknown:
     raise UserError(
-        f'--config.augment={spec!r}: unknown augmentation(s) {unknown}; '
+        f'--config.{key}={spec!r}: unknown augmentation(s) {unknown}; '
         f'choose a comma-separated subset of {",".join(AUGMENTATIONS)}.')
   return names
 

@@ -5,6 +5,10 @@ Each checkpoint step holds two items:
   metadata  JSON: the config, class names, normalisation statistics, image
             shape, epoch and validation metrics, so evaluation and prediction
             can rebuild the model without the original config file.
+
+Kept: the latest `max_to_keep` steps and, besides them, the step with the best
+validation accuracy (Orbax preservation policies LatestN + BestN, ranked by
+the metrics passed to `save`). `--step=best` / `--step=latest` pick them.
 """
 
 import json
@@ -14,6 +18,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from imgclf_jax.errors import UserError
+
+# The metric (passed to `save`) that ranks checkpoints for --step=best.
+BEST_METRIC = 'validation_accuracy'
 
 # Config keys that fix the model's shapes, the data or the step position: a
 # checkpoint cannot continue under a config that changes any of them.
@@ -30,10 +37,18 @@ class CheckpointStore:
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    policies = ocp.checkpoint_managers
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=False),
+            create=False,
+            # best_fn makes the manager write and read the metrics of `save`.
+            best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max',
+            preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(n=max_to_keep),
+                policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC],
+                               reverse=False, n=1,
+                               keep_checkpoints_without_metrics=False)])),
         item_names=('state', 'metadata'))
 
   def steps(self) -> list[int]:
@@ -44,11 +59,33 @@ class CheckpointStore:
     steps = self.steps()
     return max(steps) if steps else None
 
+  def best_step(self):
+    """The step with the best validation accuracy (latest among equals)."""
+    return self._manager.best_step() if self.steps() else None
+
   def _check_step(self, step):
+    """None/'latest', 'best', or a step number (int or digits) -> a step."""
     steps = self.steps()
     if not steps:
       raise UserError(f'no checkpoint in {self.directory}: train first, with '
                       'the same --workdir and --mode=train.')
+    if isinstance(step, str):
+      text = step.strip().lower()
+      if text in ('', 'latest'):
+        step = None
+      elif text == 'best':
+        best = self.best_step()
+        if best is None or best not in steps:
+          raise UserError(
+              f'--step=best: no checkpoint in {self.directory} records its '
+              f'{BEST_METRIC} (written by an older version?): use '
+              f'--step=latest or a step number ({steps}).')
+        return best
+      elif text.isdigit():
+        step = int(text)
+      else:
+        raise UserError(f'--step={step}: use latest, best or a step number '
+                        f'({steps}).')
     if step is None:
       return max(steps)
     if step not in steps:
@@ -56,11 +93,14 @@ class CheckpointStore:
                       f'(steps there: {steps}).')
     return step
 
-  def save(self, step: int, state, metadata: dict):
+  def save(self, step: int, state, metadata: dict, metrics: dict):
+    """Saves step `step`; `metrics` must hold BEST_METRIC (ranks --step=best)."""
     os.makedirs(self.directory, exist_ok=True)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        metadata=ocp.args.JsonSave(metadata)))
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                metadata=ocp.args.JsonSave(metadata)),
+        metrics={k: float(v) for k, v in metrics.items()})
 
   def restore_metadata(self, step=None) -> tuple[int, dict]:
     step = self._check_step(step)

@@ -8,13 +8,18 @@ from absl import logging
 
 from imgclf_jax.errors import UserError
 
-MODES = ('train', 'eval')
+MODES = ('train', 'eval', 'predict')
 
 
-def run(mode: str, config, workdir: str, step=None):
-  """Runs `mode`; a UserError is printed as one line and exits with status 2."""
+def run(mode: str, config, workdir: str, step=None, images=None):
+  """Runs `mode`; a UserError is printed as one line and exits with status 2.
+
+  `step`: None/'latest', 'best' or a step number (eval and predict);
+  `images`: a file, folder or glob (predict).
+  """
   # Imported here so that `--help` and flag errors stay fast.
   from imgclf_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from imgclf_jax import predict  # pylint: disable=g-import-not-at-top
   from imgclf_jax import train  # pylint: disable=g-import-not-at-top
   _quiet_library_logs()
   try:
@@ -23,8 +28,10 @@ def run(mode: str, config, workdir: str, step=None):
         raise UserError('--config is required for --mode=train, e.g. '
                         '--config=configs/cifar10.py.')
       return train.train_and_evaluate(config, workdir)
+    if mode == 'predict':
+      return predict.predict_images(config, workdir, images, step)
     result = evaluate.evaluate_checkpoint(config, workdir, step)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(evaluate.summary(result), indent=2))
     return result
   except UserError as e:
     logging.flush()

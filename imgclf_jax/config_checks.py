@@ -3,6 +3,7 @@
 import ml_collections
 
 from imgclf_jax import augment
+from imgclf_jax import imbalance
 from imgclf_jax import models
 from imgclf_jax.errors import UserError
 
@@ -57,9 +58,36 @@ def validate(config: ml_collections.ConfigDict, num_devices: int):
            'in [0, 1)')
   _require(0 <= c.brightness_delta <= 1, 'brightness_delta',
            c.brightness_delta, 'in [0, 1]')
+  _validate_imbalance(c)
+  _require(int(c.top_k) == c.top_k and c.top_k >= 1, 'top_k', c.top_k,
+           'a whole number >= 1')
+  _require(int(c.report_images) == c.report_images and c.report_images >= 1,
+           'report_images', c.report_images, 'a whole number >= 1')
   for key in ('batch_size', 'eval_batch_size'):
     if c[key] % num_devices:
       raise UserError(
           f'--config.{key}={c[key]} does not divide by the {num_devices} '
           f'local devices: use a multiple of {num_devices}, e.g. '
           f'--config.{key}={max(num_devices, c[key] // num_devices * num_devices)}.')
+
+
+def _validate_imbalance(c):
+  """The class-imbalance keys (see configs/default.py)."""
+  _require(c.imbalance_warning_ratio >= 1, 'imbalance_warning_ratio',
+           c.imbalance_warning_ratio, '>= 1')
+  imbalance.parse_class_weights(c.class_weights)  # raises on bad syntax
+  _require(isinstance(c.oversample, bool), 'oversample', c.oversample,
+           'True or False')
+  _require(0 < c.minority_fraction <= 1, 'minority_fraction',
+           c.minority_fraction, 'in (0, 1]')
+  if not augment.parse_augment(c.minority_augment, key='minority_augment'):
+    return
+  scale = c.minority_augment_scale
+  _require(scale > 0, 'minority_augment_scale', scale, '> 0')
+  for key, ok, must in (
+      ('zoom_range', c.zoom_range * scale < 1, '< 1'),
+      ('shift_fraction', c.shift_fraction * scale < 1, '< 1'),
+      ('brightness_delta', c.brightness_delta * scale <= 1, '<= 1')):
+    _require(ok, 'minority_augment_scale', scale,
+             f'such that {key} * minority_augment_scale {must} (it is '
+             f'{c[key] * scale:g})')

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from imgclf_jax import preprocess
 from imgclf_jax.errors import UserError
 
 # TF must leave any GPU to JAX: tf.data runs on the host.
@@ -59,6 +60,16 @@ class Source:
 
   def _resolve(self, split: str) -> str:
     return self._splits.get(split, split)
+
+  def labels(self, split: str) -> np.ndarray:
+    """The int labels of `split`, in the order of `examples(split)`."""
+    labels = self.examples(split).map(lambda image, label: label)
+    return np.fromiter(labels.as_numpy_iterator(), np.int64).astype(np.int32)
+
+  def files(self, split: str):
+    """The image file of each example of `split`, or None (not from files)."""
+    del split
+    return None
 
   def describe_error(self, split: str, error: Exception) -> str:
     """Turns a failure while reading `split` into a message for the user."""
@@ -122,6 +133,18 @@ class TfdsSource(Source):
     image_key, label_key = self._image_key, self._label_key
     return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
                   num_parallel_calls=tf.data.AUTOTUNE)
+
+  def labels(self, split: str) -> np.ndarray:
+    split = self._resolve(split)
+    self._count(split)  # clear error for unknown splits
+    ds = self._builder.as_dataset(
+        split=split, shuffle_files=False,
+        read_config=tfds.ReadConfig(try_autocache=False),
+        decoders={self._image_key: tfds.decode.SkipDecoding()})
+    label_key = self._label_key
+    labels = ds.map(lambda ex: ex[label_key],
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return np.fromiter(labels.as_numpy_iterator(), np.int64).astype(np.int32)
 
 
 def _tfds_builder(name: str, data_dir):
@@ -242,6 +265,12 @@ class FolderSource(Source):
   def _count(self, split: str) -> int:
     return len(self._scan(split)[0])
 
+  def labels(self, split: str) -> np.ndarray:
+    return self._scan(self._resolve(split))[1]
+
+  def files(self, split: str):
+    return self._scan(self._resolve(split))[0]
+
   def _load(self, split: str) -> tf.data.Dataset:
     paths, labels = self._scan(split)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -257,9 +286,7 @@ class FolderSource(Source):
 
 
 def _decode_file(path, label):
-  data = tf.io.read_file(path)
-  image = tf.io.decode_image(data, channels=3, expand_animations=False)
-  return image, label
+  return preprocess.decode_image(tf.io.read_file(path), channels=3), label
 
 
 def find_unreadable(paths):

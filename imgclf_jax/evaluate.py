@@ -1,4 +1,8 @@
-"""Evaluation: metrics over a split, and --mode=eval from a checkpoint."""
+"""Evaluation: metrics over a split, and --mode=eval from a checkpoint.
+
+--mode=eval writes the evaluation report (report.py) beside its JSON:
+per-class metrics, top-k accuracy, confusion matrix, example pictures.
+"""
 
 import json
 import os
@@ -14,13 +18,15 @@ from imgclf_jax import datasets
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
-from imgclf_jax import steps
+from imgclf_jax import report
 from imgclf_jax import train_state as train_state_lib
 
 # Keys --mode=eval takes from the command-line config; the rest (the model and
 # its preprocessing) always come from the checkpoint.
 DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'validation_split',
              'validation_fraction', 'eval_split', 'eval_batch_size', 'cache')
+# Keys of the report and of prediction, also taken from the command line.
+REPORT_KEYS = ('top_k', 'report_images')
 
 
 def evaluate_split(p_eval_step, state, pipeline, split: str):
@@ -31,11 +37,20 @@ def evaluate_split(p_eval_step, state, pipeline, split: str):
   return total
 
 
-def eval_config(saved_config: dict, config) -> ml_collections.ConfigDict:
-  """The checkpoint's config with the data keys of `config` (if given)."""
+def eval_config(saved_config: dict, config,
+                keys=DATA_KEYS + REPORT_KEYS) -> ml_collections.ConfigDict:
+  """The checkpoint's config with the data keys of `config` (if given).
+
+  Keys added to configs/default.py after the checkpoint was written get
+  their default values.
+  """
+  from configs import default  # pylint: disable=g-import-not-at-top
   merged = ml_collections.ConfigDict(saved_config)
+  for key, value in default.get_config().items():
+    if key not in merged:
+      merged[key] = value
   if config is not None:
-    for key in DATA_KEYS:
+    for key in keys:
       merged[key] = config[key]
   merged.dataset = datasets.canonical_dataset(merged.dataset)
   return merged
@@ -66,25 +81,43 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
                                  keys=())
     pipeline = input_pipeline.InputPipeline(
         source, config, num_devices, metadata['normalization'])
-    model = models.create_model(config, source.info.num_classes)
-    target = train_state_lib.create_train_state(
-        jax.random.key(0), model, pipeline.image_shape, config, 1)
-    state = store.restore_state(step, target)
+    state = restore_state(store, step, config, source.info.num_classes,
+                          pipeline.image_shape)
   finally:
     store.close()
 
   split = config.eval_split
-  values = metrics_lib.to_floats(
-      evaluate_split(steps.pmap_eval_step(), state, pipeline, split), '')
+  total, outputs = report.collect(state, pipeline, split)
+  values = metrics_lib.to_floats(total, '')
+  numbers = report.build(outputs, source.info.class_names, config.top_k)
+  logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,
+               split, report.format_table(numbers, values['accuracy'],
+                                          values['loss']))
+  prefix = os.path.join(workdir, f'eval_{_file_safe(split)}_step{step}')
+  pictures = report.write_report(
+      outputs, numbers, pipeline, split, prefix, step, config.report_images,
+      title=f'{split}, step {step}', values=values)
   result = {'step': step, 'epoch': metadata['epoch'], 'dataset': source.info.name,
             'split': split, 'num_examples': source.num_examples(split),
-            **values}
-  path = os.path.join(workdir, f'eval_{_file_safe(split)}_step{step}.json')
-  with open(path, 'w') as f:
+            **values, **numbers, **pictures}
+  with open(prefix + '.json', 'w') as f:
     json.dump(result, f, indent=2)
-  logging.info('Evaluation of step %d on %s[%s]: %s (written to %s)', step,
-               source.info.name, split, values, path)
+  logging.info('Evaluation results written to %s.json', prefix)
   return result
+
+
+def restore_state(store, step: int, config, num_classes: int, image_shape):
+  """The TrainState of checkpoint `step`, for the model of `config`."""
+  model = models.create_model(config, num_classes)
+  target = train_state_lib.create_train_state(
+      jax.random.key(0), model, tuple(image_shape), config, 1)
+  return store.restore_state(step, target)
+
+
+def summary(result: dict) -> dict:
+  """The result without its per-example lists and layouts (for printing)."""
+  return {k: v for k, v in result.items()
+          if k not in ('examples', 'layout', 'confusion_matrix')}
 
 
 def _file_safe(name: str) -> str:

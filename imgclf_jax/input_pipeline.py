@@ -4,9 +4,16 @@
       -> batch -> augment (train) -> normalise -> one-hot labels
       -> split over devices -> prefetch
 
+The per-image steps (decode, resize, [0, 1] floats, normalise) are the
+functions of `preprocess.py`, shared with prediction. Class-imbalance remedies
+(`imbalance.py`) hook into the training stream: oversampling replaces the
+shuffle, class weights add a per-example `weight`, and minority-class examples
+can get a stronger augmentation.
+
 Batches are dicts of numpy arrays with a leading device axis:
   image [D, B/D, S, S, C] float32, label [D, B/D, K] float32 (one-hot),
-  and for evaluation mask [D, B/D] float32 (0 marks padding).
+  for evaluation mask [D, B/D] float32 (0 marks padding), and for training
+  with config.class_weights weight [D, B/D] float32 (loss weight).
 Training batches are full (the last partial batch of an epoch is dropped);
 evaluation batches are padded so every example is seen exactly once.
 """
@@ -18,6 +25,8 @@ import tensorflow as tf
 
 from imgclf_jax import augment
 from imgclf_jax import datasets
+from imgclf_jax import imbalance
+from imgclf_jax import preprocess
 from imgclf_jax.errors import UserError
 
 
@@ -38,6 +47,7 @@ class InputPipeline:
                         source.info.channels)
     self._augment_names = augment.parse_augment(config.augment)
     self._examples_cache = {}
+    self._class_counts = {}
     self.normalization = normalization or self._compute_normalization()
 
   @property
@@ -49,21 +59,27 @@ class InputPipeline:
           f'{self.source.num_examples("train")} training examples: lower it.')
     return steps
 
+  def class_counts(self, split: str) -> np.ndarray:
+    """Examples per class of `split` (labels only; no image is decoded)."""
+    if split not in self._class_counts:
+      self._class_counts[split] = imbalance.class_counts(
+          self.source.labels(split), self.source.info.num_classes)
+    return self._class_counts[split]
+
   # --- examples --------------------------------------------------------------
+
+  def resized_examples(self, split: str) -> tf.data.Dataset:
+    """(image uint8 [S, S, C], label) pairs of `split` as the model sees them
+    before normalisation, in the split's order."""
+    return self._examples(split)
 
   def _examples(self, split: str) -> tf.data.Dataset:
     """Resized uint8 (image, label) pairs of `split`, cached if configured."""
     if split not in self._examples_cache:
-      size = self.config.image_size
+      size, channels = self.config.image_size, self.image_shape[-1]
 
       def resize(image, label):
-        image = tf.ensure_shape(image, [None, None, self.image_shape[-1]])
-        same = tf.reduce_all(tf.shape(image)[:2] == size)
-        image = tf.cond(
-            same, lambda: image,
-            lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
-                image, [size, size], antialias=True), 0, 255)), tf.uint8))
-        return tf.ensure_shape(image, self.image_shape), label
+        return preprocess.resize_image(image, size, channels), label
 
       ds = self.source.examples(split).map(
           resize, num_parallel_calls=tf.data.AUTOTUNE)
@@ -94,16 +110,16 @@ class InputPipeline:
 
   def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
     """Normalises, one-hots and splits batches over the devices."""
-    mean = tf.constant(self.normalization['mean'], tf.float32)
-    std = tf.constant(self.normalization['std'], tf.float32)
+    normalization = self.normalization
     num_classes = self.source.info.num_classes
     devices = self.num_devices
 
     def finish(batch):
-      out = {'image': (batch['image'] - mean) / std,
+      out = {'image': preprocess.normalize(batch['image'], normalization),
              'label': tf.one_hot(batch['label'], num_classes)}
-      if 'mask' in batch:
-        out['mask'] = batch['mask']
+      for key in ('mask', 'weight'):
+        if key in batch:
+          out[key] = batch[key]
       return {k: tf.reshape(v, [devices, -1, *v.shape[1:]])
               for k, v in out.items()}
 
@@ -116,20 +132,36 @@ class InputPipeline:
     shuffle_seed, augment_seed = (int(s) for s in
                                   epoch_seeds(config.seed, epoch))
     n = self.source.num_examples('train')
-    ds = self._examples('train').shuffle(
-        min(config.shuffle_buffer_size, n), seed=shuffle_seed,
-        reshuffle_each_iteration=False)
+    if config.oversample:
+      ds = imbalance.oversample(self._examples('train'),
+                                self.class_counts('train'), n, shuffle_seed,
+                                config.shuffle_buffer_size)
+    else:
+      ds = self._examples('train').shuffle(
+          min(config.shuffle_buffer_size, n), seed=shuffle_seed,
+          reshuffle_each_iteration=False)
     ds = ds.batch(config.batch_size, drop_remainder=True).enumerate()
     names = self._augment_names
     seed = tf.constant([augment_seed, shuffle_seed], tf.int64)
+    weights = self.loss_weights()
+    weights = None if weights is None else tf.constant(weights, tf.float32)
+    minority_augment = None
+    if augment.parse_augment(config.minority_augment):
+      minority_augment = imbalance.minority_augment_fn(
+          config, imbalance.minority_classes(self.class_counts('train'),
+                                             config.minority_fraction))
 
     def augment_one(index, batch):
       image, label = batch
-      image = tf.cast(image, tf.float32) / 255.0
-      image = augment.augment_batch(
-          image, tf.random.experimental.stateless_fold_in(seed, index),
-          config, names)
-      return {'image': image, 'label': label}
+      image = preprocess.to_unit_float(image)
+      batch_seed = tf.random.experimental.stateless_fold_in(seed, index)
+      augmented = augment.augment_batch(image, batch_seed, config, names)
+      if minority_augment is not None:
+        augmented = minority_augment(image, augmented, label, batch_seed)
+      out = {'image': augmented, 'label': label}
+      if weights is not None:
+        out['weight'] = tf.gather(weights, label)
+      return out
 
     ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
     return self._finish(ds)
@@ -146,12 +178,21 @@ class InputPipeline:
       ds = ds.concatenate(pad.repeat(padding))
 
     def to_float(image, label):
-      return {'image': tf.cast(image, tf.float32) / 255.0, 'label': label,
+      return {'image': preprocess.to_unit_float(image), 'label': label,
               'mask': tf.cast(label >= 0, tf.float32)}
 
     ds = ds.batch(batch_size, drop_remainder=True).map(
         to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return self._finish(ds)
+
+  def loss_weights(self):
+    """Per-class loss weights of config.class_weights, or None (unweighted)."""
+    names = self.source.info.class_names
+    if imbalance.parse_class_weights(self.config.class_weights, names) is None:
+      return None
+    return imbalance.loss_weights(self.config.class_weights,
+                                  self.class_counts('train'),
+                                  self.source.info.class_names)
 
   def train_batches(self, epoch: int) -> Iterator[dict]:
     return self._numpy(self.train_dataset(epoch), 'train')

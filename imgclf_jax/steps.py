@@ -37,6 +37,10 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0):
   The dropout key is `rng` folded with the step number and the device index:
   a fresh key for every step and every device, and `rng` itself is never used
   directly.
+
+  With a per-example `weight` in the batch (config.class_weights) the step
+  minimises mean(weight * loss) over the batch; the metrics it returns stay
+  the plain mean loss and accuracy, comparable with validation.
   """
   dropout_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
                                    jax.lax.axis_index(AXIS))
@@ -45,6 +49,8 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0):
     logits = state.apply_fn({'params': params}, batch['image'], train=True,
                             rngs={'dropout': dropout_rng})
     loss = cross_entropy(logits, batch['label'], label_smoothing)
+    if 'weight' in batch:
+      return (loss * batch['weight']).mean(), (loss, logits)
     return loss.mean(), (loss, logits)
 
   grads, (loss, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -62,6 +68,27 @@ def eval_step(state, batch):
   return _metrics(loss, logits, batch['label'], batch['mask'])
 
 
+def _logits(state, images):
+  return state.apply_fn({'params': state.params}, images, train=False)
+
+
+def predict_step(state, batch):
+  """Class probabilities [B, K] of this device's share of batch['image']."""
+  return jax.nn.softmax(_logits(state, batch['image']))
+
+
+def eval_outputs_step(state, batch):
+  """eval_step's metrics, and per example: probabilities, predicted and true
+  class, mask (for reports: confusion matrix, galleries)."""
+  logits = _logits(state, batch['image'])
+  loss = cross_entropy(logits, batch['label'])
+  outputs = {'probs': jax.nn.softmax(logits),
+             'predicted': jnp.argmax(logits, -1),
+             'label': jnp.argmax(batch['label'], -1),
+             'mask': batch['mask']}
+  return _metrics(loss, logits, batch['label'], batch['mask']), outputs
+
+
 def pmap_train_step(label_smoothing: float = 0.0, devices=None):
   """train_step over `devices` (default: all local devices)."""
   return jax.pmap(
@@ -72,3 +99,15 @@ def pmap_train_step(label_smoothing: float = 0.0, devices=None):
 def pmap_eval_step(devices=None):
   return jax.pmap(eval_step, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
                   devices=devices)
+
+
+def pmap_predict_step(devices=None):
+  """predict_step; probabilities come back per device, [D, B/D, K]."""
+  return jax.pmap(predict_step, axis_name=AXIS, in_axes=(None, 0), out_axes=0,
+                  devices=devices)
+
+
+def pmap_eval_outputs_step(devices=None):
+  """eval_outputs_step: metrics reduced (un-replicated), outputs per device."""
+  return jax.pmap(eval_outputs_step, axis_name=AXIS, in_axes=(None, 0),
+                  out_axes=(None, 0), devices=devices)

@@ -13,12 +13,14 @@ from imgclf_jax import checkpoints
 from imgclf_jax import config_checks
 from imgclf_jax import datasets
 from imgclf_jax import evaluate
+from imgclf_jax import imbalance
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import plots
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
+from imgclf_jax import training_insights
 from imgclf_jax.errors import UserError
 
 
@@ -39,6 +41,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config.dataset = datasets.canonical_dataset(config.dataset)
   source = datasets.make_source(config)
   info = source.info
+  imbalance.parse_class_weights(config.class_weights, info.class_names)
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
 
   latest = store.latest_step()
@@ -72,6 +75,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Dataset %s: %d classes, %s examples; %d devices, %d steps '
                'per epoch.', info.name, info.num_classes, info.num_examples,
                num_devices, steps_per_epoch)
+  training_insights.write_class_distribution(pipeline, config, workdir)
+  weights = pipeline.loss_weights()
+  if weights is not None:
+    logging.info('Loss weights per class: %s', ', '.join(
+        f'{n}={w:.3g}' for n, w in zip(info.class_names, weights)))
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   if start_epoch == 0:
@@ -118,7 +126,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                   if k not in ('epoch', 'step')})
       last = epoch + 1 == int(config.num_epochs)
       if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
-        store.save(step, state, metadata(epoch, record))
+        store.save(step, state, metadata(epoch, record),
+                   metrics={checkpoints.BEST_METRIC:
+                            record[checkpoints.BEST_METRIC]})
       epoch_log.append(record)
       logging.info('epoch %d/%d: %s', epoch + 1, config.num_epochs,
                    ', '.join(f'{k}={v:.4f}' for k, v in record.items()
@@ -128,7 +138,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.flush()
   records = epoch_log.read()
   if records:
-    plots.plot_curves(records, os.path.join(workdir, 'curves.png'))
+    plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
+                      overfit_epoch=training_insights.log_overfitting(records))
   return record or (records[-1] if records else {})
 
 

@@ -40,6 +40,29 @@ def test_train_then_eval_from_the_command_line(tmp_path):
   bare = _main(f'--workdir={workdir}', '--mode=eval')
   assert bare.returncode == 0, bare.stderr[-3000:]
   assert json.loads(bare.stdout)['accuracy'] == last['validation_accuracy']
+  assert 'precision  recall' in bare.stderr  # the per-class table, logged
+
+  best = _main(f'--workdir={workdir}', '--mode=eval', '--step=best')
+  assert best.returncode == 0, best.stderr[-3000:]
+  assert json.loads(best.stdout)['step'] in (3, 6)
+
+  # Predict a training image; a file that is no image is a one-line error.
+  image = os.path.join(data, 'train', 'class_2', '000.jpg')
+  (tmp_path / 'notes.jpg').write_text('not an image')
+  predicted = _main(f'--workdir={workdir}', '--mode=predict',
+                    f'--images={image}', '--step=6')
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  lines = predicted.stdout.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(image + '\tclass_')
+  assert len(lines[0].split('\t')) == 4  # file and the top 3 classes
+  mixed = _main(f'--workdir={workdir}', '--mode=predict',
+                f'--images={tmp_path}/notes.jpg')
+  assert mixed.returncode == 2
+  errors = [l for l in mixed.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'Traceback' not in mixed.stderr
+  assert errors[0].startswith(
+      f'error: none of the 1 file(s) named by --images={tmp_path}/notes.jpg '
+      f'could be read as an image (first: {tmp_path}/notes.jpg: cannot read')
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):

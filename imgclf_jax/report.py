@@ -1,0 +1,282 @@
+"""The evaluation report of --mode=eval: what the model gets right and wrong.
+
+From one pass over a split (per-example probabilities next to the usual
+device-side loss/accuracy sums) it computes, on the host:
+  per-class precision, recall, F1 and support; macro and weighted averages;
+  top-k accuracy; the confusion matrix (rows: true class, columns: predicted);
+and picks the examples to show: a fixed random sample (the predictions grid),
+the most confidently wrong predictions and the least confident right ones.
+`write_report` turns that into files next to the eval JSON and into
+TensorBoard (see README, "Evaluation report").
+"""
+
+import csv
+import os
+
+from absl import logging
+from clu import metric_writers
+from flax import jax_utils
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from imgclf_jax import metrics as metrics_lib
+from imgclf_jax import report_plots
+from imgclf_jax import steps
+
+# Fixed seed of the random sample shown in the predictions grid.
+GRID_SEED = 0
+
+
+def collect(state, pipeline, split: str):
+  """One pass over `split`: (Metrics, outputs) with outputs per real example.
+
+  outputs: probs [N, K] float32, predicted [N], label [N] (int), in the
+  split's order; padding is dropped by its mask.
+  """
+  p_step = steps.pmap_eval_outputs_step()
+  total, pieces = None, []
+  for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
+    batch_metrics, outputs = p_step(state, batch)
+    total = metrics_lib.merge(total, batch_metrics)
+    pieces.append(outputs)  # stays on device until the end: no per-step sync
+  host = [{k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in p.items()}
+          for p in pieces]
+  joined = {k: np.concatenate([h[k] for h in host]) for k in host[0]}
+  keep = joined.pop('mask') > 0
+  return total, {k: v[keep] for k, v in joined.items()}
+
+
+# ----------------------------------------------------------------------------
+# Numbers
+
+
+def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
+  """[K, K] counts; row = true class, column = predicted class."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+  return matrix
+
+
+def per_class_metrics(matrix, class_names) -> dict:
+  """{class: {precision, recall, f1, support}} (0 where undefined)."""
+  matrix = np.asarray(matrix, np.float64)
+  tp = np.diag(matrix)
+  support = matrix.sum(axis=1)
+  predicted = matrix.sum(axis=0)
+  precision = np.divide(tp, predicted, out=np.zeros_like(tp),
+                        where=predicted > 0)
+  recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+  denom = precision + recall
+  f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp),
+                 where=denom > 0)
+  return {name: {'precision': float(precision[i]), 'recall': float(recall[i]),
+                 'f1': float(f1[i]), 'support': int(support[i])}
+          for i, name in enumerate(class_names)}
+
+
+def averages(per_class: dict) -> dict:
+  """Macro (unweighted) and support-weighted means of precision/recall/F1."""
+  rows = list(per_class.values())
+  support = np.array([r['support'] for r in rows], np.float64)
+  result = {}
+  for name, weights in (('macro_avg', np.ones_like(support)),
+                        ('weighted_avg', support)):
+    total = weights.sum()
+    result[name] = {
+        key: float(np.dot(weights, [r[key] for r in rows]) / total)
+        if total else 0.0 for key in ('precision', 'recall', 'f1')}
+  return result
+
+
+def top_k_accuracy(probs, labels, k: int) -> float:
+  """Fraction of examples whose true class is among the k most probable."""
+  probs = np.asarray(probs)
+  k = min(k, probs.shape[1])
+  top = np.argsort(-probs, axis=1, kind='stable')[:, :k]
+  return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=1)))
+
+
+def select_examples(outputs, n: int) -> dict:
+  """Indices (into the split) of the examples each picture shows.
+
+  grid: a fixed random sample of n, in split order; confident_mistakes: the
+  n wrong predictions with the highest confidence, most confident first;
+  unsure_correct: the n right ones with the lowest confidence, least first.
+  """
+  labels, predicted = outputs['label'], outputs['predicted']
+  confidence = confidence_of(outputs)
+  count = len(labels)
+  rng = np.random.default_rng(GRID_SEED)
+  grid = np.sort(rng.choice(count, size=min(n, count), replace=False))
+  wrong = np.flatnonzero(predicted != labels)
+  right = np.flatnonzero(predicted == labels)
+  wrong = wrong[np.argsort(-confidence[wrong], kind='stable')][:n]
+  right = right[np.argsort(confidence[right], kind='stable')][:n]
+  return {'grid': grid.tolist(), 'confident_mistakes': wrong.tolist(),
+          'unsure_correct': right.tolist()}
+
+
+def confidence_of(outputs) -> np.ndarray:
+  """The probability of the predicted class, per example."""
+  return np.take_along_axis(outputs['probs'],
+                            outputs['predicted'][:, None], axis=1)[:, 0]
+
+
+def build(outputs, class_names, top_k: int) -> dict:
+  """The report's numbers (JSON-ready)."""
+  num_classes = len(class_names)
+  matrix = confusion_matrix(outputs['label'], outputs['predicted'],
+                            num_classes)
+  per_class = per_class_metrics(matrix, class_names)
+  k = min(top_k, num_classes)
+  return {'top_k': k,
+          'top_k_accuracy': top_k_accuracy(outputs['probs'], outputs['label'],
+                                           k),
+          'per_class': per_class, **averages(per_class),
+          'class_names': list(class_names),
+          'confusion_matrix': matrix.tolist()}
+
+
+def format_table(report: dict, accuracy: float, loss: float) -> str:
+  """The per-class table as aligned text, for the log."""
+  names = list(report['per_class'])
+  width = max(12, *(len(n) for n in names))
+  lines = [f'{"class":<{width}}  precision  recall      f1  support']
+  for name, row in report['per_class'].items():
+    lines.append(f'{name:<{width}}  {row["precision"]:9.4f}  '
+                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}  {row["support"]:7d}')
+  for avg in ('macro_avg', 'weighted_avg'):
+    row = report[avg]
+    lines.append(f'{avg:<{width}}  {row["precision"]:9.4f}  '
+                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}')
+  total = sum(r['support'] for r in report['per_class'].values())
+  lines.append(f'accuracy {accuracy:.4f}, loss {loss:.4f}, top-{report["top_k"]}'
+               f' accuracy {report["top_k_accuracy"]:.4f}, {total} examples')
+  return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Files
+
+
+def fetch_images(pipeline, split: str, indices) -> dict:
+  """{index: uint8 image} of `split`, resized as the model saw them but not
+  normalised (a second, image-only pass that keeps only these indices)."""
+  wanted = sorted(set(int(i) for i in indices))
+  if not wanted:
+    return {}
+  wanted_t = tf.constant(wanted, tf.int64)
+  ds = pipeline.resized_examples(split).enumerate().filter(
+      lambda i, example: tf.reduce_any(tf.equal(i, wanted_t)))
+  return {int(i): image for i, (image, _) in ds.as_numpy_iterator()}
+
+
+def _caption(class_names, label, predicted, confidence):
+  return (f'true: {class_names[label]}\npred: {class_names[predicted]} '
+          f'{confidence:.0%}')
+
+
+def _entries(indices, outputs, class_names, files):
+  confidence = confidence_of(outputs)
+  entries = []
+  for i in indices:
+    entry = {'index': int(i),
+             'true': class_names[outputs['label'][i]],
+             'predicted': class_names[outputs['predicted'][i]],
+             'confidence': float(confidence[i]),
+             'correct': bool(outputs['label'][i] == outputs['predicted'][i])}
+    if files is not None:
+      entry['file'] = str(files[i])
+    entries.append(entry)
+  return entries
+
+
+def write_predictions_csv(path, outputs, class_names, top_k: int, files=None):
+  """One row per example: index, file, true, predicted, confidence, correct,
+  and the top-k classes with their probabilities."""
+  probs = outputs['probs']
+  confidence = confidence_of(outputs)
+  k = min(top_k, probs.shape[1])
+  top = np.argsort(-probs, axis=1, kind='stable')[:, :k]
+  with open(path, 'w', newline='') as f:
+    out = csv.writer(f)
+    out.writerow(['index', 'file', 'true', 'predicted', 'confidence',
+                  'correct'] + [f'top{j + 1}' for j in range(k)])
+    for i in range(len(probs)):
+      out.writerow(
+          [i, '' if files is None else files[i],
+           class_names[outputs['label'][i]],
+           class_names[outputs['predicted'][i]], f'{confidence[i]:.6f}',
+           int(outputs['label'][i] == outputs['predicted'][i])] +
+          [f'{class_names[c]}:{probs[i, c]:.6f}' for c in top[i]])
+
+
+def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
+                 step: int, n_images: int, title: str, values: dict) -> dict:
+  """Writes the report's pictures, CSV and TensorBoard entries.
+
+  `prefix` is the path without extension (e.g. <workdir>/eval_test_step120);
+  `values` are the split's loss and accuracy (TensorBoard scalars).
+  Returns {'files': {...}, 'examples': {picture: [entries]}} for the JSON.
+  """
+  class_names = report['class_names']
+  files = pipeline.source.files(split)
+  chosen = select_examples(outputs, n_images)
+  images = fetch_images(pipeline, split, sum(chosen.values(), []))
+  written = {'predictions_csv': prefix + '_predictions.csv',
+             'confusion_matrix': prefix + '_confusion.png',
+             'grid': prefix + '_examples.png',
+             'confident_mistakes': prefix + '_confident_mistakes.png',
+             'unsure_correct': prefix + '_unsure_correct.png'}
+  write_predictions_csv(written['predictions_csv'], outputs, class_names,
+                        report['top_k'], files)
+  layouts = {'confusion_matrix': report_plots.plot_confusion_matrix(
+      report['confusion_matrix'], class_names, written['confusion_matrix'],
+      title=title)}
+  titles = {'grid': f'predictions on a random sample ({title})',
+            'confident_mistakes': f'most confident mistakes ({title})',
+            'unsure_correct': f'least confident correct predictions ({title})'}
+  empty = {'grid': 'no examples', 'confident_mistakes': 'no mistakes',
+           'unsure_correct': 'no correct predictions'}
+  examples = {}
+  confidence = confidence_of(outputs)
+  for name, indices in chosen.items():
+    examples[name] = _entries(indices, outputs, class_names, files)
+    shape = pipeline.image_shape
+    layouts[name] = report_plots.plot_image_grid(
+        np.stack([images[i] for i in indices]) if indices else
+        np.zeros((0, *shape), np.uint8),
+        [_caption(class_names, outputs['label'][i], outputs['predicted'][i],
+                  confidence[i]) for i in indices],
+        [e['correct'] for e in examples[name]], written[name],
+        title=titles[name], empty_message=empty[name])
+  _write_tensorboard(os.path.dirname(prefix), split, step, report, written,
+                     values)
+  return {'files': {k: os.path.basename(v) for k, v in written.items()},
+          'examples': examples, 'layout': layouts}
+
+
+def _write_tensorboard(workdir, split, step, report, written, values):
+  """Scalars and the pictures under <workdir>/eval_<split> (a TensorBoard run)."""
+  safe = ''.join(c if c.isalnum() or c in '-_' else '_' for c in split)
+  writer = metric_writers.create_default_writer(
+      os.path.join(workdir, f'eval_{safe}'), just_logging=False,
+      asynchronous=False)
+  scalars = {**values,
+             f'top_{report["top_k"]}_accuracy': report['top_k_accuracy'],
+             'macro_f1': report['macro_avg']['f1']}
+  for name, row in report['per_class'].items():
+    scalars[f'recall/{name}'] = row['recall']
+    scalars[f'precision/{name}'] = row['precision']
+  writer.write_scalars(step, scalars)
+  images = {}
+  for name in ('confusion_matrix', 'grid', 'confident_mistakes',
+               'unsure_correct'):
+    with Image.open(written[name]) as png:
+      images[name] = np.asarray(png.convert('RGB'))[None]
+  writer.write_images(step, images)
+  writer.flush()
+  writer.close()
+  logging.info('Evaluation report of %s written: %s', split,
+               ', '.join(os.path.basename(v) for v in written.values()))

@@ -1,0 +1,223 @@
+"""The class-imbalance remedies, on a deliberately imbalanced generated folder.
+
+Each remedy must change what it claims to: the minority class's share of the
+training batches (oversampling), the weight of its loss terms (class
+weights), and only its images' augmentation (minority augmentation).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+
+from imgclf_jax import datasets
+from imgclf_jax import imbalance
+from imgclf_jax import input_pipeline
+from imgclf_jax import steps
+from imgclf_jax import train
+from imgclf_jax import train_state as train_state_lib
+from imgclf_jax.errors import UserError
+from tests import helpers
+
+# 36, 36 and 7 training images once 10% of each class is held out.
+PER_CLASS = (40, 40, 8)
+MINORITY = 2
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  return helpers.make_image_folder(tmp_path_factory.mktemp('imbalanced'),
+                                   per_class=PER_CLASS, size=(8, 8))
+
+
+def _pipeline(folder, **overrides):
+  config = helpers.small_config(f'folder:{folder}', augment='', image_size=8,
+                                **overrides)
+  return input_pipeline.InputPipeline(datasets.make_source(config), config, 2)
+
+
+def _labels(batches):
+  return np.concatenate([b['label'].reshape(-1, b['label'].shape[-1])
+                         for b in batches]).argmax(-1)
+
+
+def test_counts_ratio_and_minority_classes(folder):
+  pipeline = _pipeline(folder)
+  counts = pipeline.class_counts('train')
+  assert counts.tolist() == [36, 36, 7]
+  assert pipeline.class_counts('validation').tolist() == [4, 4, 1]
+  assert imbalance.imbalance_ratio(counts) == pytest.approx(36 / 7)
+  assert imbalance.minority_classes(counts, 0.5).tolist() == [False, False,
+                                                              True]
+
+
+def test_oversampling_evens_out_the_minority_share(folder):
+  plain = _pipeline(folder)
+  over = _pipeline(folder, oversample=True)
+  assert over.steps_per_epoch == plain.steps_per_epoch == 79 // 8
+  epochs = range(3)
+  plain_labels = np.concatenate([_labels(plain.train_batches(e))
+                                 for e in epochs])
+  over_labels = np.concatenate([_labels(over.train_batches(e))
+                                for e in epochs])
+  assert len(plain_labels) == len(over_labels) == 3 * 9 * 8
+  plain_share = np.bincount(plain_labels, minlength=3) / len(plain_labels)
+  over_share = np.bincount(over_labels, minlength=3) / len(over_labels)
+  # Without the remedy the minority class is ~7/79 of every batch; with it,
+  # every class is about a third.
+  assert plain_share[MINORITY] < 0.1
+  np.testing.assert_allclose(over_share, 1 / 3, atol=0.08)
+  # Still fixed by seed and epoch (resumable), and different per epoch.
+  first = [b['image'] for b in over.train_batches(0)]
+  again = [b['image'] for b in _pipeline(folder, oversample=True
+                                         ).train_batches(0)]
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[0], next(over.train_batches(1))['image'])
+
+
+def test_oversampling_repeats_minority_images_rather_than_copying(folder):
+  over = _pipeline(folder, oversample=True)
+  images = np.concatenate([b['image'].reshape(-1, 8, 8, 3)
+                           for b in over.train_batches(0)])
+  labels = _labels(over.train_batches(0))
+  minority = images[labels == MINORITY]
+  distinct = {m.tobytes() for m in minority}
+  # ~24 draws of the minority class, from its 7 images.
+  assert len(minority) > 14 and len(distinct) <= 7
+
+
+def test_class_weights_parse():
+  names = ('cat', 'dog', 'bird')
+  assert imbalance.parse_class_weights('none', names) is None
+  assert imbalance.parse_class_weights('balanced', names) == 'balanced'
+  np.testing.assert_array_equal(
+      imbalance.parse_class_weights('1, 2, 0.5', names), [1, 2, 0.5])
+  np.testing.assert_array_equal(
+      imbalance.parse_class_weights('bird=4', names), [1, 1, 4])
+  for bad, message in (('1,2', r'gives 2 weights for the 3 classes'),
+                       ('fish=2', r"\['fish'\] not among the classes"),
+                       ('cat=2,3', r'is invalid'),
+                       ('1,-1,1', r'finite and >= 0'),
+                       ('0,0,0', r'every weight is 0'),
+                       ('heavy', r'is invalid')):
+    with pytest.raises(UserError, match=message):
+      imbalance.parse_class_weights(bad, names)
+
+
+def test_balanced_weights_put_equal_total_weight_on_every_class(folder):
+  pipeline = _pipeline(folder, class_weights='balanced')
+  weights = pipeline.loss_weights()
+  np.testing.assert_allclose(weights, 79 / (3 * np.array([36, 36, 7])),
+                             rtol=1e-6)
+  batches = list(pipeline.train_batches(0))
+  labels = _labels(batches)
+  batch_weights = np.concatenate([b['weight'].ravel() for b in batches])
+  # Every example carries its class's weight ...
+  np.testing.assert_allclose(batch_weights, weights[labels], rtol=1e-6)
+  # ... so a minority example's loss term counts 36/7 times a majority one's.
+  assert batch_weights[labels == MINORITY][0] / batch_weights[labels == 0][
+      0] == pytest.approx(36 / 7)
+  # Explicit weights, and none without the key.
+  explicit = _pipeline(folder, class_weights='class_2=5')
+  batch = next(explicit.train_batches(0))
+  np.testing.assert_allclose(
+      batch['weight'].ravel(),
+      np.where(_labels([batch]) == MINORITY, 5.0, 1.0))
+  assert 'weight' not in next(_pipeline(folder).train_batches(0))
+
+
+class _Linear(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+def test_a_loss_weight_scales_its_examples_gradient():
+  """train_step with weight w on an example == that example w times (SGD)."""
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
+  labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+  model = _Linear()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)),
+                      train=False)['params']
+  state = train_state_lib.TrainState.create(apply_fn=model.apply,
+                                            params=params, tx=optax.sgd(1.0))
+  step = steps.pmap_train_step(devices=jax.devices()[:1])
+
+  def update(batch):
+    new, metrics = step(state, jax.tree.map(lambda x: x[None], batch),
+                        jax.random.key(1))
+    return jax.tree.map(lambda a, b: np.asarray(a - b), new.params,
+                        state.params), metrics.compute()
+
+  weights = np.ones(8, np.float32)
+  weights[0] = 3.0
+  weighted, weighted_metrics = update(
+      {'image': images, 'label': labels, 'weight': weights})
+  repeated, _ = update({'image': np.concatenate([images[:1]] * 2 + [images]),
+                        'label': np.concatenate([labels[:1]] * 2 + [labels])})
+  # Mean over 8 with example 0 counted 3 times vs mean over 10 examples.
+  for a, b in zip(jax.tree.leaves(weighted), jax.tree.leaves(repeated)):
+    np.testing.assert_allclose(a * 8, b * 10, rtol=1e-4, atol=2e-6)
+  # Weight 0 removes an example's loss term entirely.
+  zero = np.ones(8, np.float32)
+  zero[0] = 0.0
+  without, _ = update({'image': images, 'label': labels, 'weight': zero})
+  rest, _ = update({'image': images[1:], 'label': labels[1:]})
+  for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(rest)):
+    np.testing.assert_allclose(a * 8, b * 7, rtol=1e-4, atol=2e-6)
+  # The reported loss stays the plain mean (comparable with validation).
+  _, plain_metrics = update({'image': images, 'label': labels})
+  assert float(weighted_metrics['loss']) == pytest.approx(
+      float(plain_metrics['loss']), rel=1e-6)
+
+
+def test_minority_augment_changes_only_minority_images(folder):
+  plain = list(_pipeline(folder).train_batches(0))
+  strong = list(_pipeline(folder, minority_augment='shift,brightness',
+                          minority_augment_scale=3.0).train_batches(0))
+  labels = _labels(plain)
+  np.testing.assert_array_equal(labels, _labels(strong))  # same order
+  a = np.concatenate([b['image'].reshape(-1, 8, 8, 3) for b in plain])
+  b = np.concatenate([b['image'].reshape(-1, 8, 8, 3) for b in strong])
+  changed = np.abs(a - b).reshape(len(a), -1).max(axis=1) > 1e-6
+  assert (labels == MINORITY).any()
+  np.testing.assert_array_equal(changed, labels == MINORITY)
+  strong_config = imbalance.strong_augment_config(helpers.small_config(
+      'x', minority_augment='shift', minority_augment_scale=3.0))
+  assert strong_config.shift_fraction == pytest.approx(0.3)
+  assert strong_config.rotation_degrees == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'class_weights': '1,2'}, r'class_weights=.*gives 2 weights for the 3'),
+    ({'class_weights': 'cat=2'}, r"\['cat'\] not among the classes"),
+    ({'minority_augment': 'flip,blur'},
+     r"--config.minority_augment='flip,blur': unknown augmentation"),
+    ({'minority_augment': 'zoom', 'minority_augment_scale': 12.0},
+     r'minority_augment_scale=12.0 is invalid.*zoom_range'),
+    ({'minority_fraction': 0.0}, r'--config.minority_fraction=0.0'),
+    ({'top_k': 0}, r'--config.top_k=0 is invalid'),
+])
+def test_invalid_imbalance_keys_stop_before_anything_is_written(
+    folder, tmp_path, overrides, message):
+  config = helpers.small_config(f'folder:{folder}', **overrides)
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not list(tmp_path.iterdir())
+
+
+def test_tfds_class_counts_read_labels_only():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    for split in ('train', 'validation'):
+      from_examples = [int(l) for _, l in
+                       source.examples(split).as_numpy_iterator()]
+      np.testing.assert_array_equal(source.labels(split), from_examples)
+      assert len(from_examples) == source.num_examples(split)
