@@ -84,7 +84,7 @@ def jax_setup(batch_size):
   }
   # Moved to the devices the way the trainer moves its batches.
   batch = next(jax_utils.prefetch_to_device(iter([batch]), 1))
-  return state, batch, steps.pmap_train_step(), steps.pmap_eval_step()
+  return state, batch, steps.trainer_train_step(config), steps.pmap_eval_step()
 
 
 def time_jax_train(setup, num_steps):

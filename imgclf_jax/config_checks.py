@@ -26,6 +26,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int):
   _require(int(c.num_epochs) == c.num_epochs and c.num_epochs > 0,
            'num_epochs', c.num_epochs, 'a whole number > 0')
   _require(c.batch_size > 0, 'batch_size', c.batch_size, '> 0')
+  _require(int(c.train_step_slices) == c.train_step_slices and
+           c.train_step_slices >= 0, 'train_step_slices',
+           c.train_step_slices, 'a whole number >= 0 (0: automatic)')
   _require(c.eval_batch_size > 0, 'eval_batch_size', c.eval_batch_size, '> 0')
   _require(c.image_size >= 8, 'image_size', c.image_size, '>= 8')
   _require(0 <= c.dropout_rate < 1, 'dropout_rate', c.dropout_rate,

@@ -31,7 +31,8 @@ def _metrics(per_example_loss, logits, labels, weights):
   return Metrics.from_sums(*sums)
 
 
-def train_step(state, batch, rng, label_smoothing: float = 0.0):
+def train_step(state, batch, rng, label_smoothing: float = 0.0,
+               slices: int = 1):
   """One optimizer step on this device's share of `batch`.
 
   The dropout key is `rng` folded with the step number and the device index:
@@ -41,23 +42,46 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0):
   With a per-example `weight` in the batch (config.class_weights) the step
   minimises mean(weight * loss) over the batch; the metrics it returns stay
   the plain mean loss and accuracy, comparable with validation.
+
+  `slices` > 1 computes the gradient of the batch as the mean of the gradients
+  of that many equal slices (each with its own dropout key), which is the same
+  gradient; XLA:CPU runs the independent slices on separate cores, where one
+  whole-batch computation keeps about one core busy.
   """
   dropout_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
                                    jax.lax.axis_index(AXIS))
 
-  def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': dropout_rng})
-    loss = cross_entropy(logits, batch['label'], label_smoothing)
-    if 'weight' in batch:
-      return (loss * batch['weight']).mean(), (loss, logits)
+  def loss_fn(params, part, part_rng):
+    logits = state.apply_fn({'params': params}, part['image'], train=True,
+                            rngs={'dropout': part_rng})
+    loss = cross_entropy(logits, part['label'], label_smoothing)
+    if 'weight' in part:
+      return (loss * part['weight']).mean(), (loss, logits)
     return loss.mean(), (loss, logits)
 
-  grads, (loss, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if slices == 1:
+    grads, (loss, logits) = grad_fn(state.params, batch, dropout_rng)
+  else:
+    parts = [jax.tree.map(lambda x, i=i: jnp.split(x, slices)[i], batch)
+             for i in range(slices)]
+    results = [grad_fn(state.params, part, jax.random.fold_in(dropout_rng, i))
+               for i, part in enumerate(parts)]
+    grads = jax.tree.map(lambda *g: sum(g) / slices, *[r[0] for r in results])
+    loss = jnp.concatenate([r[1][0] for r in results])
+    logits = jnp.concatenate([r[1][1] for r in results])
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads)
   return new_state, _metrics(loss, logits, batch['label'],
                              jnp.ones_like(loss))
+
+
+def step_slices(config, num_devices: int) -> int:
+  """config.train_step_slices, with 0 = automatic: 2 on CPU, else 1."""
+  slices = config.train_step_slices or (
+      2 if jax.default_backend() == 'cpu' else 1)
+  per_device = config.batch_size // num_devices
+  return slices if per_device % slices == 0 else 1
 
 
 def eval_step(state, batch):
@@ -89,11 +113,20 @@ def eval_outputs_step(state, batch):
   return _metrics(loss, logits, batch['label'], batch['mask']), outputs
 
 
-def pmap_train_step(label_smoothing: float = 0.0, devices=None):
+def pmap_train_step(label_smoothing: float = 0.0, devices=None,
+                    slices: int = 1):
   """train_step over `devices` (default: all local devices)."""
   return jax.pmap(
-      functools.partial(train_step, label_smoothing=label_smoothing),
+      functools.partial(train_step, label_smoothing=label_smoothing,
+                        slices=slices),
       axis_name=AXIS, in_axes=(None, 0, None), out_axes=None, devices=devices)
+
+
+def trainer_train_step(config, devices=None):
+  """The pmapped train step the trainer runs for `config`."""
+  num_devices = len(devices) if devices else jax.local_device_count()
+  return pmap_train_step(config.label_smoothing, devices,
+                         step_slices(config, num_devices))
 
 
 def pmap_eval_step(devices=None):

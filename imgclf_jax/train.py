@@ -87,7 +87,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
   epoch_log = metrics_lib.EpochLog(workdir)
-  p_train_step = steps.pmap_train_step(config.label_smoothing)
+  p_train_step = steps.trainer_train_step(config)
   p_eval_step = steps.pmap_eval_step()
   schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
 

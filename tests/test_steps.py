@@ -101,3 +101,26 @@ def test_label_smoothing_changes_the_loss():
   plain = steps.cross_entropy(logits, labels)
   smooth = steps.cross_entropy(logits, labels, label_smoothing=0.2)
   assert smooth > plain
+
+
+def test_sliced_step_gives_the_same_update():
+  state, batch = _state(), _batch(n=16)
+  rng = jax.random.key(1)
+  for extra in ({}, {'weight': np.linspace(0.5, 2.0, 16).astype(np.float32)}):
+    b = dict(batch, **extra)
+    whole, m1 = steps.pmap_train_step()(state, _shard(b, 4), rng)
+    sliced, m2 = steps.pmap_train_step(slices=2)(state, _shard(b, 4), rng)
+    _params_close(whole.params, sliced.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1.compute()['loss'], m2.compute()['loss'],
+                               rtol=1e-6)
+    assert float(m2.accuracy.count) == 16
+
+
+def test_step_slices_setting():
+  config = helpers.small_config('cifar10', batch_size=16)
+  assert jax.default_backend() == 'cpu'
+  assert steps.step_slices(config, num_devices=4) == 2  # automatic on CPU
+  config.train_step_slices = 4
+  assert steps.step_slices(config, num_devices=4) == 4
+  config.batch_size = 12  # 3 per device: not divisible, so one slice
+  assert steps.step_slices(config, num_devices=4) == 1
