@@ -58,13 +58,28 @@ IMAGE_SHAPE = (32, 32, 3)
 # --- the step the trainer uses -------------------------------------------------
 
 
+# Config overrides from --set KEY=VALUE (e.g. train_step_slices=1,
+# model=cnn_plain), applied to every configuration the harness builds.
+OVERRIDES = {}
+
+
 def make_config(batch_size, **overrides):
   config = default_config.get_config()
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
-  for k, v in overrides.items():
+  for k, v in {**OVERRIDES, **overrides}.items():
     config[k] = v
   return config
+
+
+def parse_override(text):
+  key, _, value = text.partition('=')
+  default = default_config.get_config()
+  if key not in default or not value:
+    raise argparse.ArgumentTypeError(f'--set {text!r}: use KEY=VALUE with a '
+                                     'key of configs/default.py')
+  kind = type(default[key])
+  return key, (value.lower() in ('1', 'true') if kind is bool else kind(value))
 
 
 def jax_setup(batch_size):
@@ -305,7 +320,10 @@ def main():
   parser.add_argument('--dataset', default=None,
                       help='dataset for the pipeline and epoch measurements '
                       '(default: the shared CIFAR-10 JPEGs if present)')
+  parser.add_argument('--set', action='append', default=[], type=parse_override,
+                      metavar='KEY=VALUE', help='config override, repeatable')
   args = parser.parse_args()
+  OVERRIDES.update(dict(args.set))
 
   quick = args.quick
   if args.dataset:
@@ -313,8 +331,9 @@ def main():
   elif not quick and os.path.isdir(SHARED_CIFAR):
     dataset = f'folder:{os.path.abspath(SHARED_CIFAR)}'
   else:
-    dataset = make_dataset(40 if quick else 500)
+    dataset = make_dataset(200 if quick else 500)
   results = {'machine': machine(), 'quick': quick, 'dataset': dataset,
+             'overrides': OVERRIDES,
              'date': time.strftime('%Y-%m-%d')}
   kinds = ['eager'] if quick else ['eager', 'compile']
   repeats, num_steps = (3, 5) if quick else (7, 20)

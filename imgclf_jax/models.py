@@ -32,7 +32,24 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-MODELS = {'cnn': CNN}
+class PlainCNN(nn.Module):
+  """The seed CNN written with nn.Conv and nn.max_pool: the same function and
+  parameters as CNN, with the gradients XLA emits by default (slower on CPU;
+  kept as the reference for tests and benchmarks)."""
+  num_classes: int
+  dropout_rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.max_pool(nn.relu(nn.Conv(32, (3, 3))(x)), (2, 2), strides=(2, 2))
+    x = nn.max_pool(nn.relu(nn.Conv(64, (3, 3))(x)), (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(128)(x))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+MODELS = {'cnn': CNN, 'cnn_plain': PlainCNN}
 
 
 def create_model(config, num_classes: int) -> nn.Module:

@@ -35,7 +35,7 @@ def _snapshot(workdir):
 @pytest.mark.parametrize('overrides, message', [
     ({'learning_rate': -0.1}, r'--config.learning_rate=-0.1 is invalid.*> 0'),
     ({'num_epochs': 0}, r'--config.num_epochs=0 is invalid'),
-    ({'model': 'resnet9000'}, r"--config.model='resnet9000'.*one of \['cnn'\]"),
+    ({'model': 'resnet9000'}, r"--config.model='resnet9000'.*one of \['cnn', 'cnn_plain'\]"),
     ({'augment': 'flip,blur'}, r"unknown augmentation.*'blur'"),
     ({'batch_size': 6}, r'batch_size=6 does not divide by the 4 local devices'),
     ({'normalization': 'zscore'}, r'--config.normalization'),
