@@ -83,7 +83,7 @@ def plot_confusion_matrix(matrix, class_names, path: str,
   normalized = np.divide(matrix, rows, out=np.zeros(matrix.shape),
                          where=rows > 0)
   side = max(4.0, 0.55 * k + 2.0)
-  fig, axes = plt.subplots(1, 2, figsize=(2 * side + 2.5, side + 2.0), dpi=DPI)
+  fig, axes = plt.subplots(1, 2, figsize=(2 * side + 2.5, side + 2.6), dpi=DPI)
   panels = (('counts', matrix, matrix.max() or 1, 'd'),
             ('normalized', normalized, 1.0, '.2f'))
   for ax, (name, values, vmax, fmt) in zip(axes, panels):

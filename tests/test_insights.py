@@ -197,7 +197,7 @@ def test_confusion_matrix_png_shows_the_counts(run):
   cmap = matplotlib.colormaps[report_plots.CONFUSION_CMAP]
   with Image.open(os.path.join(workdir, result['files']['confusion_matrix'])
                   ) as png:
-    assert png.size == (1050, 600)
+    assert png.size == (1050, 660)
     image = np.asarray(png.convert('RGB'))
   for panel, values in (('counts', matrix / matrix.max()),
                         ('normalized', normalized)):
