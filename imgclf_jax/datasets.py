@@ -295,7 +295,7 @@ def find_unreadable(paths):
     try:
       _decode_file(tf.constant(path), 0)
     except tf.errors.OpError as e:
-      return path, e.message.splitlines()[0]
+      return path, preprocess.decode_error_reason(e)
   return None
 
 

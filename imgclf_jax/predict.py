@@ -110,7 +110,7 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
       loaded.append(load_image(path, size, channels))
       readable.append(path)
     except tf.errors.OpError as e:
-      reason = e.message.splitlines()[0] if e.message else type(e).__name__
+      reason = preprocess.decode_error_reason(e)
       logging.warning('Skipping %s: cannot read it as an image (%s).', path,
                       reason)
       skipped.append({'file': path, 'error': f'cannot read image: {reason}'})

@@ -10,6 +10,8 @@ functions and `predict.py` applies the same ones to single files, so a
 checkpoint sees new images exactly as it saw its training images.
 """
 
+import re
+
 import tensorflow as tf
 
 
@@ -51,3 +53,9 @@ def normalize(images, normalization: dict):
   std = tf.constant(normalization['std'], tf.float32)
   return (images - mean) / std
 
+
+def decode_error_reason(error) -> str:
+  """A TF decoding error's own words, without TF's op decorations."""
+  text = (getattr(error, 'message', '') or type(error).__name__).splitlines()[0]
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text)
+  return re.sub(r'\s*\[Op:\w+\].*$', '', text).strip()
