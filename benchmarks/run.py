@@ -7,8 +7,9 @@
 Measures, on this machine:
   1. train-step throughput of the step the trainer uses (imgclf_jax.steps,
      pmapped over all local devices) at batch 128 and a large batch;
-  2. the same model/loss/optimizer/batch in PyTorch (CPU eager, and
-     torch.compile where it works), timed alternately with ours, and the
+  2. the same model/loss/optimizer/batch in PyTorch (CPU eager in its default
+     NCHW layout and in channels_last, and torch.compile where it works),
+     timed alternately with ours, and the
      ratio ours/PyTorch per pair (PyTorch is optional: without it the
      comparison is reported as skipped);
   3. eval-step throughput;
@@ -152,8 +153,12 @@ def matmul_gflops(n=2048, repeats=5):
 # --- PyTorch peer --------------------------------------------------------------
 
 
-def torch_setup(batch_size, compiled=False):
-  """The same CNN in PyTorch (NCHW), Adam, cross-entropy; None if absent."""
+def torch_setup(batch_size, kind='eager'):
+  """The same CNN in PyTorch, Adam, cross-entropy; None if torch is absent.
+
+  kind: 'eager' (NCHW, PyTorch's default layout), 'channels_last' (eager,
+  NHWC memory format, often faster on CPU), or 'compile' (torch.compile).
+  """
   try:
     import torch
     from torch import nn
@@ -170,6 +175,9 @@ def torch_setup(batch_size, compiled=False):
   loss_fn = nn.CrossEntropyLoss()
   x = torch.randn(batch_size, 3, 32, 32)
   y = torch.randint(0, NUM_CLASSES, (batch_size,))
+  if kind == 'channels_last':
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
 
   def step():
     optimizer.zero_grad(set_to_none=True)
@@ -178,7 +186,7 @@ def torch_setup(batch_size, compiled=False):
     optimizer.step()
     return loss
 
-  if compiled:
+  if kind == 'compile':
     step = torch.compile(step)
   return step
 
@@ -201,7 +209,7 @@ def alternate(batch_size, num_steps, repeats, torch_kinds):
   peers = {}
   for kind in torch_kinds:
     try:
-      peer = torch_setup(batch_size, compiled=(kind == 'compile'))
+      peer = torch_setup(batch_size, kind)
       if peer is not None:
         time_torch(peer, 3)
         peers[kind] = peer
@@ -335,7 +343,7 @@ def main():
   results = {'machine': machine(), 'quick': quick, 'dataset': dataset,
              'overrides': OVERRIDES,
              'date': time.strftime('%Y-%m-%d')}
-  kinds = ['eager'] if quick else ['eager', 'compile']
+  kinds = ['eager'] if quick else ['eager', 'channels_last', 'compile']
   repeats, num_steps = (3, 5) if quick else (7, 20)
 
   print('train step, batch 128 ...', flush=True)
@@ -386,6 +394,11 @@ def print_table(r):
       ('PyTorch eager, batch 128 (img/s)', fmt(r['torch_train_img_s'])),
       ('ratio ours / PyTorch eager', fmt(r['ratio_vs_torch'], '.2f')),
   ]
+  if 'torch_channels_last_img_s' in r['batch_128']:
+    rows += [('PyTorch eager channels_last, batch 128 (img/s)',
+              fmt(r['batch_128']['torch_channels_last_img_s'])),
+             ('ratio ours / PyTorch channels_last',
+              fmt(r['batch_128']['ratio_vs_torch_channels_last'], '.2f'))]
   if 'torch_compile_img_s' in r['batch_128']:
     rows += [('PyTorch compile, batch 128 (img/s)',
               fmt(r['batch_128']['torch_compile_img_s'])),
