@@ -70,11 +70,7 @@ class InputPipeline:
 
   def resized_examples(self, split: str) -> tf.data.Dataset:
     """(image uint8 [S, S, C], label) pairs of `split` as the model sees them
-    before normalisation, in the split's order."""
-    return self._examples(split)
-
-  def _examples(self, split: str) -> tf.data.Dataset:
-    """Resized uint8 (image, label) pairs of `split`, cached if configured."""
+    before normalisation, in the split's order; cached if configured."""
     if split not in self._examples_cache:
       size, channels = self.config.image_size, self.image_shape[-1]
 
@@ -93,7 +89,7 @@ class InputPipeline:
     channels = self.image_shape[-1]
     if self.config.normalization == 'unit':
       return {'mean': [0.0] * channels, 'std': [1.0] * channels}
-    ds = self._examples('train').batch(1024).map(
+    ds = self.resized_examples('train').batch(1024).map(
         lambda image, label: tf.cast(image, tf.float64) / 255.0)
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
@@ -133,11 +129,11 @@ class InputPipeline:
                                   epoch_seeds(config.seed, epoch))
     n = self.source.num_examples('train')
     if config.oversample:
-      ds = imbalance.oversample(self._examples('train'),
+      ds = imbalance.oversample(self.resized_examples('train'),
                                 self.class_counts('train'), n, shuffle_seed,
                                 config.shuffle_buffer_size)
     else:
-      ds = self._examples('train').shuffle(
+      ds = self.resized_examples('train').shuffle(
           min(config.shuffle_buffer_size, n), seed=shuffle_seed,
           reshuffle_each_iteration=False)
     ds = ds.batch(config.batch_size, drop_remainder=True).enumerate()
@@ -171,7 +167,7 @@ class InputPipeline:
     batch_size = self.config.eval_batch_size
     n = self.source.num_examples(split)
     padding = (-n) % batch_size
-    ds = self._examples(split)
+    ds = self.resized_examples(split)
     if padding:
       pad = tf.data.Dataset.from_tensors(
           (tf.zeros(self.image_shape, tf.uint8), tf.constant(-1, tf.int32)))
