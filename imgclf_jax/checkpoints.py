@@ -126,9 +126,9 @@ class CheckpointStore:
     self._manager.close()
 
 
-def check_compatible(saved_config: dict, config, class_names, saved_class_names,
-                     directory: str, keys=STRUCTURAL_KEYS):
-  """Raises UserError if `config` cannot continue from / evaluate a checkpoint."""
+def check_config(saved_config: dict, config, directory: str,
+                 keys=STRUCTURAL_KEYS):
+  """Raises UserError if `config` differs from a checkpoint's in `keys`."""
   current = config_to_dict(config)
   changed = [k for k in keys if saved_config.get(k) != current.get(k)]
   if changed:
@@ -137,6 +137,10 @@ def check_compatible(saved_config: dict, config, class_names, saved_class_names,
     raise UserError(
         f'the checkpoints in {directory} come from an incompatible config '
         f'({diffs}): use a new --workdir, or the config they were trained with.')
+
+
+def check_class_names(class_names, saved_class_names, directory: str):
+  """Raises UserError if a dataset's classes are not the checkpoint's."""
   if list(class_names) != list(saved_class_names):
     raise UserError(
         f'class names differ from the checkpoint in {directory}: checkpoint '

@@ -68,17 +68,14 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     step, metadata = store.restore_metadata(step)
     saved = metadata['config']
     if config is not None:
-      checkpoints.check_compatible(
-          saved, config, metadata['class_names'], metadata['class_names'],
-          store.directory,
-          keys=('model', 'image_size', 'normalization'))
+      checkpoints.check_config(saved, config, store.directory,
+                               keys=('model', 'image_size', 'normalization'))
     config = eval_config(saved, config)
     num_devices = jax.local_device_count()
     config_checks.validate(config, num_devices)
     source = datasets.make_source(config)
-    checkpoints.check_compatible(saved, config, source.info.class_names,
-                                 metadata['class_names'], store.directory,
-                                 keys=())
+    checkpoints.check_class_names(source.info.class_names,
+                                  metadata['class_names'], store.directory)
     pipeline = input_pipeline.InputPipeline(
         source, config, num_devices, metadata['normalization'])
     state = restore_state(store, step, config, source.info.num_classes,

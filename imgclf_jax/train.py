@@ -48,8 +48,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   normalization = None
   if latest is not None:
     _, metadata = store.restore_metadata(latest)
-    checkpoints.check_compatible(metadata['config'], config, info.class_names,
-                                 metadata['class_names'], store.directory)
+    checkpoints.check_config(metadata['config'], config, store.directory)
+    checkpoints.check_class_names(info.class_names, metadata['class_names'],
+                                  store.directory)
     normalization = metadata['normalization']
   os.makedirs(workdir, exist_ok=True)
 
