@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def main():
       results['runs'] = previous['runs']
   for name in args.remedies.split(','):
     workdir = os.path.join(out, f'{name}_seed{args.seed}')
+    # A fresh run: main.py would resume a previous run's checkpoints here.
+    shutil.rmtree(workdir, ignore_errors=True)
     common = [f'--workdir={workdir}']
     train_args = ['--config=configs/cifar10.py', *common,
                   f'--config.dataset=folder:{data}',

@@ -77,6 +77,11 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Model ------------------------------------------------------------------
   config.model = 'cnn'
   config.dropout_rate = 0.5
+  # Compute in bfloat16 (mixed precision): activations, convolutions and
+  # matmuls in bfloat16; parameters, optimizer state, loss and metrics in
+  # float32. For accelerators with bfloat16 units (TPU, NVIDIA Ampere and
+  # later); on CPU, XLA runs it slower than float32 (BENCHMARKS.md).
+  config.half_precision = False
 
   # --- Optimisation -----------------------------------------------------------
   config.batch_size = 128        # global batch, split over all local devices
@@ -91,7 +96,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Compute each step's gradient as the mean over this many equal slices of
   # the per-device batch (same gradient; lets XLA:CPU use several cores).
-  # 0: automatic (2 on CPU, 1 on GPU/TPU).
+  # An explicit value must divide the per-device batch. 0: automatic (2 on
+  # CPU when it divides it, else 1; 1 on GPU/TPU). Each slice draws its own
+  # dropout mask, so with dropout the same seed trains differently with
+  # 1 and 2 slices (e.g. on CPU and on GPU).
   config.train_step_slices = 0
 
   # --- Evaluation report and prediction -----------------------------------------

@@ -62,6 +62,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int):
   _require(0 <= c.brightness_delta <= 1, 'brightness_delta',
            c.brightness_delta, 'in [0, 1]')
   _validate_imbalance(c)
+  _require(isinstance(c.half_precision, bool), 'half_precision',
+           c.half_precision, 'True or False')
   _require(isinstance(c.data_on_device, bool), 'data_on_device',
            c.data_on_device, 'True or False')
   if c.data_on_device:
@@ -83,6 +85,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int):
           f'--config.{key}={c[key]} does not divide by the {num_devices} '
           f'local devices: use a multiple of {num_devices}, e.g. '
           f'--config.{key}={max(num_devices, c[key] // num_devices * num_devices)}.')
+  per_device = c.batch_size // num_devices
+  if c.train_step_slices and per_device % c.train_step_slices:
+    raise UserError(
+        f'--config.train_step_slices={c.train_step_slices} does not divide '
+        f'the per-device batch ({c.batch_size} over {num_devices} devices = '
+        f'{per_device}): use a divisor of {per_device}, or 0 (automatic).')
 
 
 def _validate_imbalance(c):

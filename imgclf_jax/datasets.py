@@ -47,7 +47,8 @@ class DatasetInfo:
 
 
 class Source:
-  """A dataset with resolved splits. Subclasses implement `_load`."""
+  """A dataset with resolved splits. Subclasses implement `_load`, `_count`
+  and `labels`."""
 
   info: DatasetInfo
 
@@ -62,9 +63,9 @@ class Source:
     return self._splits.get(split, split)
 
   def labels(self, split: str) -> np.ndarray:
-    """The int labels of `split`, in the order of `examples(split)`."""
-    labels = self.examples(split).map(lambda image, label: label)
-    return np.fromiter(labels.as_numpy_iterator(), np.int64).astype(np.int32)
+    """The int labels of `split`, in the order of `examples(split)`, read
+    without decoding any image (each subclass knows how)."""
+    raise NotImplementedError
 
   def files(self, split: str):
     """The image file of each example of `split`, or None (not from files)."""

@@ -19,6 +19,7 @@ from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import report
+from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
 
 # Keys --mode=eval takes from the command-line config; the rest (the model and
@@ -29,11 +30,24 @@ DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'validation_split',
 REPORT_KEYS = ('top_k', 'report_images')
 
 
-def evaluate_split(p_eval_step, state, pipeline, split: str):
-  """Metrics over every example of `split` (device-side accumulation)."""
-  total = metrics_lib.Accumulator()
+def evaluate_split(p_eval_step, state, pipeline, split: str,
+                   with_outputs: bool = False):
+  """Metrics over every example of `split` (device-side accumulation).
+
+  With `with_outputs`, `p_eval_step` is steps.pmap_eval_outputs_step's and
+  returns (metrics, per-example outputs): the result is then (metrics,
+  report.real_examples(outputs)), the outputs staying on the devices until
+  the pass ends.
+  """
+  total, pieces = metrics_lib.Accumulator(), []
   for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
-    total.add(p_eval_step(state, batch))
+    batch_metrics = p_eval_step(state, batch)
+    if with_outputs:
+      batch_metrics, outputs = batch_metrics
+      pieces.append(outputs)
+    total.add(batch_metrics)
+  if with_outputs:
+    return total.result(), report.real_examples(pieces)
   return total.result()
 
 
@@ -84,13 +98,14 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     store.close()
 
   split = config.eval_split
-  total, outputs = report.collect(state, pipeline, split)
+  total, outputs = evaluate_split(steps.pmap_eval_outputs_step(), state,
+                                  pipeline, split, with_outputs=True)
   values = metrics_lib.to_floats(total, '')
   numbers = report.build(outputs, source.info.class_names, config.top_k)
   logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,
                split, report.format_table(numbers, values['accuracy'],
                                           values['loss']))
-  prefix = os.path.join(workdir, f'eval_{_file_safe(split)}_step{step}')
+  prefix = os.path.join(workdir, f'eval_{report.file_safe(split)}_step{step}')
   pictures = report.write_report(
       outputs, numbers, pipeline, split, prefix, step, config.report_images,
       title=f'{split}, step {step}', values=values)
@@ -115,7 +130,3 @@ def summary(result: dict) -> dict:
   """The result without its per-example lists and layouts (for printing)."""
   return {k: v for k, v in result.items()
           if k not in ('examples', 'layout', 'confusion_matrix')}
-
-
-def _file_safe(name: str) -> str:
-  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)

@@ -22,6 +22,7 @@ from imgclf_jax import config_checks
 from imgclf_jax import datasets
 from imgclf_jax import evaluate
 from imgclf_jax import preprocess
+from imgclf_jax import report
 from imgclf_jax import steps
 from imgclf_jax.errors import UserError
 
@@ -122,8 +123,8 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
 
   probs = probabilities(state, np.stack(loaded), metadata['normalization'],
                         config.eval_batch_size)
-  k = min(config.top_k, len(class_names))
-  top = np.argsort(-probs, axis=1, kind='stable')[:, :k]
+  top = report.top_classes(probs, config.top_k)
+  k = top.shape[1]
   predictions = [{'file': path,
                   'top_k': [[class_names[c], float(p[c])] for c in order]}
                  for path, p, order in zip(readable, probs, top)]

@@ -1,6 +1,7 @@
 """The evaluation report of --mode=eval: what the model gets right and wrong.
 
-From one pass over a split (per-example probabilities next to the usual
+From the outputs of one pass over a split (evaluate.evaluate_split with
+steps.eval_outputs_step: per-example probabilities next to the usual
 device-side loss/accuracy sums) it computes, on the host:
   per-class precision, recall, F1 and support; macro and weighted averages;
   top-k accuracy; the confusion matrix (rows: true class, columns: predicted);
@@ -15,36 +16,37 @@ import os
 
 from absl import logging
 from clu import metric_writers
-from flax import jax_utils
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import report_plots
-from imgclf_jax import steps
 
 # Fixed seed of the random sample shown in the predictions grid.
 GRID_SEED = 0
 
 
-def collect(state, pipeline, split: str):
-  """One pass over `split`: (Metrics, outputs) with outputs per real example.
-
-  outputs: probs [N, K] float32, predicted [N], label [N] (int), in the
-  split's order; padding is dropped by its mask.
-  """
-  p_step = steps.pmap_eval_outputs_step()
-  total, pieces = metrics_lib.Accumulator(), []
-  for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
-    batch_metrics, outputs = p_step(state, batch)
-    total.add(batch_metrics)
-    pieces.append(outputs)  # stays on device until the end
+def real_examples(pieces) -> dict:
+  """Per-batch outputs of steps.eval_outputs_step ([D, B/D, ...] each) as
+  one array per key over the real examples, in the split's order: probs
+  [N, K], predicted [N], confidence [N], label [N] (padding dropped by its
+  mask)."""
   host = [{k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in p.items()}
           for p in pieces]
   joined = {k: np.concatenate([h[k] for h in host]) for k in host[0]}
   keep = joined.pop('mask') > 0
-  return total.result(), {k: v[keep] for k, v in joined.items()}
+  return {k: v[keep] for k, v in joined.items()}
+
+
+def file_safe(name: str) -> str:
+  """`name` (a split such as 'test[:50%]') as a file-name part."""
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)
+
+
+def top_classes(probs, k: int) -> np.ndarray:
+  """[N, min(k, K)] class indices, most probable first (ties: lower index)."""
+  probs = np.asarray(probs)
+  return np.argsort(-probs, axis=1, kind='stable')[:, :min(k, probs.shape[1])]
 
 
 # ----------------------------------------------------------------------------
@@ -91,9 +93,7 @@ def averages(per_class: dict) -> dict:
 
 def top_k_accuracy(probs, labels, k: int) -> float:
   """Fraction of examples whose true class is among the k most probable."""
-  probs = np.asarray(probs)
-  k = min(k, probs.shape[1])
-  top = np.argsort(-probs, axis=1, kind='stable')[:, :k]
+  top = top_classes(probs, k)
   return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=1)))
 
 
@@ -105,7 +105,7 @@ def select_examples(outputs, n: int) -> dict:
   unsure_correct: the n right ones with the lowest confidence, least first.
   """
   labels, predicted = outputs['label'], outputs['predicted']
-  confidence = confidence_of(outputs)
+  confidence = outputs['confidence']
   count = len(labels)
   rng = np.random.default_rng(GRID_SEED)
   grid = np.sort(rng.choice(count, size=min(n, count), replace=False))
@@ -115,12 +115,6 @@ def select_examples(outputs, n: int) -> dict:
   right = right[np.argsort(confidence[right], kind='stable')][:n]
   return {'grid': grid.tolist(), 'confident_mistakes': wrong.tolist(),
           'unsure_correct': right.tolist()}
-
-
-def confidence_of(outputs) -> np.ndarray:
-  """The probability of the predicted class, per example."""
-  return np.take_along_axis(outputs['probs'],
-                            outputs['predicted'][:, None], axis=1)[:, 0]
 
 
 def build(outputs, class_names, top_k: int) -> dict:
@@ -178,7 +172,7 @@ def _caption(class_names, label, predicted, confidence):
 
 
 def _entries(indices, outputs, class_names, files):
-  confidence = confidence_of(outputs)
+  confidence = outputs['confidence']
   entries = []
   for i in indices:
     entry = {'index': int(i),
@@ -195,10 +189,9 @@ def _entries(indices, outputs, class_names, files):
 def write_predictions_csv(path, outputs, class_names, top_k: int, files=None):
   """One row per example: index, file, true, predicted, confidence, correct,
   and the top-k classes with their probabilities."""
-  probs = outputs['probs']
-  confidence = confidence_of(outputs)
-  k = min(top_k, probs.shape[1])
-  top = np.argsort(-probs, axis=1, kind='stable')[:, :k]
+  probs, confidence = outputs['probs'], outputs['confidence']
+  top = top_classes(probs, top_k)
+  k = top.shape[1]
   with open(path, 'w', newline='') as f:
     out = csv.writer(f)
     out.writerow(['index', 'file', 'true', 'predicted', 'confidence',
@@ -240,7 +233,7 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
   empty = {'grid': 'no examples', 'confident_mistakes': 'no mistakes',
            'unsure_correct': 'no correct predictions'}
   examples = {}
-  confidence = confidence_of(outputs)
+  confidence = outputs['confidence']
   for name, indices in chosen.items():
     examples[name] = _entries(indices, outputs, class_names, files)
     shape = pipeline.image_shape
@@ -259,9 +252,8 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
 
 def _write_tensorboard(workdir, split, step, report, written, values):
   """Scalars and the pictures under <workdir>/eval_<split> (a TensorBoard run)."""
-  safe = ''.join(c if c.isalnum() or c in '-_' else '_' for c in split)
   writer = metric_writers.create_default_writer(
-      os.path.join(workdir, f'eval_{safe}'), just_logging=False,
+      os.path.join(workdir, f'eval_{file_safe(split)}'), just_logging=False,
       asynchronous=False)
   scalars = {**values,
              f'top_{report["top_k"]}_accuracy': report['top_k_accuracy'],

@@ -79,11 +79,13 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
 
 
 def step_slices(config, num_devices: int) -> int:
-  """config.train_step_slices, with 0 = automatic: 2 on CPU, else 1."""
-  slices = config.train_step_slices or (
-      2 if jax.default_backend() == 'cpu' else 1)
+  """config.train_step_slices, with 0 = automatic: 2 on CPU when it divides
+  the per-device batch, else 1. (config_checks rejects an explicit value
+  that does not divide it.)"""
+  if config.train_step_slices:
+    return int(config.train_step_slices)
   per_device = config.batch_size // num_devices
-  return slices if per_device % slices == 0 else 1
+  return 2 if jax.default_backend() == 'cpu' and per_device % 2 == 0 else 1
 
 
 def eval_step(state, batch):
@@ -104,12 +106,15 @@ def predict_step(state, batch):
 
 
 def eval_outputs_step(state, batch):
-  """eval_step's metrics, and per example: probabilities, predicted and true
-  class, mask (for reports: confusion matrix, galleries)."""
+  """eval_step's metrics, and per example: probabilities, predicted class,
+  its probability (confidence), true class and mask (for reports: confusion
+  matrix, galleries)."""
   logits = _logits(state, batch['image'])
   loss = cross_entropy(logits, batch['label'])
-  outputs = {'probs': jax.nn.softmax(logits),
+  probs = jax.nn.softmax(logits)
+  outputs = {'probs': probs,
              'predicted': jnp.argmax(logits, -1),
+             'confidence': jnp.max(probs, -1),
              'label': jnp.argmax(batch['label'], -1),
              'mask': batch['mask']}
   return _metrics(loss, logits, batch['label'], batch['mask']), outputs

@@ -39,6 +39,12 @@ def _snapshot(workdir):
     ({'augment': 'flip,blur'}, r"unknown augmentation.*'blur'"),
     ({'batch_size': 6}, r'batch_size=6 does not divide by the 4 local devices'),
     ({'normalization': 'zscore'}, r'--config.normalization'),
+    # batch 8 over 4 devices: 2 per device.
+    ({'train_step_slices': 4},
+     r'--config.train_step_slices=4 does not divide the per-device batch '
+     r'\(8 over 4 devices = 2\)'),
+    # (ConfigDict refuses a string for a bool key itself; None gets through.)
+    ({'half_precision': None}, r'--config.half_precision=None.*True or False'),
 ])
 def test_invalid_config_values(folder, tmp_path, overrides, message):
   config = helpers.small_config(f'folder:{folder}', **overrides)

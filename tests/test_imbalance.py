@@ -85,9 +85,19 @@ def test_oversampling_repeats_minority_images_rather_than_copying(folder):
                            for b in over.train_batches(0)])
   labels = _labels(over.train_batches(0))
   minority = images[labels == MINORITY]
-  distinct = {m.tobytes() for m in minority}
-  # ~24 draws of the minority class, from its 7 images.
-  assert len(minority) > 14 and len(distinct) <= 7
+  drawn = {m.tobytes() for m in minority}
+  # The minority class's 7 training images, as the plain pipeline feeds them
+  # (augment is off, so a drawn image is byte-equal to its source).
+  plain = _pipeline(folder)
+  plain_images = np.concatenate([b['image'].reshape(-1, 8, 8, 3)
+                                 for b in plain.eval_batches('train')])
+  plain_labels = np.concatenate(
+      [b['label'].reshape(-1, 3).argmax(-1) + 3 * (b['mask'].ravel() == 0)
+       for b in plain.eval_batches('train')])
+  originals = {m.tobytes() for m in plain_images[plain_labels == MINORITY]}
+  assert len(originals) == 7
+  # ~24 draws, each one of the 7 real images: repeated, none made up.
+  assert len(minority) > 14 and drawn <= originals and len(drawn) >= 5
 
 
 def test_class_weights_parse():

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tensorflow_datasets as tfds
 
 from imgclf_jax import datasets

@@ -212,18 +212,31 @@ def test_confusion_matrix_png_shows_the_counts(run):
 
 
 def test_report_goes_to_tensorboard(run):
-  _, workdir, _, _ = run
+  _, workdir, _, result = run
   events = glob.glob(os.path.join(workdir, 'eval_test', 'events.out.*'))
   assert events
   tags = {}
   for path in events:
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        tags[value.tag] = value
-  for tag in ('accuracy', 'loss', 'top_2_accuracy', 'recall/class_0',
-              'precision/class_2', 'confusion_matrix', 'grid',
-              'confident_mistakes'):
-    assert tag in tags, sorted(tags)
+        tags[value.tag] = (event.step, tf.make_ndarray(value.tensor))
+  assert {step for step, _ in tags.values()} == {result['step']}
+  per_class = result['per_class']
+  for tag, want in (('accuracy', result['accuracy']),
+                    ('loss', result['loss']),
+                    ('top_2_accuracy', result['top_k_accuracy']),
+                    ('recall/class_0', per_class['class_0']['recall']),
+                    ('precision/class_2', per_class['class_2']['precision'])):
+    assert float(tags[tag][1]) == pytest.approx(want, rel=1e-6), tag
+  # Each picture is the report's PNG: TensorBoard's image summary holds
+  # [width, height, encoded image].
+  for name in ('confusion_matrix', 'grid', 'confident_mistakes'):
+    width, height, encoded = tags[name][1]
+    with Image.open(os.path.join(workdir, result['files'][name])) as png:
+      want = np.asarray(png.convert('RGB'))
+    assert (int(width), int(height)) == (want.shape[1], want.shape[0])
+    np.testing.assert_array_equal(tf.io.decode_png(encoded).numpy()[..., :3],
+                                  want)
 
 
 # ----------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def test_step_slices_setting():
   assert steps.step_slices(config, num_devices=4) == 2  # automatic on CPU
   config.train_step_slices = 4
   assert steps.step_slices(config, num_devices=4) == 4
-  config.batch_size = 12  # 3 per device: not divisible, so one slice
+  config.train_step_slices = 0
+  config.batch_size = 12  # 3 per device: automatic falls back to one slice
   assert steps.step_slices(config, num_devices=4) == 1
 
 

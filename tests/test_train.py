@@ -4,7 +4,6 @@ import glob
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
