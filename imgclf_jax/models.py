@@ -6,6 +6,7 @@ registering it in MODELS.
 """
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from imgclf_jax.fast_conv import FastConv
 from imgclf_jax.fast_conv import max_pool_2x2
@@ -18,18 +19,24 @@ class CNN(nn.Module):
   The convolutions and pools compute what nn.Conv and nn.max_pool compute,
   with gradients that run faster on XLA:CPU (see fast_conv.py); the parameter
   tree is nn.Conv's ('Conv_0', 'Conv_1', ...).
+
+  `dtype` is the computation dtype (bfloat16 for config.half_precision):
+  parameters stay float32 and are cast where they are used, and the logits
+  come back as float32 for the loss.
   """
   num_classes: int
   dropout_rate: float = 0.5
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
+    x = x.astype(self.dtype)
     x = max_pool_2x2(nn.relu(FastConv(32, (3, 3), name='Conv_0')(x)))
     x = max_pool_2x2(nn.relu(FastConv(64, (3, 3), name='Conv_1')(x)))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(128)(x))
+    x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class PlainCNN(nn.Module):
@@ -38,20 +45,29 @@ class PlainCNN(nn.Module):
   kept as the reference for tests and benchmarks)."""
   num_classes: int
   dropout_rate: float = 0.5
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.max_pool(nn.relu(nn.Conv(32, (3, 3))(x)), (2, 2), strides=(2, 2))
-    x = nn.max_pool(nn.relu(nn.Conv(64, (3, 3))(x)), (2, 2), strides=(2, 2))
+    conv = lambda features: nn.Conv(features, (3, 3), dtype=self.dtype)
+    x = x.astype(self.dtype)
+    x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))
+    x = nn.max_pool(nn.relu(conv(64)(x)), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(128)(x))
+    x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 MODELS = {'cnn': CNN, 'cnn_plain': PlainCNN}
 
 
+def compute_dtype(config) -> jnp.dtype:
+  """bfloat16 with config.half_precision, else float32."""
+  return jnp.bfloat16 if config.half_precision else jnp.float32
+
+
 def create_model(config, num_classes: int) -> nn.Module:
   return MODELS[config.model](num_classes=num_classes,
-                              dropout_rate=config.dropout_rate)
+                              dropout_rate=config.dropout_rate,
+                              dtype=compute_dtype(config))

@@ -47,3 +47,56 @@ def test_dropout_only_in_training():
   train_b = model.apply(variables, x, train=True,
                         rngs={'dropout': jax.random.key(4)})
   assert not np.allclose(train_a, train_b)
+
+
+def _half_and_full(model_name):
+  """The same parameters applied in float32 and in bfloat16."""
+  configs = [helpers.small_config('cifar10', model=model_name,
+                                  half_precision=half) for half in (False, True)]
+  full, half = (models.create_model(c, 10) for c in configs)
+  variables = full.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
+                        train=False)
+  return full, half, variables
+
+
+def test_half_precision_computes_in_bfloat16_with_float32_parameters():
+  for name in models.MODELS:
+    full, half, variables = _half_and_full(name)
+    # Same parameter tree, float32, whatever the compute dtype.
+    half_vars = half.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
+                          train=False)
+    assert jax.tree.map(lambda p: (p.shape, p.dtype), half_vars) == \
+        jax.tree.map(lambda p: (p.shape, p.dtype), variables)
+    x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+    want = full.apply(variables, x, train=False)
+    got = half.apply(variables, x, train=False)
+    assert got.dtype == jnp.float32  # logits come back float32 for the loss
+    # bfloat16 keeps 8 mantissa bits: close, but not float32-equal.
+    assert not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, atol=0.05 * float(
+        jnp.abs(want).max()))
+    hlo = jax.jit(lambda v, x: half.apply(v, x, train=False)).lower(
+        variables, x).as_text()
+    # The convolutions and matmuls themselves run in bfloat16.
+    heavy = [line for line in hlo.splitlines()
+             if 'convolution' in line or 'dot_general' in line]
+    assert heavy and all('bf16' in line for line in heavy), heavy
+
+
+def test_half_precision_gradients_are_float32_and_close():
+  full, half, variables = _half_and_full('cnn')
+  x = jax.random.normal(jax.random.key(1), (16, 32, 32, 3))
+  labels = jax.nn.one_hot(jnp.arange(16) % 10, 10)
+
+  def grads(model):
+    def loss(params):
+      logits = model.apply({'params': params}, x, train=False)
+      return -(jax.nn.log_softmax(logits) * labels).sum(-1).mean()
+    return jax.grad(loss)(variables['params'])
+
+  want, got = grads(full), grads(half)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert g.dtype == jnp.float32
+    # Direction agrees to within bfloat16's rounding.
+    cosine = float((g * w).sum() / (jnp.linalg.norm(g) * jnp.linalg.norm(w)))
+    assert cosine > 0.99
