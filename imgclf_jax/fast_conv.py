@@ -9,10 +9,10 @@ convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
 * The filter gradient of a convolution is emitted as a convolution with a
   whole-image window and a 3x3 output, which runs at a fraction of the
   machine's GEMM rate and was about half of the train step. Here it is an
-  im2col GEMM: the patch matrix is built by one XLA loop fusion (each tap
-  padded into its own channel block and summed; concatenating slices or
-  `conv_general_dilated_patches` is slower), then multiplied in a dot form
-  XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
+  im2col GEMM: the patch matrix is the nine shifted slices of the padded
+  input concatenated along channels (`conv_general_dilated_patches` is much
+  slower; benchmarks/conv_forms.py compares the forms inside the train step),
+  then multiplied in a dot form XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
   batched dot for the others; a dot contracting dim 0 of both operands falls
   back to a slow path).
 * The first layer's forward pass (3 input channels) is also an im2col GEMM;
@@ -49,18 +49,13 @@ def _pad_same(x, kh, kw):
 
 
 def _im2col(x, kh, kw):
-  """Patch matrix P of shape (N*H*W, kh*kw*C), columns ordered (kh, kw, c) -- i.e. the row-major
-  flattening of an HWIO kernel's first three dims -- built as a single XLA loop fusion
-  (a chain of pads and adds; concatenating the slices is slower)."""
+  """Patch matrix P of shape (N*H*W, kh*kw*C), columns ordered (kh, kw, c) -- i.e. the
+  row-major flattening of an HWIO kernel's first three dims: the kh*kw shifted slices
+  of the padded input, concatenated along channels."""
   n, h, w, c = x.shape
   xp = _pad_same(x, kh, kw)
-  taps = kh * kw
-  out = None
-  for t in range(taps):
-    i, j = divmod(t, kw)
-    blk = jnp.pad(xp[:, i:i + h, j:j + w, :], ((0, 0), (0, 0), (0, 0), (t * c, (taps - 1 - t) * c)))
-    out = blk if out is None else out + blk
-  return out.reshape(n * h * w, taps * c)
+  taps = [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
+  return jnp.concatenate(taps, axis=3).reshape(n * h * w, kh * kw * c)
 
 
 def _mm(a, b):

@@ -1,0 +1,115 @@
+"""Which im2col and filter-gradient forms of fast_conv.py are fastest here.
+
+    python benchmarks/conv_forms.py [--batch 128] [--rounds 12]
+
+`imgclf_jax/fast_conv.py` expresses the convolution filter gradient as an
+im2col GEMM. How XLA:CPU runs the equivalent ways of writing it depends on
+the machine, so this script times the trainer's real train step (the
+harness's `jax_setup`, same config) once per form, in rounds (each in a
+fresh random order) in one process, and prints each form's median img/s and
+its median per-round ratio against the form the library uses. All forms give the same numbers
+(the patch matrix is copied, not computed; the GEMMs differ only in the
+order of their sums), which the script checks before timing.
+
+Forms:
+  im2col  concat   (the library's) the nine shifted slices of the padded
+                   input, concatenated along channels
+          pad_sum  each slice padded into its own channel block, summed
+                   (one loop fusion)
+  dW dot  split_k  (the library's, for layers with more than 32 patch
+                   columns) a batched dot over two halves of the rows, summed
+          dyT_p    dy^T @ P, one standard-form GEMM
+"""
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import run  # pylint: disable=wrong-import-position  (tunes malloc)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from imgclf_jax import fast_conv  # pylint: disable=g-import-not-at-top
+
+
+def im2col_pad_sum(x, kh, kw):
+  n, h, w, c = x.shape
+  xp = fast_conv._pad_same(x, kh, kw)  # pylint: disable=protected-access
+  taps = kh * kw
+  out = None
+  for t in range(taps):
+    i, j = divmod(t, kw)
+    block = jnp.pad(xp[:, i:i + h, j:j + w, :],
+                    ((0, 0), (0, 0), (0, 0), (t * c, (taps - 1 - t) * c)))
+    out = block if out is None else out + block
+  return out.reshape(n * h * w, taps * c)
+
+
+def dw_dyt_p(x, w, dy):
+  kh, kw, cin, cout = w.shape
+  p = fast_conv._im2col(x, kh, kw)  # pylint: disable=protected-access
+  r = fast_conv._mm(dy.reshape(-1, cout).T, p).T  # pylint: disable=protected-access
+  return r.reshape(kh, kw, cin, cout)
+
+
+IM2COL = {'concat': fast_conv._im2col, 'pad_sum': im2col_pad_sum}  # pylint: disable=protected-access
+DW = {'split_k': fast_conv._dw, 'dyT_p': dw_dyt_p}  # pylint: disable=protected-access
+LIBRARY = ('concat', 'split_k')
+
+
+def use(im2col, dw):
+  fast_conv._im2col = IM2COL[im2col]  # pylint: disable=protected-access
+  fast_conv._dw = DW[dw]  # pylint: disable=protected-access
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--rounds', type=int, default=12)
+  parser.add_argument('--steps', type=int, default=5, help='steps per timing')
+  args = parser.parse_args()
+
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, 32))
+  dy = jax.random.normal(jax.random.key(1), (4, 16, 16, 64))
+  w = jnp.zeros((3, 3, 32, 64))
+  want = [np.asarray(f(x, 3, 3)) for f in IM2COL.values()]
+  assert all(np.array_equal(want[0], v) for v in want), 'im2col forms differ'
+  grads = [np.asarray(f(x, w, dy)) for f in DW.values()]
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+
+  forms = list(itertools.product(IM2COL, DW))
+  setups = {}
+  for form in forms:
+    use(*form)  # the step is traced (and the forms read) on its first call
+    setups[form] = run.jax_setup(args.batch)
+    run.time_jax_train(setups[form], 3)
+  use(*LIBRARY)
+  rates = {form: [] for form in forms}
+  order = np.random.default_rng(0)
+  for _ in range(args.rounds):
+    # A fresh order each round, so no form always runs first or after another.
+    for i in order.permutation(len(forms)):
+      form, setup = forms[i], setups[forms[i]]
+      rates[form].append(args.batch * args.steps /
+                         run.time_jax_train(setup, args.steps))
+  print(f'train step, batch {args.batch}, {args.rounds} shuffled rounds '
+        f'of {args.steps} steps ({jax.devices()[0].device_kind}, '
+        f'{os.cpu_count()} CPUs)')
+  for form in forms:
+    ratio = statistics.median(
+        a / b for a, b in zip(rates[form], rates[LIBRARY]))
+    mark = '  (library)' if form == LIBRARY else ''
+    print(f'  im2col {form[0]:8s} dW {form[1]:8s} '
+          f'{statistics.median(rates[form]):7.0f} img/s  '
+          f'ratio {ratio:.3f}{mark}')
+
+
+if __name__ == '__main__':
+  main()
