@@ -52,9 +52,15 @@ class Source:
 
   info: DatasetInfo
 
-  def examples(self, split: str) -> tf.data.Dataset:
-    """(image uint8 [H, W, C], label int32) pairs in a fixed order."""
-    return self._load(self._resolve(split))
+  def examples(self, split: str, indices=None) -> tf.data.Dataset:
+    """(image uint8 [H, W, C], label int32) pairs in a fixed order.
+
+    With `indices` (positions in that order), only those examples, in that
+    order, chosen before any image is read or decoded.
+    """
+    if indices is not None:
+      indices = np.unique(np.asarray(indices, np.int64))
+    return self._load(self._resolve(split), indices)
 
   def num_examples(self, split: str) -> int:
     return self._count(self._resolve(split))
@@ -126,14 +132,29 @@ class TfdsSource(Source):
           '--config.validation_split or --config.eval_split accordingly.'
       ) from None
 
-  def _load(self, split: str) -> tf.data.Dataset:
-    self._count(split)  # clear error for unknown splits
-    ds = self._builder.as_dataset(
-        split=split, shuffle_files=False,
-        read_config=tfds.ReadConfig(try_autocache=False))
+  def _load(self, split: str, indices=None) -> tf.data.Dataset:
+    n = self._count(split)  # clear error for unknown splits
     image_key, label_key = self._image_key, self._label_key
-    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    read_config = tfds.ReadConfig(try_autocache=False)
+    if indices is None:
+      ds = self._builder.as_dataset(split=split, shuffle_files=False,
+                                    read_config=read_config)
+      return ds.map(
+          lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
+          num_parallel_calls=tf.data.AUTOTUNE)
+    # Records are read in order and only the chosen ones are decoded.
+    chosen = np.zeros(n, bool)
+    chosen[indices] = True
+    chosen = tf.constant(chosen)
+    image_feature = self._builder.info.features[image_key]
+    ds = self._builder.as_dataset(
+        split=split, shuffle_files=False, read_config=read_config,
+        decoders={image_key: tfds.decode.SkipDecoding()})
+    ds = ds.enumerate().filter(lambda i, ex: chosen[i])
+    return ds.map(
+        lambda i, ex: (image_feature.decode_example(ex[image_key]),
+                       tf.cast(ex[label_key], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE)
 
   def labels(self, split: str) -> np.ndarray:
     split = self._resolve(split)
@@ -272,8 +293,10 @@ class FolderSource(Source):
   def files(self, split: str):
     return self._scan(self._resolve(split))[0]
 
-  def _load(self, split: str) -> tf.data.Dataset:
+  def _load(self, split: str, indices=None) -> tf.data.Dataset:
     paths, labels = self._scan(split)
+    if indices is not None:
+      paths, labels = paths[indices], labels[indices]
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     return ds.map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
 

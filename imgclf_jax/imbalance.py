@@ -124,21 +124,25 @@ def loss_weights(spec, counts, class_names):
 # Oversampling
 
 
-def oversample(examples: tf.data.Dataset, counts, num_examples: int, seed: int,
+def oversample(class_examples, counts, num_examples: int, seed: int,
                shuffle_buffer_size: int) -> tf.data.Dataset:
   """`num_examples` (image, label) pairs in which every class is equally likely.
 
-  One stream per class (a filter of `examples`, shuffled afresh on every pass
-  and repeated) and a seeded random choice of stream per example: minority
-  examples repeat within an epoch, majority ones are not all seen. Memory is
-  the shuffle buffers only; the order is fixed by `seed`.
+  `class_examples`: one dataset per class with examples (in class order,
+  skipping classes whose count is 0), as InputPipeline.class_examples gives:
+  each reads only its own class's images. Each stream is shuffled afresh on
+  every pass and repeated, and a seeded random choice of stream is made per
+  example: minority examples repeat within an epoch, majority ones are not
+  all seen. Memory is the shuffle buffers only; the order is fixed by `seed`.
   """
   counts = np.asarray(counts)
   present = [int(c) for c in np.flatnonzero(counts > 0)]
+  if len(class_examples) != len(present):
+    raise ValueError(f'{len(class_examples)} class streams for the '
+                     f'{len(present)} classes present')
   seeds = np.random.SeedSequence([seed, 1]).generate_state(len(present) + 1)
   streams = []
-  for c, stream_seed in zip(present, seeds):
-    stream = examples.filter(lambda image, label, c=c: label == c)
+  for c, stream, stream_seed in zip(present, class_examples, seeds):
     stream = stream.shuffle(int(min(shuffle_buffer_size, counts[c])),
                             seed=int(stream_seed),
                             reshuffle_each_iteration=True).repeat()

@@ -92,17 +92,37 @@ class InputPipeline:
     """(image uint8 [S, S, C], label) pairs of `split` as the model sees them
     before normalisation, in the split's order; cached if configured."""
     if split not in self._examples_cache:
-      size, channels = self.config.image_size, self.image_shape[-1]
-
-      def resize(image, label):
-        return preprocess.resize_image(image, size, channels), label
-
-      ds = self.source.examples(split).map(
-          resize, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = self._resized(self.source.examples(split))
       if self.config.cache:
         ds = ds.cache()
       self._examples_cache[split] = ds
     return self._examples_cache[split]
+
+  def resized_subset(self, split: str, indices) -> tf.data.Dataset:
+    """resized_examples(split) at `indices` only (sorted, no repeats): taken
+    from the cache when it is filled, else only those images are decoded."""
+    if self.config.cache and split in self._examples_cache:
+      chosen = np.zeros(self.source.num_examples(split), bool)
+      chosen[np.asarray(indices, np.int64)] = True
+      chosen = tf.constant(chosen)
+      return self._examples_cache[split].enumerate().filter(
+          lambda i, example: chosen[i]).map(lambda i, example: example)
+    return self._resized(self.source.examples(split, indices))
+
+  def class_examples(self, split: str) -> list:
+    """resized_examples(split) of each class present, one dataset each."""
+    labels = self.source.labels(split)
+    return [self.resized_subset(split, np.flatnonzero(labels == c))
+            for c in range(self.source.info.num_classes)
+            if np.any(labels == c)]
+
+  def _resized(self, examples: tf.data.Dataset) -> tf.data.Dataset:
+    size, channels = self.config.image_size, self.image_shape[-1]
+
+    def resize(image, label):
+      return preprocess.resize_image(image, size, channels), label
+
+    return examples.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
 
   def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All of `split` as numpy: uint8 images [N, S, S, C], int32 labels [N]."""
@@ -196,7 +216,7 @@ class InputPipeline:
                                   epoch_seeds(config.seed, epoch))
     n = self.source.num_examples('train')
     if config.oversample:
-      ds = imbalance.oversample(self.resized_examples('train'),
+      ds = imbalance.oversample(self.class_examples('train'),
                                 self.class_counts('train'), n, shuffle_seed,
                                 config.shuffle_buffer_size)
     else:

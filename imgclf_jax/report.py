@@ -18,7 +18,6 @@ from absl import logging
 from clu import metric_writers
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 from imgclf_jax import report_plots
 
@@ -156,14 +155,12 @@ def format_table(report: dict, accuracy: float, loss: float) -> str:
 
 def fetch_images(pipeline, split: str, indices) -> dict:
   """{index: uint8 image} of `split`, resized as the model saw them but not
-  normalised (a second, image-only pass that keeps only these indices)."""
+  normalised (from the cache if filled, else only these images are read)."""
   wanted = sorted(set(int(i) for i in indices))
   if not wanted:
     return {}
-  wanted_t = tf.constant(wanted, tf.int64)
-  ds = pipeline.resized_examples(split).enumerate().filter(
-      lambda i, example: tf.reduce_any(tf.equal(i, wanted_t)))
-  return {int(i): image for i, (image, _) in ds.as_numpy_iterator()}
+  images = pipeline.resized_subset(split, wanted).as_numpy_iterator()
+  return {i: image for i, (image, _) in zip(wanted, images)}
 
 
 def _caption(class_names, label, predicted, confidence):

@@ -79,8 +79,11 @@ def test_oversampling_evens_out_the_minority_share(folder):
   assert not np.array_equal(first[0], next(over.train_batches(1))['image'])
 
 
-def test_oversampling_repeats_minority_images_rather_than_copying(folder):
-  over = _pipeline(folder, oversample=True)
+@pytest.mark.parametrize('cache', [True, False])
+def test_oversampling_repeats_minority_images_rather_than_copying(folder,
+                                                                   cache):
+  # cache=False: each class stream decodes only its own class's files.
+  over = _pipeline(folder, oversample=True, cache=cache)
   images = np.concatenate([b['image'].reshape(-1, 8, 8, 3)
                            for b in over.train_batches(0)])
   labels = _labels(over.train_batches(0))

@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from imgclf_jax import datasets
@@ -150,3 +152,52 @@ def test_datasets_run_with_the_autotuner_off_and_fixed_prefetch(tmp_path):
   for ds in (pipeline.train_dataset(0), pipeline.eval_dataset('validation')):
     assert ds.options().autotune.enabled is False
   assert len(list(pipeline.train_batches(0))) == pipeline.steps_per_epoch
+
+
+def _pairs(ds):
+  return [(image, int(label)) for image, label in ds.as_numpy_iterator()]
+
+
+def _assert_examples_at(got, full, positions):
+  assert [label for _, label in got] == [full[i][1] for i in positions]
+  for (image, _), i in zip(got, positions):
+    np.testing.assert_array_equal(image, full[i][0])
+
+
+def test_folder_examples_at_indices_read_only_those_files(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(5, 5, 5))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  full = _pairs(source.examples('train'))
+  # Any order and repeats: the sorted distinct positions, in split order.
+  _assert_examples_at(_pairs(source.examples('train', [7, 1, 11, 1])), full,
+                      (1, 7, 11))
+  # A broken file that is not chosen is never read.
+  with open(source.files('train')[0], 'wb') as f:
+    f.write(b'not an image')
+  _assert_examples_at(_pairs(source.examples('train', [1, 7])), full, (1, 7))
+  with pytest.raises(tf.errors.OpError):
+    _pairs(source.examples('train'))
+
+
+def test_tfds_examples_at_indices():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    full = _pairs(source.examples('validation'))
+    got = _pairs(source.examples('validation', [3, 0]))
+  # (mock_data does not slice: the split holds all 40 mock examples.)
+  assert len(full) > 3
+  _assert_examples_at(got, full, (0, 3))
+
+
+def test_resized_subset_from_the_cache_or_the_files(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(6, 6))
+  for cache in (True, False):
+    pipeline = _pipeline(helpers.small_config(f'folder:{root}', cache=cache))
+    full = _pairs(pipeline.resized_examples('train'))  # fills the cache
+    _assert_examples_at(_pairs(pipeline.resized_subset('train', [2, 9])),
+                        full, (2, 9))
+    per_class = [_pairs(ds) for ds in pipeline.class_examples('train')]
+    labels = [label for _, label in full]
+    assert [[l for _, l in c] for c in per_class] == [
+        [l for l in labels if l == c] for c in (0, 1)]
