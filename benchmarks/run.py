@@ -15,8 +15,9 @@ Measures, on this machine:
   3. eval-step throughput;
   4. the input pipeline alone, with every augmentation (img/s);
   5. real training epochs (imgclf_jax.train.train_and_evaluate; the median
-     of epochs 2-4) against steps x step time, both measured in a fresh
-     process: the pipeline's overhead;
+     of epochs 2-4) against bare epochs of the same steps on one device
+     batch, timed before and after them in the same fresh process: the
+     pipeline's overhead;
   6. time to the first step (imports + compile) and peak memory (RSS);
   7. achieved GFLOP/s (XLA's own FLOP count of the step) and this machine's
      float32 matmul rate as the practical ceiling.
@@ -250,24 +251,24 @@ def pipeline_throughput(dataset, batch_size=128):
   return {'pipeline_img_s': rates[1], 'pipeline_first_epoch_img_s': rates[0]}
 
 
-def epoch_overhead(dataset, batch_size=128, epochs=4, timing=(7, 20),
-                   **overrides):
-  """Real training epochs against steps x step time, in a fresh process.
+def epoch_overhead(dataset, batch_size=128, epochs=4, **overrides):
+  """Real training epochs against bare epochs of the same steps, in a fresh
+  process.
 
-  A child interpreter, started as `python main.py` starts one, measures the
-  train step (as the train-step rows do: the median of `timing` = (runs,
-  steps) on one device batch) and then runs imgclf_jax.train.train_and_evaluate for
-  `epochs` epochs. The overhead is the median train time of the epochs after
-  the first (which also decodes the files into the cache) over steps x that
-  step time: both measured in the same process, the one a user trains in.
-  (In the harness process, after PyTorch and the pipeline-alone run, epochs
-  took several points longer; BENCHMARKS.md.)
+  A child interpreter, started as `python main.py` starts one, times a bare
+  epoch (the epoch's number of train steps on one device batch: compute
+  only, no input pipeline), runs imgclf_jax.train.train_and_evaluate for
+  `epochs` epochs, and times a second bare epoch. The overhead is the median
+  train time of the real epochs after the first (which also decodes the files
+  into the cache) over the mean of the two bare epochs. Timing whole epochs
+  on both sides, before and after, keeps the machine's drift out of the
+  ratio better than a short step timing does (BENCHMARKS.md).
   """
   code = ('import json, sys; sys.path.insert(0, %r)\n'
           'from benchmarks import run\n'
           'run.OVERRIDES.update(%r)\n'
-          'print(json.dumps(run.epochs_in_this_process(%r, %r, %r, %r, %r)))\n'
-          % (ROOT, OVERRIDES, dataset, batch_size, epochs, timing, overrides))
+          'print(json.dumps(run.epochs_in_this_process(%r, %r, %r, %r)))\n'
+          % (ROOT, OVERRIDES, dataset, batch_size, epochs, overrides))
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, env=dict(os.environ))
   if out.returncode:
@@ -275,29 +276,29 @@ def epoch_overhead(dataset, batch_size=128, epochs=4, timing=(7, 20),
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def epochs_in_this_process(dataset, batch_size, epochs, timing, overrides):
+def epochs_in_this_process(dataset, batch_size, epochs, overrides):
   """epoch_overhead's measurement (run in the child process)."""
-  from imgclf_jax import train
+  from imgclf_jax import datasets, train
+  config = make_config(batch_size, dataset=dataset, num_epochs=epochs,
+                       **overrides)
+  steps_per_epoch = (datasets.make_source(config).num_examples('train') //
+                     batch_size)
   setup = jax_setup(batch_size)
   time_jax_train(setup, 3)
-  runs, num_steps = timing
-  step_img_s = statistics.median(
-      batch_size * num_steps / time_jax_train(setup, num_steps)
-      for _ in range(runs))
-  del setup
+  bare = [time_jax_train(setup, steps_per_epoch)]
   with tempfile.TemporaryDirectory() as workdir:
-    config = make_config(batch_size, dataset=dataset, num_epochs=epochs,
-                         **overrides)
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       records = [json.loads(line) for line in f]
-  steps_per_epoch = records[0]['step']
+  bare.append(time_jax_train(setup, steps_per_epoch))
+  assert records[0]['step'] == steps_per_epoch, records[0]
   seconds = [r['train_seconds'] for r in records[1:]]
-  compute = steps_per_epoch * batch_size / step_img_s
+  compute = statistics.mean(bare)
   return {'epoch_train_seconds': statistics.median(seconds),
           'epoch_train_seconds_each': seconds,
           'epoch_first_train_seconds': records[0]['train_seconds'],
-          'epoch_step_img_s': step_img_s,
+          'epoch_bare_seconds_each': bare,
+          'epoch_step_img_s': steps_per_epoch * batch_size / compute,
           'epoch_compute_seconds': compute,
           'epoch_overhead': statistics.median(seconds) / compute - 1,
           'epoch_steps': steps_per_epoch}
@@ -406,7 +407,7 @@ def main():
   results['pipeline_vs_step'] = results['pipeline_img_s'] / results['train_img_s']
 
   print('real training epochs ...', flush=True)
-  results.update(epoch_overhead(dataset, timing=(repeats, num_steps)))
+  results.update(epoch_overhead(dataset))
   if not quick:
     print('real training epochs, data_on_device ...', flush=True)
     results['data_on_device'] = epoch_overhead(dataset, epochs=3,
@@ -453,18 +454,19 @@ def print_table(r):
       ('  first epoch, decoding files (img/s)',
        fmt(r['pipeline_first_epoch_img_s'])),
       ('pipeline / train step', fmt(r['pipeline_vs_step'], '.2f')),
-      ('epoch (fresh process), train step (img/s)',
-       fmt(r['epoch_step_img_s'])),
       ('epoch (median of epochs 2-4): train wall (s)',
        fmt(r['epoch_train_seconds'], '.1f')),
-      ('epoch: steps x step time (s)', fmt(r['epoch_compute_seconds'], '.1f')),
+      ('bare epoch, same steps on one device batch (s)',
+       ' / '.join(fmt(t, '.1f') for t in r['epoch_bare_seconds_each'])
+       + ' (before / after)'),
+      ('  as a step rate (img/s)', fmt(r['epoch_step_img_s'])),
       ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'),
   ]
   if 'data_on_device' in r:
     rows += [
         ('data_on_device epoch (median of epochs 2-3): train wall (s)',
          fmt(r['data_on_device']['epoch_train_seconds'], '.1f')),
-        ('data_on_device epoch vs plain steps x step time',
+        ('data_on_device epoch vs plain bare epochs',
          fmt(100 * r['data_on_device']['epoch_overhead'], '.1f') + ' %'),
     ]
   rows += [
