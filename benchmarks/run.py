@@ -155,11 +155,22 @@ def matmul_gflops(n=2048, repeats=5):
 # --- PyTorch peer --------------------------------------------------------------
 
 
+def torch_device():
+  """Where the PyTorch peer runs: CUDA when JAX runs on a GPU (and this torch
+  build has CUDA), else the CPU."""
+  import torch
+  if jax.default_backend() == 'gpu' and torch.cuda.is_available():
+    return 'cuda'
+  return 'cpu'
+
+
 def torch_setup(batch_size, kind='eager'):
   """The same CNN in PyTorch, Adam, cross-entropy; None if torch is absent.
 
   kind: 'eager' (NCHW, PyTorch's default layout), 'channels_last' (eager,
   NHWC memory format, often faster on CPU), or 'compile' (torch.compile).
+  It runs on torch_device(), and in bfloat16 autocast when the harness's
+  config has half_precision (as ours then computes in bfloat16).
   """
   try:
     import torch
@@ -167,23 +178,27 @@ def torch_setup(batch_size, kind='eager'):
   except ImportError:
     return None
   torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
+  device = torch_device()
+  if device == 'cpu':
+    torch.set_num_threads(os.cpu_count() or 1)
+  half = bool(make_config(batch_size).half_precision)
   model = nn.Sequential(
       nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
       nn.Flatten(), nn.Linear(8 * 8 * 64, 128), nn.ReLU(), nn.Dropout(0.5),
-      nn.Linear(128, NUM_CLASSES))
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  loss_fn = nn.CrossEntropyLoss()
-  x = torch.randn(batch_size, 3, 32, 32)
-  y = torch.randint(0, NUM_CLASSES, (batch_size,))
+      nn.Linear(128, NUM_CLASSES)).to(device)
+  x = torch.randn(batch_size, 3, 32, 32, device=device)
+  y = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
   if kind == 'channels_last':
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  loss_fn = nn.CrossEntropyLoss()
 
   def step():
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=half):
+      loss = loss_fn(model(x), y)
     loss.backward()
     optimizer.step()
     return loss
@@ -351,6 +366,7 @@ def machine():
   try:
     import torch
     info['torch'] = torch.__version__
+    info['torch_device'] = torch_device()
   except ImportError:
     info['torch'] = None
   return info
