@@ -1,15 +1,41 @@
 """Model architectures, chosen by name with `config.model`.
 
 Add an architecture by writing a linen Module that takes
-(images [N, H, W, C], train: bool) and returns logits [N, num_classes], and
-registering it in MODELS.
+(images [N, H, W, C], train: bool, example_ids=None) and returns logits
+[N, num_classes], and registering it in MODELS. `example_ids` (int [N]) are
+the examples' positions in the global batch; ExampleDropout uses them so that
+the training step draws the same masks however the batch is split over
+devices and slices.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from imgclf_jax.fast_conv import FastConv
 from imgclf_jax.fast_conv import max_pool_2x2
+
+
+class ExampleDropout(nn.Module):
+  """nn.Dropout whose mask for each example depends only on the 'dropout'
+  rng and that example's id, not on which device or batch slice holds it.
+
+  Same semantics as nn.Dropout otherwise: kept values are scaled by
+  1 / (1 - rate); identity when `deterministic`.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, example_ids, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    if example_ids is None:
+      example_ids = jnp.arange(x.shape[0])
+    key = self.make_rng('dropout')
+    keep_prob = 1.0 - self.rate
+    keep = jax.vmap(lambda i: jax.random.bernoulli(
+        jax.random.fold_in(key, i), keep_prob, x.shape[1:]))(example_ids)
+    return jnp.where(keep, x / keep_prob, jnp.zeros((), x.dtype))
 
 
 class CNN(nn.Module):
@@ -29,13 +55,14 @@ class CNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, example_ids=None):
     x = x.astype(self.dtype)
     x = max_pool_2x2(nn.relu(FastConv(32, (3, 3), name='Conv_0')(x)))
     x = max_pool_2x2(nn.relu(FastConv(64, (3, 3), name='Conv_1')(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = ExampleDropout(self.dropout_rate, name='Dropout_0')(
+        x, example_ids, deterministic=not train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
@@ -48,14 +75,15 @@ class PlainCNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, example_ids=None):
     conv = lambda features: nn.Conv(features, (3, 3), dtype=self.dtype)
     x = x.astype(self.dtype)
     x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))
     x = nn.max_pool(nn.relu(conv(64)(x)), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = ExampleDropout(self.dropout_rate, name='Dropout_0')(
+        x, example_ids, deterministic=not train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 

@@ -35,25 +35,31 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
                slices: int = 1):
   """One optimizer step on this device's share of `batch`.
 
-  The dropout key is `rng` folded with the step number and the device index:
-  a fresh key for every step and every device, and `rng` itself is never used
-  directly.
+  The dropout key is `rng` folded with the step number (`rng` itself is never
+  used directly), and each example's mask is drawn from it and the example's
+  position in the global batch (models.ExampleDropout): a fresh mask for
+  every step and example, and the same masks however the batch is split over
+  devices and `slices`, so a seed trains the same on one device or several,
+  CPU (2 slices) or GPU (1).
 
   With a per-example `weight` in the batch (config.class_weights) the step
   minimises mean(weight * loss) over the batch; the metrics it returns stay
   the plain mean loss and accuracy, comparable with validation.
 
   `slices` > 1 computes the gradient of the batch as the mean of the gradients
-  of that many equal slices (each with its own dropout key), which is the same
-  gradient; XLA:CPU runs the independent slices on separate cores, where one
-  whole-batch computation keeps about one core busy.
+  of that many equal slices, which is the same gradient; XLA:CPU runs the
+  independent slices on separate cores, where one whole-batch computation
+  keeps about one core busy.
   """
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
-                                   jax.lax.axis_index(AXIS))
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  per_device = batch['label'].shape[0]
+  batch = dict(batch, example_id=jax.lax.axis_index(AXIS) * per_device +
+               jnp.arange(per_device))
 
-  def loss_fn(params, part, part_rng):
+  def loss_fn(params, part):
     logits = state.apply_fn({'params': params}, part['image'], train=True,
-                            rngs={'dropout': part_rng})
+                            example_ids=part['example_id'],
+                            rngs={'dropout': dropout_rng})
     loss = cross_entropy(logits, part['label'], label_smoothing)
     if 'weight' in part:
       return (loss * part['weight']).mean(), (loss, logits)
@@ -61,14 +67,13 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   if slices == 1:
-    grads, (loss, logits) = grad_fn(state.params, batch, dropout_rng)
+    grads, (loss, logits) = grad_fn(state.params, batch)
   else:
     split = jax.tree.map(lambda x: jnp.split(x, slices), batch)
     parts = [jax.tree.map(lambda pieces, i=i: pieces[i], split,
                           is_leaf=lambda x: isinstance(x, list))
              for i in range(slices)]
-    results = [grad_fn(state.params, part, jax.random.fold_in(dropout_rng, i))
-               for i, part in enumerate(parts)]
+    results = [grad_fn(state.params, part) for part in parts]
     grads = jax.tree.map(lambda *g: sum(g) / slices, *[r[0] for r in results])
     loss = jnp.concatenate([r[1][0] for r in results])
     logits = jnp.concatenate([r[1][1] for r in results])

@@ -100,7 +100,8 @@ def test_oversampling_repeats_minority_images_rather_than_copying(folder,
   originals = {m.tobytes() for m in plain_images[plain_labels == MINORITY]}
   assert len(originals) == 7
   # ~24 draws, each one of the 7 real images: repeated, none made up.
-  assert len(minority) > 14 and drawn <= originals and len(drawn) >= 5
+  # (Each pass over the 7 shuffles all of them, and > 14 draws make two.)
+  assert len(minority) > 14 and drawn == originals
 
 
 def test_class_weights_parse():
@@ -145,8 +146,8 @@ def test_balanced_weights_put_equal_total_weight_on_every_class(folder):
 
 class _Linear(nn.Module):
   @nn.compact
-  def __call__(self, x, train: bool):
-    del train
+  def __call__(self, x, train: bool, example_ids=None):
+    del train, example_ids  # models' interface (models.py)
     return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 

@@ -100,3 +100,22 @@ def test_half_precision_gradients_are_float32_and_close():
     # Direction agrees to within bfloat16's rounding.
     cosine = float((g * w).sum() / (jnp.linalg.norm(g) * jnp.linalg.norm(w)))
     assert cosine > 0.99
+
+
+def test_example_dropout_mask_depends_on_the_example_id_only():
+  dropout = models.ExampleDropout(rate=0.5)
+  x = jnp.ones((6, 1000))
+  rngs = {'dropout': jax.random.key(5)}
+  whole = dropout.apply({}, x, jnp.arange(6), deterministic=False, rngs=rngs)
+  # Examples 4 and 1 on their own (another slice, device or order) get the
+  # masks they get in the whole batch.
+  part = dropout.apply({}, x[:2], jnp.array([4, 1]), deterministic=False,
+                       rngs=rngs)
+  np.testing.assert_array_equal(part, whole[jnp.array([4, 1])])
+  # Kept values are scaled by 1 / (1 - rate); about half are kept; masks of
+  # different examples differ.
+  assert set(np.unique(whole).tolist()) == {0.0, 2.0}
+  assert 0.45 < float((whole > 0).mean()) < 0.55
+  assert not np.array_equal(whole[0], whole[1])
+  np.testing.assert_array_equal(
+      dropout.apply({}, x, jnp.arange(6), deterministic=True), x)
