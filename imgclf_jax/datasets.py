@@ -56,10 +56,15 @@ class Source:
     """(image uint8 [H, W, C], label int32) pairs in a fixed order.
 
     With `indices` (positions in that order), only those examples, in that
-    order, chosen before any image is read or decoded.
+    order, chosen before any image is decoded (an image folder reads only
+    their files; a TFDS split still reads every record, decoding only these).
     """
     if indices is not None:
       indices = np.unique(np.asarray(indices, np.int64))
+      n = self.num_examples(split)
+      if len(indices) and (indices[0] < 0 or indices[-1] >= n):
+        raise IndexError(f'example indices {indices[0]}..{indices[-1]} out '
+                         f'of range for the {n} examples of {split!r}')
     return self._load(self._resolve(split), indices)
 
   def num_examples(self, split: str) -> int:

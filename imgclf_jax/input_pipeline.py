@@ -67,6 +67,7 @@ class InputPipeline:
                         source.info.channels)
     self._augment_names = augment.parse_augment(config.augment)
     self._examples_cache = {}
+    self._labels = {}
     self._class_counts = {}
     self.normalization = normalization or self._compute_normalization()
 
@@ -79,11 +80,17 @@ class InputPipeline:
           f'{self.source.num_examples("train")} training examples: lower it.')
     return steps
 
+  def labels(self, split: str) -> np.ndarray:
+    """The int labels of `split` in its order (read once; no image decoded)."""
+    if split not in self._labels:
+      self._labels[split] = self.source.labels(split)
+    return self._labels[split]
+
   def class_counts(self, split: str) -> np.ndarray:
     """Examples per class of `split` (labels only; no image is decoded)."""
     if split not in self._class_counts:
       self._class_counts[split] = imbalance.class_counts(
-          self.source.labels(split), self.source.info.num_classes)
+          self.labels(split), self.source.info.num_classes)
     return self._class_counts[split]
 
   # --- examples --------------------------------------------------------------
@@ -99,22 +106,32 @@ class InputPipeline:
     return self._examples_cache[split]
 
   def resized_subset(self, split: str, indices) -> tf.data.Dataset:
-    """resized_examples(split) at `indices` only (sorted, no repeats): taken
-    from the cache when it is filled, else only those images are decoded."""
-    if self.config.cache and split in self._examples_cache:
-      chosen = np.zeros(self.source.num_examples(split), bool)
-      chosen[np.asarray(indices, np.int64)] = True
-      chosen = tf.constant(chosen)
-      return self._examples_cache[split].enumerate().filter(
-          lambda i, example: chosen[i]).map(lambda i, example: example)
-    return self._resized(self.source.examples(split, indices))
+    """resized_examples(split) at `indices` only, in split order (sorted, no
+    repeats). With config.cache they come from the split's cache (a pass
+    over it, which fills it if it is not yet); without, only their images
+    are decoded."""
+    if not self.config.cache:
+      return self._resized(self.source.examples(split, indices))
+    chosen = np.zeros(self.source.num_examples(split), bool)
+    chosen[np.asarray(indices, np.int64)] = True
+    chosen = tf.constant(chosen)
+    return self.resized_examples(split).enumerate().filter(
+        lambda i, example: chosen[i]).map(lambda i, example: example)
 
   def class_examples(self, split: str) -> list:
-    """resized_examples(split) of each class present, one dataset each."""
-    labels = self.source.labels(split)
-    return [self.resized_subset(split, np.flatnonzero(labels == c))
-            for c in range(self.source.info.num_classes)
-            if np.any(labels == c)]
+    """resized_examples(split) of each class present (in class order), one
+    dataset each: filters of the cache with config.cache (each pass reads
+    the cached split from memory), else decoding only that class's images."""
+    labels = self.labels(split)
+    present = [c for c in range(self.source.info.num_classes)
+               if np.any(labels == c)]
+    if self.config.cache:
+      cached = self.resized_examples(split)
+      return [cached.filter(lambda image, label, c=c: label == c)
+              for c in present]
+    return [self._resized(self.source.examples(split,
+                                               np.flatnonzero(labels == c)))
+            for c in present]
 
   def _resized(self, examples: tf.data.Dataset) -> tf.data.Dataset:
     size, channels = self.config.image_size, self.image_shape[-1]

@@ -155,12 +155,12 @@ def format_table(report: dict, accuracy: float, loss: float) -> str:
 
 def fetch_images(pipeline, split: str, indices) -> dict:
   """{index: uint8 image} of `split`, resized as the model saw them but not
-  normalised (from the cache if filled, else only these images are read)."""
+  normalised (InputPipeline.resized_subset)."""
   wanted = sorted(set(int(i) for i in indices))
   if not wanted:
     return {}
   images = pipeline.resized_subset(split, wanted).as_numpy_iterator()
-  return {i: image for i, (image, _) in zip(wanted, images)}
+  return {i: image for i, (image, _) in zip(wanted, images, strict=True)}
 
 
 def _caption(class_names, label, predicted, confidence):

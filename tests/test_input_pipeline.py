@@ -190,14 +190,29 @@ def test_tfds_examples_at_indices():
   _assert_examples_at(got, full, (0, 3))
 
 
-def test_resized_subset_from_the_cache_or_the_files(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(6, 6))
+def test_resized_subset_and_class_examples_from_the_cache_or_the_files(
+    tmp_path):
   for cache in (True, False):
+    root = helpers.make_image_folder(tmp_path / str(cache),
+                                     per_class=(6, 2, 6))
     pipeline = _pipeline(helpers.small_config(f'folder:{root}', cache=cache))
     full = _pairs(pipeline.resized_examples('train'))  # fills the cache
-    _assert_examples_at(_pairs(pipeline.resized_subset('train', [2, 9])),
-                        full, (2, 9))
-    per_class = [_pairs(ds) for ds in pipeline.class_examples('train')]
     labels = [label for _, label in full]
-    assert [[l for _, l in c] for c in per_class] == [
-        [l for l in labels if l == c] for c in (0, 1)]
+    per_class = [_pairs(ds) for ds in pipeline.class_examples('train')]
+    assert len(per_class) == 3
+    for c, got in enumerate(per_class):
+      _assert_examples_at(got, full,
+                          [i for i, l in enumerate(labels) if l == c])
+    # Break every file: with the cache nothing is read again; without it,
+    # the chosen files are read (so the subset fails).
+    for path in pipeline.source.files('train'):
+      with open(path, 'wb') as f:
+        f.write(b'not an image')
+    if cache:
+      _assert_examples_at(_pairs(pipeline.resized_subset('train', [9, 2])),
+                          full, (2, 9))
+      assert [len(_pairs(ds)) for ds in pipeline.class_examples('train')] \
+          == [len(c) for c in per_class]
+    else:
+      with pytest.raises(tf.errors.OpError):
+        _pairs(pipeline.resized_subset('train', [2]))
