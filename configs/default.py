@@ -97,9 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute each step's gradient as the mean over this many equal slices of
   # the per-device batch (same gradient; lets XLA:CPU use several cores).
   # An explicit value must divide the per-device batch. 0: automatic (2 on
-  # CPU when it divides it, else 1; 1 on GPU/TPU). Each slice draws its own
-  # dropout mask, so with dropout the same seed trains differently with
-  # 1 and 2 slices (e.g. on CPU and on GPU).
+  # CPU when it divides it, else 1; 1 on GPU/TPU). Dropout masks depend on
+  # each example's place in the global batch, not on the slices or devices,
+  # so the same seed trains the same with any of them (up to float rounding).
   config.train_step_slices = 0
 
   # --- Evaluation report and prediction -----------------------------------------
