@@ -139,6 +139,9 @@ def test_step_slices_setting():
   config.train_step_slices = 0
   config.batch_size = 12  # 3 per device: automatic falls back to one slice
   assert steps.step_slices(config, num_devices=4) == 1
+  config.train_step_slices = 2  # explicit: must divide it
+  with pytest.raises(ValueError, match='does not divide the per-device'):
+    steps.step_slices(config, num_devices=4)
 
 
 def test_accumulator_sums_every_step_including_the_newest():
@@ -154,3 +157,19 @@ def test_accumulator_sums_every_step_including_the_newest():
     np.testing.assert_allclose(values['loss'], sum(s[0] for s in seen) / total)
     np.testing.assert_allclose(values['accuracy'],
                                sum(s[1] for s in seen) / total)
+
+
+def test_half_precision_step_keeps_parameters_and_optimizer_in_float32():
+  config = helpers.small_config('cifar10', half_precision=True)
+  model = models.create_model(config, NUM_CLASSES)
+  state = train_state_lib.create_train_state(
+      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+  new, metrics = steps.pmap_train_step()(state, _shard(_batch(), 4),
+                                         jax.random.key(1))
+  leaves = jax.tree.leaves((new.params, new.opt_state))
+  floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert floats and all(x.dtype == jnp.float32 for x in floats)
+  assert metrics.compute()['loss'].dtype == jnp.float32
+  # It did train: the parameters moved.
+  assert not np.allclose(new.params['Dense_0']['kernel'],
+                         state.params['Dense_0']['kernel'])
