@@ -148,17 +148,13 @@ class TfdsSource(Source):
           lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
           num_parallel_calls=tf.data.AUTOTUNE)
     # Records are read in order and only the chosen ones are decoded.
-    chosen = np.zeros(n, bool)
-    chosen[indices] = True
-    chosen = tf.constant(chosen)
     image_feature = self._builder.info.features[image_key]
-    ds = self._builder.as_dataset(
+    ds = at_indices(self._builder.as_dataset(
         split=split, shuffle_files=False, read_config=read_config,
-        decoders={image_key: tfds.decode.SkipDecoding()})
-    ds = ds.enumerate().filter(lambda i, ex: chosen[i])
+        decoders={image_key: tfds.decode.SkipDecoding()}), n, indices)
     return ds.map(
-        lambda i, ex: (image_feature.decode_example(ex[image_key]),
-                       tf.cast(ex[label_key], tf.int32)),
+        lambda ex: (image_feature.decode_example(ex[image_key]),
+                    tf.cast(ex[label_key], tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE)
 
   def labels(self, split: str) -> np.ndarray:
@@ -172,6 +168,16 @@ class TfdsSource(Source):
     labels = ds.map(lambda ex: ex[label_key],
                     num_parallel_calls=tf.data.AUTOTUNE)
     return np.fromiter(labels.as_numpy_iterator(), np.int64).astype(np.int32)
+
+
+def at_indices(ds: tf.data.Dataset, n: int, indices) -> tf.data.Dataset:
+  """The elements of `ds` (n of them) at the sorted `indices`, in order: one
+  pass over `ds` that drops the others."""
+  chosen = np.zeros(n, bool)
+  chosen[np.asarray(indices, np.int64)] = True
+  chosen = tf.constant(chosen)
+  return ds.enumerate().filter(lambda i, element: chosen[i]).map(
+      lambda i, element: element)
 
 
 def _tfds_builder(name: str, data_dir):

@@ -112,11 +112,8 @@ class InputPipeline:
     are decoded."""
     if not self.config.cache:
       return self._resized(self.source.examples(split, indices))
-    chosen = np.zeros(self.source.num_examples(split), bool)
-    chosen[np.asarray(indices, np.int64)] = True
-    chosen = tf.constant(chosen)
-    return self.resized_examples(split).enumerate().filter(
-        lambda i, example: chosen[i]).map(lambda i, example: example)
+    return datasets.at_indices(self.resized_examples(split),
+                               self.source.num_examples(split), indices)
 
   def class_examples(self, split: str) -> list:
     """resized_examples(split) of each class present (in class order), one
