@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default as default_config
+from imgclf_jax import config_checks
 from imgclf_jax import models
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
@@ -72,6 +73,9 @@ def make_config(batch_size, **overrides):
   config.eval_batch_size = batch_size
   for k, v in {**OVERRIDES, **overrides}.items():
     config[k] = v
+  # The checks the trainer makes (e.g. --set train_step_slices=3 with batch
+  # 128 is refused here, as main.py would refuse it).
+  config_checks.validate(config, jax.local_device_count())
   return config
 
 

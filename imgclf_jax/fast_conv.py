@@ -11,8 +11,8 @@ convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
   machine's GEMM rate and was about half of the train step. Here it is an
   im2col GEMM: the patch matrix is the nine shifted slices of the padded
   input concatenated along channels (benchmarks/conv_forms.py compares this
-  with a pad-and-sum fusion inside the train step; `conv_general_dilated_patches`
-  was several times slower in isolation), then multiplied in a dot form XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
+  with a pad-and-sum fusion inside the train step), then multiplied in a dot
+  form XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
   batched dot for the others; a dot contracting dim 0 of both operands falls
   back to a slow path).
 * The first layer's forward pass (3 input channels) is also an im2col GEMM;

@@ -68,7 +68,6 @@ class InputPipeline:
     self._augment_names = augment.parse_augment(config.augment)
     self._examples_cache = {}
     self._labels = {}
-    self._class_counts = {}
     self.normalization = normalization or self._compute_normalization()
 
   @property
@@ -88,10 +87,8 @@ class InputPipeline:
 
   def class_counts(self, split: str) -> np.ndarray:
     """Examples per class of `split` (labels only; no image is decoded)."""
-    if split not in self._class_counts:
-      self._class_counts[split] = imbalance.class_counts(
-          self.labels(split), self.source.info.num_classes)
-    return self._class_counts[split]
+    return imbalance.class_counts(self.labels(split),
+                                  self.source.info.num_classes)
 
   # --- examples --------------------------------------------------------------
 
@@ -116,19 +113,11 @@ class InputPipeline:
                                self.source.num_examples(split), indices)
 
   def class_examples(self, split: str) -> list:
-    """resized_examples(split) of each class present (in class order), one
-    dataset each: filters of the cache with config.cache (each pass reads
-    the cached split from memory), else decoding only that class's images."""
+    """resized_subset of each class present in `split`, in class order."""
     labels = self.labels(split)
-    present = [c for c in range(self.source.info.num_classes)
-               if np.any(labels == c)]
-    if self.config.cache:
-      cached = self.resized_examples(split)
-      return [cached.filter(lambda image, label, c=c: label == c)
-              for c in present]
-    return [self._resized(self.source.examples(split,
-                                               np.flatnonzero(labels == c)))
-            for c in present]
+    return [self.resized_subset(split, np.flatnonzero(labels == c))
+            for c in range(self.source.info.num_classes)
+            if np.any(labels == c)]
 
   def _resized(self, examples: tf.data.Dataset) -> tf.data.Dataset:
     size, channels = self.config.image_size, self.image_shape[-1]

@@ -85,14 +85,11 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
 
 def step_slices(config, num_devices: int) -> int:
   """config.train_step_slices, with 0 = automatic: 2 on CPU when it divides
-  the per-device batch, else 1. (config_checks rejects an explicit value
-  that does not divide it.)"""
-  per_device = config.batch_size // num_devices
+  the per-device batch, else 1. (config_checks.validate rejects an explicit
+  value that does not divide it.)"""
   if config.train_step_slices:
-    if per_device % config.train_step_slices:
-      raise ValueError(f'train_step_slices={config.train_step_slices} does '
-                       f'not divide the per-device batch {per_device}')
     return int(config.train_step_slices)
+  per_device = config.batch_size // num_devices
   return 2 if jax.default_backend() == 'cpu' and per_device % 2 == 0 else 1
 
 
