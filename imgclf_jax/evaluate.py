@@ -30,25 +30,35 @@ DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'validation_split',
 REPORT_KEYS = ('top_k', 'report_images')
 
 
-def evaluate_split(p_eval_step, state, pipeline, split: str,
-                   with_outputs: bool = False):
-  """Metrics over every example of `split` (device-side accumulation).
+def _eval_pass(p_step, state, pipeline, split: str):
+  """Yields p_step's output for each batch of `split` (prefetched to device)."""
+  for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
+    yield p_step(state, batch)
 
-  With `with_outputs`, `p_eval_step` is steps.pmap_eval_outputs_step's and
-  returns (metrics, per-example outputs): the result is then (metrics,
-  report.real_examples(outputs)), the outputs staying on the devices until
-  the pass ends.
+
+def evaluate_split(p_eval_step, state, pipeline, split: str):
+  """Metrics over every example of `split` (device-side accumulation);
+  `p_eval_step` is steps.pmap_eval_step's."""
+  total = metrics_lib.Accumulator()
+  for batch_metrics in _eval_pass(p_eval_step, state, pipeline, split):
+    total.add(batch_metrics)
+  return total.result()
+
+
+def evaluate_split_with_outputs(p_eval_outputs_step, state, pipeline,
+                                split: str):
+  """(metrics, per-example outputs) over every example of `split`.
+
+  `p_eval_outputs_step` is steps.pmap_eval_outputs_step's; the outputs stay
+  on the devices until the pass ends, then report.real_examples keeps the
+  real (mask 1) examples.
   """
   total, pieces = metrics_lib.Accumulator(), []
-  for batch in jax_utils.prefetch_to_device(pipeline.eval_batches(split), 2):
-    batch_metrics = p_eval_step(state, batch)
-    if with_outputs:
-      batch_metrics, outputs = batch_metrics
-      pieces.append(outputs)
+  for batch_metrics, outputs in _eval_pass(p_eval_outputs_step, state,
+                                           pipeline, split):
     total.add(batch_metrics)
-  if with_outputs:
-    return total.result(), report.real_examples(pieces)
-  return total.result()
+    pieces.append(outputs)
+  return total.result(), report.real_examples(pieces)
 
 
 def eval_config(saved_config: dict, config,
@@ -98,8 +108,8 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     store.close()
 
   split = config.eval_split
-  total, outputs = evaluate_split(steps.pmap_eval_outputs_step(), state,
-                                  pipeline, split, with_outputs=True)
+  total, outputs = evaluate_split_with_outputs(
+      steps.pmap_eval_outputs_step(), state, pipeline, split)
   values = metrics_lib.to_floats(total, '')
   numbers = report.build(outputs, source.info.class_names, config.top_k)
   logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,

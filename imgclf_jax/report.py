@@ -1,7 +1,7 @@
 """The evaluation report of --mode=eval: what the model gets right and wrong.
 
-From the outputs of one pass over a split (evaluate.evaluate_split with
-steps.eval_outputs_step: per-example probabilities next to the usual
+From the outputs of one pass over a split (evaluate.evaluate_split_with_outputs:
+steps.eval_outputs_step, per-example probabilities next to the usual
 device-side loss/accuracy sums) it computes, on the host:
   per-class precision, recall, F1 and support; macro and weighted averages;
   top-k accuracy; the confusion matrix (rows: true class, columns: predicted);
