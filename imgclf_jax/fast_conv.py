@@ -11,10 +11,9 @@ convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
   machine's GEMM rate and was about half of the train step. Here it is an
   im2col GEMM: the patch matrix is the nine shifted slices of the padded
   input concatenated along channels (benchmarks/conv_forms.py compares this
-  with a pad-and-sum fusion inside the train step), then multiplied in a dot
-  form XLA gives to its fast kernel (dy^T @ P for the first layer, a split-K
-  batched dot for the others; a dot contracting dim 0 of both operands falls
-  back to a slow path).
+  with a pad-and-sum fusion inside the train step), then multiplied as a
+  split-K batched dot (within noise of dy^T @ P in conv_forms.py on the AMD
+  EPYC), or for the first layer as dy^T @ P (see _dw).
 * The first layer's forward pass (3 input channels) is also an im2col GEMM;
   XLA reuses the patch matrix in the backward pass.
 * The input gradient stays a forward convolution with the flipped kernel, as
@@ -91,13 +90,16 @@ def _dw(x, w, dy):
   d = dy.reshape(-1, cout)                    # (K, cout)
   k = p.shape[0]
   if _small_cin(kh, kw, cin) or k % 2:
-    # dW^T = dy^T @ P : transposing dy (the smaller operand here) keeps the
-    # GEMM in the fast standard form (faster than the split form below for a
-    # small cin; also the form for an odd K).
+    # dW^T = dy^T @ P. XLA folds both transposes into the dot, so this runs
+    # as a dot contracting dim 0 of both operands (XLA's own kernel, not
+    # YNNPACK). For the first layer it is within noise of a split-K dot over
+    # 8 blocks and well ahead of jax.grad's filter-gradient convolution
+    # (benchmarks/conv_forms.py, BENCHMARKS.md). Also the form for an odd K.
     r = _mm(d.T, p).T
   else:
-    # split-K batched dot, summed: avoids the slow contract-dim-0 GEMM path
-    # (and was faster than the transposed form or nine per-tap dots).
+    # split-K batched dot, summed (chosen on the Xeon of the first sessions
+    # over dy^T @ P and nine per-tap dots; level with dy^T @ P on the AMD
+    # EPYC: benchmarks/conv_forms.py).
     r = lax.dot_general(p.reshape(2, k // 2, -1), d.reshape(2, k // 2, cout),
               (((1,), (1,)), ((0,), (0,)))).sum(0)
   return r.reshape(kh, kw, cin, cout)
