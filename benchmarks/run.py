@@ -480,7 +480,9 @@ def print_table(r):
        ' / '.join(fmt(t, '.1f') for t in r['epoch_bare_seconds_each'])
        + ' (before / after)'),
       ('  as a step rate (img/s)', fmt(r['epoch_step_img_s'])),
-      ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'),
+      ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'
+       + (' (quick mode: a few steps on a tiny dataset, not a measure of '
+          'the pipeline)' if r['quick'] else '')),
   ]
   if 'data_on_device' in r:
     rows += [
