@@ -16,8 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
   # for an image folder laid out root/<split>/<class_name>/<image file>.
   config.dataset = 'cifar10'
-  # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets).
-  config.data_dir = None
+  # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets). A typed
+  # placeholder, so that --config.data_dir=/path can set it.
+  config.data_dir = ml_collections.config_dict.placeholder(str)
   config.train_split = 'train'
   # '' picks the dataset's own 'validation' split when it has one, otherwise
   # `validation_fraction` of `train_split` is held out (stratified per class for

@@ -1,0 +1,44 @@
+"""Every config key can be set from the command line, as main.py parses it."""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _parse(*args):
+  """main.py's --config flag, parsed from `args` in a fresh flag set."""
+  argv = ['main.py', f'--config={ROOT}/configs/cifar10.py', *args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def _other_value(value, key):
+  """A command-line text for `key` and the value it must parse to."""
+  if isinstance(value, bool):
+    return str(not value).lower(), not value
+  if isinstance(value, int):
+    return str(value + 3), value + 3
+  if isinstance(value, float):
+    return str(value + 0.25), value + 0.25
+  return f'some_{key}', f'some_{key}'
+
+
+@pytest.mark.parametrize('key', sorted(default.get_config().keys()))
+def test_every_key_can_be_set_on_the_command_line(key):
+  value = default.get_config()[key]
+  text, expected = _other_value(value, key)
+  assert _parse(f'--config.{key}={text}')[key] == expected
+
+
+def test_data_dir_is_none_unless_given():
+  assert _parse().data_dir is None
+  assert _parse('--config.data_dir=/data/tfds').data_dir == '/data/tfds'
