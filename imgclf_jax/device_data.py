@@ -37,7 +37,9 @@ def make_batch(images, labels, indices, key, config, names, normalization,
     images: uint8 [N, S, S, C], the whole training split.
     labels: int32 [N].
     indices: int32 [B], the examples of this batch.
-    key: the JAX key of this batch's augmentation.
+    key: the JAX key of this step's augmentation; each example's draws
+      come from it folded with the example's index, so an example is
+      augmented the same whichever device or batch position holds it.
     config, names: augmentation sizes and the parsed config.augment.
     normalization: {'mean': [C], 'std': [C]}.
     num_classes: for the one-hot labels.
@@ -49,7 +51,10 @@ def make_batch(images, labels, indices, key, config, names, normalization,
     keys = jax.random.split(key, 5)
 
     def uniform(stream, shape, low, high):
-      return jax.random.uniform(keys[stream], shape, jnp.float32, low, high)
+      def draw(index):
+        return jax.random.uniform(jax.random.fold_in(keys[stream], index),
+                                  tuple(shape[1:]), jnp.float32, low, high)
+      return jax.vmap(draw)(indices)
 
     pixels = augment_math.augment(augment_math.jax_ops(), pixels, uniform,
                                   config, names)
@@ -67,12 +72,12 @@ def train_step(state, images, labels, indices, rng, *, batch_fn,
   """Draws this device's batch from the resident data, then train_step.
 
   `rng` is split into the augmentation's and the step's (dropout) keys; the
-  augmentation key is folded with the step and the device index like the
-  dropout key, so every step and device augments differently.
+  augmentation key is folded with the step, and make_batch folds it with
+  each example's index: every step and example is augmented differently,
+  and the same on any number of devices (as the dropout masks are).
   """
   augment_rng, step_rng = jax.random.split(rng)
-  key = jax.random.fold_in(jax.random.fold_in(augment_rng, state.step),
-                           jax.lax.axis_index(steps.AXIS))
+  key = jax.random.fold_in(augment_rng, state.step)
   # Materialise the batch: fused into its consumers (the first convolution
   # reads each pixel 9 times), the warp's gathers were recomputed per read.
   batch = jax.lax.optimization_barrier(batch_fn(images, labels, indices, key))
@@ -82,7 +87,10 @@ def train_step(state, images, labels, indices, rng, *, batch_fn,
 class DeviceData:
   """The training split on the devices, and the pmapped step that reads it."""
 
-  def __init__(self, pipeline: input_pipeline.InputPipeline, config):
+  def __init__(self, pipeline: input_pipeline.InputPipeline, config,
+               devices=None):
+    """`devices`: those the pipeline's batches are split over (default: all
+    local devices)."""
     self.config = config
     self.num_devices = pipeline.num_devices
     images, labels = pipeline.arrays('train')
@@ -90,7 +98,7 @@ class DeviceData:
     logging.info('data_on_device: %d training images, %.1f MB on each of %d '
                  'devices.', len(labels), images.nbytes / 2**20,
                  self.num_devices)
-    self.images, self.labels = jax_utils.replicate((images, labels))
+    self.images, self.labels = jax_utils.replicate((images, labels), devices)
     self.steps_per_epoch = pipeline.steps_per_epoch
     weights = pipeline.loss_weights()
     batch_fn = functools.partial(
@@ -104,7 +112,8 @@ class DeviceData:
             train_step, batch_fn=batch_fn,
             label_smoothing=config.label_smoothing,
             slices=steps.step_slices(config, self.num_devices)),
-        axis_name=steps.AXIS, in_axes=(None, 0, 0, 0, None), out_axes=None)
+        axis_name=steps.AXIS, in_axes=(None, 0, 0, 0, None), out_axes=None,
+        devices=devices)
 
   def train_batches(self, epoch: int) -> Iterator[np.ndarray]:
     """Per step, the example indices [D, B/D] of training epoch `epoch`: a

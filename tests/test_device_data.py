@@ -15,7 +15,9 @@ from imgclf_jax import datasets
 from imgclf_jax import device_data
 from imgclf_jax import evaluate
 from imgclf_jax import input_pipeline
+from imgclf_jax import models
 from imgclf_jax import train
+from imgclf_jax import train_state as train_state_lib
 from imgclf_jax.errors import UserError
 from tests import helpers
 
@@ -92,6 +94,29 @@ def test_epoch_indices_are_a_seeded_permutation(folder):
   np.testing.assert_array_equal(epoch, np.stack(list(
       resident.train_batches(0))))
   assert not np.array_equal(epoch, np.stack(list(resident.train_batches(1))))
+
+
+def test_a_step_trains_the_same_on_one_device_or_four(folder):
+  # Augmentation keys per example index and dropout masks per batch
+  # position: the same update however the batch is split over devices.
+  config = helpers.small_config(f'folder:{folder}', data_on_device=True)
+  indices = np.array([3, 17, 0, 25, 8, 31, 12, 5], np.int32)
+  params = []
+  for devices in (jax.devices()[:1], jax.devices()[:4]):
+    pipeline = input_pipeline.InputPipeline(
+        datasets.make_source(config), config, len(devices))
+    resident = device_data.DeviceData(pipeline, config, devices)
+    state = train_state_lib.create_train_state(
+        jax.random.key(0), models.create_model(config, 3),
+        pipeline.image_shape, config, pipeline.steps_per_epoch)
+    state, _ = resident.train_step(state, indices.reshape(len(devices), -1),
+                                   jax.random.key(1))
+    params.append(state.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               *params)
+  # ... and the step did change them (the augmentation ran: default augment).
+  assert config.augment and not np.allclose(
+      params[0]['Dense_1']['bias'], 0.0)
 
 
 def test_training_with_data_on_device_learns_and_evaluates(folder, tmp_path):
