@@ -5,6 +5,7 @@ import tensorflow_datasets as tfds
 
 from imgclf_jax import datasets
 from imgclf_jax import input_pipeline
+from imgclf_jax.errors import UserError
 from tests import helpers
 
 
@@ -120,6 +121,19 @@ def test_tfds_source_holds_out_validation_from_train():
     batch = next(pipeline.train_batches(0))
   assert batch['image'].shape == (2, 4, 16, 16, 1)
   assert batch['label'].shape == (2, 4, 10)
+
+
+def test_tfds_sliced_train_split_needs_its_validation_split():
+  # 'train[:50%][k:]' is no TFDS split: the user names both parts.
+  config = helpers.small_config('mnist', train_split='train[:50%]')
+  with tfds.testing.mock_data(num_examples=40):
+    with pytest.raises(UserError, match=r"train_split='train\[:50%\]' is a "
+                       r"slice.*--config.validation_split='train\[90%:\]'"):
+      datasets.make_source(config)
+    config.validation_split = 'train[50%:]'
+    source = datasets.make_source(config)
+    assert source._resolve('train') == 'train[:50%]'
+    assert source._resolve('validation') == 'train[50%:]'
 
 
 def test_compiled_train_transform_equals_the_ops_run_one_by_one(tmp_path):
