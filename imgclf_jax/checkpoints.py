@@ -3,8 +3,10 @@
 Each checkpoint step holds two items:
   state     the TrainState arrays (params, optimizer state, step)
   metadata  JSON: the config, class names, normalisation statistics, image
-            shape, epoch and validation metrics, so evaluation and prediction
-            can rebuild the model without the original config file.
+            shape, train/validation split sizes, epoch and validation
+            metrics, so evaluation and prediction can rebuild the model
+            without the original config file, and training can refuse to
+            resume on a changed dataset.
 
 Kept: the latest `max_to_keep` steps and, besides them, the step with the best
 validation accuracy (Orbax preservation policies LatestN + BestN, ranked by
@@ -104,8 +106,11 @@ class CheckpointStore:
 
   def restore_metadata(self, step=None) -> tuple[int, dict]:
     step = self._check_step(step)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        metadata=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          metadata=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax, TensorStore)
+      raise self._damaged(step, e) from None
     return step, restored.metadata
 
   def restore_state(self, step: int, target_state):
@@ -115,28 +120,70 @@ class CheckpointStore:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target_state)))
     except (ValueError, KeyError) as e:
+      if 'was not found in the checkpoint' in str(e):
+        raise self._damaged(step, e) from None
       raise UserError(
           f'checkpoint {step} in {self.directory} does not fit the model of '
-          f'this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}): '
+          f'this config ({type(e).__name__}: {_first_line(e)}): '
           'use a new --workdir or the config it was trained with.') from None
+    except Exception as e:  # pylint: disable=broad-except  (TensorStore reads)
+      raise self._damaged(step, e) from None
     return restored.state
+
+  def _damaged(self, step: int, error: Exception) -> UserError:
+    others = [s for s in self.steps() if s != step]
+    return UserError(
+        f'checkpoint {step} in {self.directory} is damaged or incomplete '
+        f'({type(error).__name__}: {_first_line(error)}): move its folder '
+        f'{os.path.join(self.directory, str(step))} out of the way'
+        + (f', or use --step with one of the others ({others})' if others
+           else '') + '.')
 
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
 
 
+def _first_line(error: Exception) -> str:
+  text = str(error).split(' See full TensorStore details')[0]
+  lines = text.splitlines()
+  return lines[0][:200] if lines else ''
+
+
 def check_config(saved_config: dict, config, directory: str,
                  keys=STRUCTURAL_KEYS):
-  """Raises UserError if `config` differs from a checkpoint's in `keys`."""
+  """Raises UserError if `config` differs from a checkpoint's in `keys`
+  (or in using weight decay: Adam and AdamW keep different state)."""
+  diffs = differences(saved_config, config, keys)
   current = config_to_dict(config)
-  changed = [k for k in keys if saved_config.get(k) != current.get(k)]
-  if changed:
-    diffs = ', '.join(f'{k}: checkpoint {saved_config.get(k)!r} vs now '
-                      f'{current.get(k)!r}' for k in changed)
+  if 'weight_decay' not in keys and (
+      (saved_config.get('weight_decay', 0) > 0) !=
+      (current.get('weight_decay', 0) > 0)):
+    diffs += differences(saved_config, config, ('weight_decay',))
+  if diffs:
+    diffs = ', '.join(diffs)
     raise UserError(
         f'the checkpoints in {directory} come from an incompatible config '
         f'({diffs}): use a new --workdir, or the config they were trained with.')
+
+
+def differences(saved_config: dict, config, keys) -> list[str]:
+  """'key: checkpoint X vs now Y' for each of `keys` that differs."""
+  current = config_to_dict(config)
+  return [f'{k}: checkpoint {saved_config.get(k)!r} vs now {current.get(k)!r}'
+          for k in keys if saved_config.get(k) != current.get(k)]
+
+
+def check_split_sizes(saved_sizes, sizes: dict, directory: str):
+  """Raises UserError if the train/validation split sizes changed since the
+  checkpoint (`saved_sizes` None: an older checkpoint, not checked)."""
+  if saved_sizes is not None and saved_sizes != sizes:
+    raise UserError(
+        f'the dataset changed since the checkpoints in {directory} were '
+        f'written (examples per split: checkpoint {saved_sizes} vs now '
+        f'{sizes}): a validation split held out of the training images could '
+        'now hold images already trained on, and the epochs would not match. '
+        'Use a new --workdir, or the dataset as it was.')
 
 
 def check_class_names(class_names, saved_class_names, directory: str):

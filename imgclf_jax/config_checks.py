@@ -16,8 +16,14 @@ def _require(ok: bool, key: str, value, must: str):
     raise UserError(f'--config.{key}={value!r} is invalid: it must be {must}.')
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int):
-  """Raises UserError naming the first invalid config value."""
+def validate(config: ml_collections.ConfigDict, num_devices: int,
+             training: bool = True):
+  """Raises UserError naming the first invalid config value.
+
+  With `training=False` (evaluation, prediction: the config comes from a
+  checkpoint) the training batch's fit to this machine's devices is not
+  checked: a checkpoint trained elsewhere evaluates on any device count.
+  """
   c = config
   _require(isinstance(c.dataset, str) and c.dataset.strip() != '' and
            c.dataset.strip() != 'folder:', 'dataset', c.dataset,
@@ -79,14 +85,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int):
            'a whole number >= 1')
   _require(int(c.report_images) == c.report_images and c.report_images >= 1,
            'report_images', c.report_images, 'a whole number >= 1')
-  for key in ('batch_size', 'eval_batch_size'):
+  for key in ('batch_size', 'eval_batch_size') if training else (
+      'eval_batch_size',):
     if c[key] % num_devices:
       raise UserError(
           f'--config.{key}={c[key]} does not divide by the {num_devices} '
           f'local devices: use a multiple of {num_devices}, e.g. '
           f'--config.{key}={max(num_devices, c[key] // num_devices * num_devices)}.')
   per_device = c.batch_size // num_devices
-  if c.train_step_slices and per_device % c.train_step_slices:
+  if training and c.train_step_slices and per_device % c.train_step_slices:
     raise UserError(
         f'--config.train_step_slices={c.train_step_slices} does not divide '
         f'the per-device batch ({c.batch_size} over {num_devices} devices = '

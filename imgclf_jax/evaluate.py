@@ -92,11 +92,14 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     step, metadata = store.restore_metadata(step)
     saved = metadata['config']
     if config is not None:
-      checkpoints.check_config(saved, config, store.directory,
-                               keys=('model', 'image_size', 'normalization'))
+      ignored = checkpoints.differences(
+          saved, config, ('model', 'image_size', 'normalization'))
+      if ignored:
+        logging.warning('--mode=eval uses the model of the checkpoint, not '
+                        'that of --config (%s).', ', '.join(ignored))
     config = eval_config(saved, config)
     num_devices = jax.local_device_count()
-    config_checks.validate(config, num_devices)
+    config_checks.validate(config, num_devices, training=False)
     source = datasets.make_source(config)
     checkpoints.check_class_names(source.info.class_names,
                                   metadata['class_names'], store.directory)
@@ -108,6 +111,13 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     store.close()
 
   split = config.eval_split
+  saved_sizes = metadata.get('split_sizes')
+  sizes = {s: source.num_examples(s) for s in ('train', 'validation')}
+  if split == 'validation' and saved_sizes is not None and saved_sizes != sizes:
+    logging.warning(
+        'The dataset changed since this checkpoint was trained (examples per '
+        'split: then %s, now %s): a validation split held out of the training '
+        'images may now hold images it was trained on.', saved_sizes, sizes)
   total, outputs = evaluate_split_with_outputs(
       steps.pmap_eval_outputs_step(), state, pipeline, split)
   values = metrics_lib.to_floats(total, '')

@@ -43,6 +43,8 @@ def image_paths(spec: str) -> list[str]:
       raise UserError(f'--images={spec}: the folder holds no image files '
                       f'({", ".join(datasets.IMAGE_EXTENSIONS)}).')
     return found
+  if os.path.isfile(path):  # a file name may hold glob characters ('a[1].jpg')
+    return [path]
   found = sorted(p for p in glob.glob(path, recursive=True)
                  if not os.path.isdir(p))
   if not found:
@@ -96,7 +98,8 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   try:
     step, metadata = store.restore_metadata(step)
     config = evaluate.eval_config(metadata['config'], config, keys=PREDICT_KEYS)
-    config_checks.validate(config, jax.local_device_count())
+    config_checks.validate(config, jax.local_device_count(),
+                           training=False)
     class_names = metadata['class_names']
     image_shape = tuple(metadata['image_shape'])
     state = evaluate.restore_state(store, step, config, len(class_names),

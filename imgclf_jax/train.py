@@ -45,12 +45,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   imbalance.parse_class_weights(config.class_weights, info.class_names)
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
 
+  split_sizes = {split: source.num_examples(split)
+                 for split in ('train', 'validation')}
   latest = store.latest_step()
   normalization = None
   if latest is not None:
     _, metadata = store.restore_metadata(latest)
     checkpoints.check_config(metadata['config'], config, store.directory)
     checkpoints.check_class_names(info.class_names, metadata['class_names'],
+                                  store.directory)
+    checkpoints.check_split_sizes(metadata.get('split_sizes'), split_sizes,
                                   store.directory)
     normalization = metadata['normalization']
   os.makedirs(workdir, exist_ok=True)
@@ -104,6 +108,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             'class_names': list(info.class_names),
             'normalization': pipeline.normalization,
             'image_shape': list(pipeline.image_shape),
+            'split_sizes': split_sizes,
             'dataset': info.name, 'epoch': epoch + 1, 'metrics': record}
 
   record = {}

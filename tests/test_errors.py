@@ -6,6 +6,7 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
+from imgclf_jax import config_checks
 from imgclf_jax import evaluate
 from imgclf_jax import train
 from imgclf_jax.errors import UserError
@@ -51,6 +52,19 @@ def test_invalid_config_values(folder, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):
     _train(config, tmp_path)
   assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_training_batch_is_not_checked_for_evaluation(folder):
+  # A checkpoint trained with batch 6 on another machine evaluates here on 4
+  # devices; its eval_batch_size must still divide by them.
+  config = helpers.small_config(f'folder:{folder}', batch_size=6,
+                                train_step_slices=4)
+  config_checks.validate(config, 4, training=False)
+  with pytest.raises(UserError, match=r'batch_size=6 does not divide'):
+    config_checks.validate(config, 4)
+  config.eval_batch_size = 6
+  with pytest.raises(UserError, match=r'eval_batch_size=6 does not divide'):
+    config_checks.validate(config, 4, training=False)
 
 
 def test_unknown_tfds_name(tmp_path):
@@ -125,6 +139,60 @@ def test_incompatible_config_keeps_the_workdir(trained, folder):
   with pytest.raises(UserError, match=r'incompatible config.*image_size: '
                      r'checkpoint 16 vs now 20.*new --workdir'):
     _train(changed, workdir)
+  assert _snapshot(workdir) == before
+
+
+def test_resume_with_adamw_instead_of_adam_names_weight_decay(trained, folder):
+  _, workdir = trained
+  before = _snapshot(workdir)
+  adamw = helpers.small_config(f'folder:{folder}', num_epochs=2,
+                               weight_decay=0.01)
+  with pytest.raises(UserError, match=r'incompatible config \(weight_decay: '
+                     r'checkpoint 0.0 vs now 0.01\)'):
+    _train(adamw, workdir)
+  assert _snapshot(workdir) == before
+
+
+def test_resume_on_a_grown_image_folder_is_refused(tmp_path):
+  # The validation split is held out of train/: with more images, some
+  # images trained on would move into it.
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 10))
+  config = helpers.small_config(f'folder:{root}', num_epochs=1)
+  _train(config, tmp_path / 'run')
+  before = _snapshot(tmp_path / 'run')
+  helpers.make_image_folder(tmp_path / 'more', per_class=(0, 4), seed=1)
+  for name in os.listdir(tmp_path / 'more' / 'train' / 'class_1'):
+    os.rename(tmp_path / 'more' / 'train' / 'class_1' / name,
+              tmp_path / 'data' / 'train' / 'class_1' / f'new_{name}')
+  config.num_epochs = 2
+  with pytest.raises(UserError, match=r"dataset changed since the checkpoints.*"
+                     r"checkpoint \{'train': 18, 'validation': 2\} vs now "
+                     r"\{'train': 22, 'validation': 2\}.*new --workdir"):
+    _train(config, tmp_path / 'run')
+  assert _snapshot(tmp_path / 'run') == before
+
+
+def test_damaged_checkpoints_are_named_and_kept(trained, folder):
+  _, workdir = trained
+  directory = os.path.join(workdir, 'checkpoints')
+  # Step 2's array files cut short; an empty step folder 9 (an interrupted copy).
+  for path in glob.glob(os.path.join(directory, '2', 'state', 'ocdbt.process_0',
+                                     'd', '*')):
+    with open(path, 'r+b') as f:
+      f.truncate(100)
+  os.makedirs(os.path.join(directory, '9'))
+  before = _snapshot(workdir)
+  with pytest.raises(UserError, match=r'checkpoint 2 in .*checkpoints is '
+                     r'damaged or incomplete \(.*\): move its folder '
+                     r'.*checkpoints/2 out of the way, or use --step with one '
+                     r'of the others \(\[9\]\)'):
+    evaluate.evaluate_checkpoint(None, workdir, step=2)
+  with pytest.raises(UserError, match=r'checkpoint 9 .* damaged or incomplete '
+                     r'\(KeyError: .*metadata.*\).*\(\[2\]\)'):
+    evaluate.evaluate_checkpoint(None, workdir)
+  resumed = helpers.small_config(f'folder:{folder}', num_epochs=2)
+  with pytest.raises(UserError, match=r'checkpoint 9 .* damaged or incomplete'):
+    _train(resumed, workdir)
   assert _snapshot(workdir) == before
 
 

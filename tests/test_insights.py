@@ -413,6 +413,15 @@ def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
   assert rows[4]['class_1'] == '' and 'cannot read image' in rows[4]['error']
 
 
+def test_images_naming_a_file_with_glob_characters(tmp_path):
+  (tmp_path / 'photo[1].png').write_bytes(b'')
+  (tmp_path / 'photo1.png').write_bytes(b'')
+  assert predict.image_paths(str(tmp_path / 'photo[1].png')) == [
+      str(tmp_path / 'photo[1].png')]  # the file itself, not the glob's match
+  assert predict.image_paths(str(tmp_path / 'photo[0-9].png')) == [
+      str(tmp_path / 'photo1.png')]
+
+
 def test_predict_errors(run, tmp_path):
   _, workdir, _, _ = run
   with pytest.raises(UserError, match=r'no file matches it as a glob'):

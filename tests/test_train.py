@@ -111,7 +111,11 @@ def test_rerun_of_a_finished_run_trains_no_more(full_run):
 
 def test_eval_mode_reproduces_the_final_validation_metrics(full_run):
   config, workdir, last = full_run
-  for given in (None, config):
+  # --mode=eval takes the model from the checkpoint: a config file's other
+  # image_size (a user who trained with --config.image_size=...) is ignored.
+  other_size = config.copy_and_resolve_references()
+  other_size.image_size = config.image_size * 2
+  for given in (None, config, other_size):
     result = evaluate.evaluate_checkpoint(given, workdir)
     assert result['step'] == 12 and result['split'] == 'validation'
     assert result['accuracy'] == last['validation_accuracy']
