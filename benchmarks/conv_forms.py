@@ -29,7 +29,6 @@ Forms:
                    (a convolution with a whole-image window)
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -105,11 +104,7 @@ def use(im2col, dw):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--rounds', type=int, default=12)
-  parser.add_argument('--steps', type=int, default=5, help='steps per timing')
-  args = parser.parse_args()
+  args = run.variant_parser(__doc__.splitlines()[0]).parse_args()
 
   x = jax.random.normal(jax.random.key(0), (4, 16, 16, 32))
   dy = jax.random.normal(jax.random.key(1), (4, 16, 16, 64))
@@ -134,14 +129,8 @@ def main():
     setups[form] = run.jax_setup(args.batch)
     run.time_jax_train(setups[form], 3)
   use(*LIBRARY)
-  rates = {form: [] for form in forms}
-  order = np.random.default_rng(0)
-  for _ in range(args.rounds):
-    # A fresh order each round, so no form always runs first or after another.
-    for i in order.permutation(len(forms)):
-      form, setup = forms[i], setups[forms[i]]
-      rates[form].append(args.batch * args.steps /
-                         run.time_jax_train(setup, args.steps))
+  rates = {form: [args.batch / t for t in seconds] for form, seconds in
+           run.time_variants(setups, args.rounds, args.steps).items()}
   print(f'train step, batch {args.batch}, {args.rounds} shuffled rounds '
         f'of {args.steps} steps ({jax.devices()[0].device_kind}, '
         f'{os.cpu_count()} CPUs)')

@@ -119,6 +119,29 @@ def time_jax_train(setup, num_steps):
   return time.perf_counter() - start
 
 
+def variant_parser(description):
+  """The command line of the scripts that compare variants of the step."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--rounds', type=int, default=12)
+  parser.add_argument('--steps', type=int, default=5, help='steps per timing')
+  return parser
+
+
+def time_variants(setups: dict, rounds: int, num_steps: int) -> dict:
+  """Seconds per step of each jax_setup in `setups` (name -> setup), timed
+  in `rounds` rounds, each in a fresh random order (so no variant always runs
+  first or after another): name -> [seconds per step, one per round]."""
+  names = list(setups)
+  seconds = {name: [] for name in names}
+  order = np.random.default_rng(0)
+  for _ in range(rounds):
+    for i in order.permutation(len(names)):
+      seconds[names[i]].append(
+          time_jax_train(setups[names[i]], num_steps) / num_steps)
+  return seconds
+
+
 def time_jax_eval(setup, num_steps):
   state, batch, _, p_eval = setup
   start = time.perf_counter()

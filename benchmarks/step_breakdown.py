@@ -22,7 +22,6 @@ The stand-ins make the gradients wrong; this is a timing tool only, and
 nothing in the library uses them.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,7 +33,6 @@ from benchmarks import run  # pylint: disable=wrong-import-position  (tunes mall
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
 
 from imgclf_jax import fast_conv  # pylint: disable=g-import-not-at-top
 
@@ -66,11 +64,7 @@ VARIANTS = {'full step': (), 'conv1 dW': ('conv1 dW',),
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--rounds', type=int, default=12)
-  parser.add_argument('--steps', type=int, default=5, help='steps per timing')
-  args = parser.parse_args()
+  args = run.variant_parser(__doc__.splitlines()[0]).parse_args()
 
   setups = {}
   for name, removed in VARIANTS.items():
@@ -78,18 +72,12 @@ def main():
     setups[name] = run.jax_setup(args.batch)
     run.time_jax_train(setups[name], 3)
   use(())
-  seconds = {name: [] for name in VARIANTS}
-  order = np.random.default_rng(0)
-  names = list(VARIANTS)
-  for _ in range(args.rounds):
-    for i in order.permutation(len(names)):
-      seconds[names[i]].append(
-          run.time_jax_train(setups[names[i]], args.steps) / args.steps)
+  seconds = run.time_variants(setups, args.rounds, args.steps)
   print(f'train step, batch {args.batch}, {args.rounds} shuffled rounds of '
         f'{args.steps} steps ({jax.devices()[0].device_kind}, '
         f'{os.cpu_count()} CPUs); ms per step')
   print(f'  {"removed":12s} {"step":>7s} {"saving":>7s}')
-  for name in names:
+  for name in VARIANTS:
     step = statistics.median(seconds[name]) * 1e3
     saving = statistics.median(
         (full - s) * 1e3 for full, s in zip(seconds['full step'], seconds[name]))

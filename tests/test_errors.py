@@ -1,5 +1,6 @@
 """Every kind of bad input gets a clear UserError, and the workdir survives."""
 
+import gc
 import glob
 import os
 
@@ -131,25 +132,19 @@ def trained(folder, tmp_path):
   return config, str(tmp_path)
 
 
-def test_incompatible_config_keeps_the_workdir(trained, folder):
+@pytest.mark.parametrize('overrides, message', [
+    ({'image_size': 20}, r'image_size: checkpoint 16 vs now 20'),
+    # Adam -> AdamW: other optimizer state.
+    ({'weight_decay': 0.01}, r'\(weight_decay: checkpoint 0.0 vs now 0.01\)'),
+])
+def test_incompatible_config_keeps_the_workdir(trained, folder, overrides,
+                                               message):
   _, workdir = trained
   before = _snapshot(workdir)
-  changed = helpers.small_config(f'folder:{folder}', image_size=20,
-                                 num_epochs=2)
-  with pytest.raises(UserError, match=r'incompatible config.*image_size: '
-                     r'checkpoint 16 vs now 20.*new --workdir'):
+  changed = helpers.small_config(f'folder:{folder}', num_epochs=2, **overrides)
+  with pytest.raises(UserError, match=r'incompatible config.*' + message +
+                     r'.*new --workdir'):
     _train(changed, workdir)
-  assert _snapshot(workdir) == before
-
-
-def test_resume_with_adamw_instead_of_adam_names_weight_decay(trained, folder):
-  _, workdir = trained
-  before = _snapshot(workdir)
-  adamw = helpers.small_config(f'folder:{folder}', num_epochs=2,
-                               weight_decay=0.01)
-  with pytest.raises(UserError, match=r'incompatible config \(weight_decay: '
-                     r'checkpoint 0.0 vs now 0.01\)'):
-    _train(adamw, workdir)
   assert _snapshot(workdir) == before
 
 
@@ -172,6 +167,9 @@ def test_resume_on_a_grown_image_folder_is_refused(tmp_path):
   assert _snapshot(tmp_path / 'run') == before
 
 
+# Orbax leaves the coroutines of a failed array read unawaited; collected
+# below, they would warn in whichever test ran next.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_damaged_checkpoints_are_named_and_kept(trained, folder):
   _, workdir = trained
   directory = os.path.join(workdir, 'checkpoints')
@@ -194,6 +192,7 @@ def test_damaged_checkpoints_are_named_and_kept(trained, folder):
   with pytest.raises(UserError, match=r'checkpoint 9 .* damaged or incomplete'):
     _train(resumed, workdir)
   assert _snapshot(workdir) == before
+  gc.collect()
 
 
 def test_eval_on_a_dataset_with_other_classes(trained, tmp_path):
