@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_split = 'train'
   # '' picks the dataset's own 'validation' split when it has one, otherwise
   # `validation_fraction` of `train_split` is held out (stratified per class for
-  # folders, the last fraction of the split for TFDS datasets).
+  # folders, the last fraction of the split for TFDS datasets; a sliced or
+  # summed TFDS train_split, e.g. 'train[:50%]', needs validation_split set).
   config.validation_split = ''
   config.validation_fraction = 0.1
   # Split evaluated by --mode=eval: 'validation' (the split above), or any

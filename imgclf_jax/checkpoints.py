@@ -24,6 +24,11 @@ from imgclf_jax.errors import UserError
 # The metric (passed to `save`) that ranks checkpoints for --step=best.
 BEST_METRIC = 'validation_accuracy'
 
+# Words of Orbax/TensorStore errors that mean files are missing or cut short
+# (as opposed to a checkpoint that does not fit the model).
+_DAMAGE_SIGNS = ('was not found in the checkpoint', 'NOT_FOUND', 'OUT_OF_RANGE',
+                 'DATA_LOSS', 'error while reading')
+
 # Config keys that fix the model's shapes, the data or the step position: a
 # checkpoint cannot continue under a config that changes any of them.
 STRUCTURAL_KEYS = ('dataset', 'model', 'image_size', 'normalization',
@@ -120,7 +125,7 @@ class CheckpointStore:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target_state)))
     except (ValueError, KeyError) as e:
-      if 'was not found in the checkpoint' in str(e):
+      if any(sign in str(e) for sign in _DAMAGE_SIGNS):
         raise self._damaged(step, e) from None
       raise UserError(
           f'checkpoint {step} in {self.directory} does not fit the model of '
@@ -135,8 +140,9 @@ class CheckpointStore:
     return UserError(
         f'checkpoint {step} in {self.directory} is damaged or incomplete '
         f'({type(error).__name__}: {_first_line(error)}): move its folder '
-        f'{os.path.join(self.directory, str(step))} out of the way'
-        + (f', or use --step with one of the others ({others})' if others
+        f'{os.path.join(self.directory, str(step))} out of the way (training '
+        'then resumes from the latest other step)'
+        + (f', or evaluate another with --step ({others})' if others
            else '') + '.')
 
   def close(self):
@@ -179,11 +185,12 @@ def check_split_sizes(saved_sizes, sizes: dict, directory: str):
   checkpoint (`saved_sizes` None: an older checkpoint, not checked)."""
   if saved_sizes is not None and saved_sizes != sizes:
     raise UserError(
-        f'the dataset changed since the checkpoints in {directory} were '
-        f'written (examples per split: checkpoint {saved_sizes} vs now '
-        f'{sizes}): a validation split held out of the training images could '
-        'now hold images already trained on, and the epochs would not match. '
-        'Use a new --workdir, or the dataset as it was.')
+        f'the dataset or its split settings (train_split, validation_split, '
+        f'validation_fraction) changed since the checkpoints in {directory} '
+        f'were written (examples per split: checkpoint {saved_sizes} vs now '
+        f'{sizes}): the epochs would not match, and a validation split held '
+        'out of the training images could now hold images already trained on. '
+        'Use a new --workdir, or the dataset and settings as they were.')
 
 
 def check_class_names(class_names, saved_class_names, directory: str):

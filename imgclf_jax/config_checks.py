@@ -22,7 +22,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
 
   With `training=False` (evaluation, prediction: the config comes from a
   checkpoint) the training batch's fit to this machine's devices is not
-  checked: a checkpoint trained elsewhere evaluates on any device count.
+  checked; eval_batch_size still must divide by `num_devices`.
   """
   c = config
   _require(isinstance(c.dataset, str) and c.dataset.strip() != '' and

@@ -107,11 +107,11 @@ class TfdsSource(Source):
       validation = config.validation_split
     elif 'validation' in available:
       validation = 'validation'
-    elif '[' in train:
+    elif '[' in train or '+' in train:
       raise UserError(
-          f'--config.train_split={train!r} is a slice, and {name!r} has no '
-          'validation split to pair it with: give the held-out part too, '
-          "e.g. --config.train_split='train[:90%]' "
+          f'--config.train_split={train!r} is a slice or a sum of splits, and '
+          f'{name!r} has no validation split to hold out of it: give the '
+          "held-out part too, e.g. --config.train_split='train[:90%]' "
           "--config.validation_split='train[90%:]'.")
     else:  # hold out the last fraction of the train split
       n = self._count(train)

@@ -91,6 +91,9 @@ class DeviceData:
                devices=None):
     """`devices`: those the pipeline's batches are split over (default: all
     local devices)."""
+    if devices is not None and len(devices) != pipeline.num_devices:
+      raise ValueError(f'{len(devices)} devices for a pipeline that splits '
+                       f'batches over {pipeline.num_devices}')
     self.config = config
     self.num_devices = pipeline.num_devices
     images, labels = pipeline.arrays('train')

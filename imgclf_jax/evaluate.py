@@ -97,8 +97,16 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
       if ignored:
         logging.warning('--mode=eval uses the model of the checkpoint, not '
                         'that of --config (%s).', ', '.join(ignored))
+    given = config
     config = eval_config(saved, config)
     num_devices = jax.local_device_count()
+    if given is None and config.eval_batch_size % num_devices:
+      # The checkpoint's own batch, from a machine with another device count:
+      # any multiple of this one's gives the same metrics.
+      config.eval_batch_size = max(
+          num_devices, config.eval_batch_size // num_devices * num_devices)
+      logging.info('eval_batch_size %d (a multiple of the %d devices).',
+                   config.eval_batch_size, num_devices)
     config_checks.validate(config, num_devices, training=False)
     source = datasets.make_source(config)
     checkpoints.check_class_names(source.info.class_names,
@@ -113,11 +121,13 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
   split = config.eval_split
   saved_sizes = metadata.get('split_sizes')
   sizes = {s: source.num_examples(s) for s in ('train', 'validation')}
-  if split == 'validation' and saved_sizes is not None and saved_sizes != sizes:
+  if (split == 'validation' and config.dataset == saved['dataset'] and
+      saved_sizes is not None and saved_sizes != sizes):
     logging.warning(
-        'The dataset changed since this checkpoint was trained (examples per '
-        'split: then %s, now %s): a validation split held out of the training '
-        'images may now hold images it was trained on.', saved_sizes, sizes)
+        'The dataset or its split settings changed since this checkpoint was '
+        'trained (examples per split: then %s, now %s): a validation split '
+        'held out of the training images may now hold images it was trained '
+        'on.', saved_sizes, sizes)
   total, outputs = evaluate_split_with_outputs(
       steps.pmap_eval_outputs_step(), state, pipeline, split)
   values = metrics_lib.to_floats(total, '')

@@ -98,8 +98,9 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   try:
     step, metadata = store.restore_metadata(step)
     config = evaluate.eval_config(metadata['config'], config, keys=PREDICT_KEYS)
-    config_checks.validate(config, jax.local_device_count(),
-                           training=False)
+    # probabilities() pads each chunk to the device count: no batch size
+    # has to divide it here.
+    config_checks.validate(config, 1, training=False)
     class_names = metadata['class_names']
     image_shape = tuple(metadata['image_shape'])
     state = evaluate.restore_state(store, step, config, len(class_names),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from imgclf_jax import augment
 from imgclf_jax import augment_math
 from imgclf_jax import datasets
 from imgclf_jax import device_data
@@ -114,9 +115,15 @@ def test_a_step_trains_the_same_on_one_device_or_four(folder):
     params.append(state.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
                *params)
-  # ... and the step did change them (the augmentation ran: default augment).
-  assert config.augment and not np.allclose(
-      params[0]['Dense_1']['bias'], 0.0)
+  # ... with the augmentation on (config.augment's default): the batch the
+  # step trained on is not the unaugmented one.
+  images, labels = pipeline.arrays('train')
+  args = (images, labels, indices, jax.random.key(2), config)
+  names = augment.parse_augment(config.augment)
+  plain = device_data.make_batch(*args, (), pipeline.normalization, 3)
+  augmented = device_data.make_batch(*args, names, pipeline.normalization, 3)
+  assert names and not np.allclose(plain['image'], augmented['image'],
+                                   atol=1e-3)
 
 
 def test_training_with_data_on_device_learns_and_evaluates(folder, tmp_path):

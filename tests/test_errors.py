@@ -2,6 +2,7 @@
 
 import gc
 import glob
+import json
 import os
 
 import pytest
@@ -160,7 +161,8 @@ def test_resume_on_a_grown_image_folder_is_refused(tmp_path):
     os.rename(tmp_path / 'more' / 'train' / 'class_1' / name,
               tmp_path / 'data' / 'train' / 'class_1' / f'new_{name}')
   config.num_epochs = 2
-  with pytest.raises(UserError, match=r"dataset changed since the checkpoints.*"
+  with pytest.raises(UserError, match=r"dataset or its split settings .*"
+                     r"changed since the checkpoints.*"
                      r"checkpoint \{'train': 18, 'validation': 2\} vs now "
                      r"\{'train': 22, 'validation': 2\}.*new --workdir"):
     _train(config, tmp_path / 'run')
@@ -182,8 +184,9 @@ def test_damaged_checkpoints_are_named_and_kept(trained, folder):
   before = _snapshot(workdir)
   with pytest.raises(UserError, match=r'checkpoint 2 in .*checkpoints is '
                      r'damaged or incomplete \(.*\): move its folder '
-                     r'.*checkpoints/2 out of the way, or use --step with one '
-                     r'of the others \(\[9\]\)'):
+                     r'.*checkpoints/2 out of the way \(training then resumes '
+                     r'from the latest other step\), or evaluate another with '
+                     r'--step \(\[9\]\)'):
     evaluate.evaluate_checkpoint(None, workdir, step=2)
   with pytest.raises(UserError, match=r'checkpoint 9 .* damaged or incomplete '
                      r'\(KeyError: .*metadata.*\).*\(\[2\]\)'):
@@ -193,6 +196,24 @@ def test_damaged_checkpoints_are_named_and_kept(trained, folder):
     _train(resumed, workdir)
   assert _snapshot(workdir) == before
   gc.collect()
+
+
+def test_checkpoint_of_an_older_version_and_another_machine(trained, folder):
+  # Metadata without split_sizes (older checkpoints), and an eval batch of 6
+  # (trained on a machine with 2 or 3 devices; this one has 4).
+  config, workdir = trained
+  path = os.path.join(workdir, 'checkpoints', '2', 'metadata', 'metadata')
+  with open(path) as f:
+    metadata = json.load(f)
+  del metadata['split_sizes']
+  metadata['config']['eval_batch_size'] = 6
+  with open(path, 'w') as f:
+    json.dump(metadata, f)
+  result = evaluate.evaluate_checkpoint(None, workdir)
+  assert result['accuracy'] == metadata['metrics']['validation_accuracy']
+  record = _train(helpers.small_config(f'folder:{folder}', num_epochs=2),
+                  workdir)
+  assert record['epoch'] == 2
 
 
 def test_eval_on_a_dataset_with_other_classes(trained, tmp_path):

@@ -130,6 +130,9 @@ def test_tfds_sliced_train_split_needs_its_validation_split():
     with pytest.raises(UserError, match=r"train_split='train\[:50%\]' is a "
                        r"slice.*--config.validation_split='train\[90%:\]'"):
       datasets.make_source(config)
+    summed = helpers.small_config('mnist', train_split='train+test')
+    with pytest.raises(UserError, match=r"'train\+test' is a slice or a sum"):
+      datasets.make_source(summed)
     config.validation_split = 'train[50%:]'
     source = datasets.make_source(config)
     assert source._resolve('train') == 'train[:50%]'

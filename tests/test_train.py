@@ -2,6 +2,7 @@
 
 import glob
 import json
+import logging
 import os
 
 import numpy as np
@@ -109,14 +110,18 @@ def test_rerun_of_a_finished_run_trains_no_more(full_run):
   assert last == full_last
 
 
-def test_eval_mode_reproduces_the_final_validation_metrics(full_run):
+def test_eval_mode_reproduces_the_final_validation_metrics(full_run, caplog):
   config, workdir, last = full_run
   # --mode=eval takes the model from the checkpoint: a config file's other
   # image_size (a user who trained with --config.image_size=...) is ignored.
   other_size = config.copy_and_resolve_references()
   other_size.image_size = config.image_size * 2
   for given in (None, config, other_size):
-    result = evaluate.evaluate_checkpoint(given, workdir)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      result = evaluate.evaluate_checkpoint(given, workdir)
+    warned = '--mode=eval uses the model of the checkpoint' in caplog.text
+    assert warned == (given is other_size), caplog.text
     assert result['step'] == 12 and result['split'] == 'validation'
     assert result['accuracy'] == last['validation_accuracy']
     np.testing.assert_allclose(result['loss'], last['validation_loss'],
