@@ -384,6 +384,14 @@ def machine():
           'cpus': os.cpu_count(), 'jax': jax.__version__,
           'malloc_tuned': MALLOC_TUNED,
           'devices': [str(d) for d in jax.local_devices()]}
+  try:  # the code measured: commit, and whether the tree had changes
+    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True,
+                                    text=True, check=True).stdout.strip()
+    info['commit'] = git('rev-parse', '--short', 'HEAD') + (
+        ' (with uncommitted changes)' if git('status', '--porcelain',
+                                             '--untracked-files=no') else '')
+  except (OSError, subprocess.CalledProcessError):
+    info['commit'] = None
   try:
     with open('/proc/cpuinfo') as f:
       names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]

@@ -27,7 +27,7 @@ BEST_METRIC = 'validation_accuracy'
 # Words of Orbax/TensorStore errors that mean files are missing or cut short
 # (as opposed to a checkpoint that does not fit the model).
 _DAMAGE_SIGNS = ('was not found in the checkpoint', 'NOT_FOUND', 'OUT_OF_RANGE',
-                 'DATA_LOSS', 'error while reading')
+                 'DATA_LOSS')
 
 # Config keys that fix the model's shapes, the data or the step position: a
 # checkpoint cannot continue under a config that changes any of them.
@@ -161,10 +161,8 @@ def check_config(saved_config: dict, config, directory: str,
   """Raises UserError if `config` differs from a checkpoint's in `keys`
   (or in using weight decay: Adam and AdamW keep different state)."""
   diffs = differences(saved_config, config, keys)
-  current = config_to_dict(config)
-  if 'weight_decay' not in keys and (
-      (saved_config.get('weight_decay', 0) > 0) !=
-      (current.get('weight_decay', 0) > 0)):
+  if (saved_config.get('weight_decay', 0) > 0) != (config.weight_decay > 0):
+    # train_state's rule: AdamW when weight_decay > 0, else Adam.
     diffs += differences(saved_config, config, ('weight_decay',))
   if diffs:
     diffs = ', '.join(diffs)

@@ -70,6 +70,11 @@ class Source:
   def num_examples(self, split: str) -> int:
     return self._count(self._resolve(split))
 
+  def split_sizes(self) -> dict:
+    """{'train': n, 'validation': n}: what checkpoints record, so that
+    training does not resume on a dataset whose splits changed."""
+    return {split: self.num_examples(split) for split in ('train', 'validation')}
+
   def _resolve(self, split: str) -> str:
     return self._splits.get(split, split)
 

@@ -119,8 +119,7 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     store.close()
 
   split = config.eval_split
-  saved_sizes = metadata.get('split_sizes')
-  sizes = {s: source.num_examples(s) for s in ('train', 'validation')}
+  saved_sizes, sizes = metadata.get('split_sizes'), source.split_sizes()
   if (split == 'validation' and config.dataset == saved['dataset'] and
       saved_sizes is not None and saved_sizes != sizes):
     logging.warning(

@@ -131,8 +131,8 @@ def oversample(class_examples, counts, num_examples: int, seed: int,
   `class_examples`: one dataset per class with examples (in class order,
   skipping classes whose count is 0), as InputPipeline.class_examples gives.
   Each stream is shuffled afresh on every pass and repeated, and a seeded
-  random choice of stream is made per example: minority examples repeat within an epoch, majority ones are not
-  all seen. Memory is the shuffle buffers only; the order is fixed by `seed`.
+  random choice of stream is made per example: minority examples repeat
+  within an epoch, majority ones are not all seen. Memory is the shuffle buffers only; the order is fixed by `seed`.
   """
   counts = np.asarray(counts)
   present = [int(c) for c in np.flatnonzero(counts > 0)]

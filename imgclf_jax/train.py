@@ -45,8 +45,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   imbalance.parse_class_weights(config.class_weights, info.class_names)
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
 
-  split_sizes = {split: source.num_examples(split)
-                 for split in ('train', 'validation')}
+  split_sizes = source.split_sizes()
   latest = store.latest_step()
   normalization = None
   if latest is not None:

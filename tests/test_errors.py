@@ -175,7 +175,16 @@ def test_resume_on_a_grown_image_folder_is_refused(tmp_path):
 def test_damaged_checkpoints_are_named_and_kept(trained, folder):
   _, workdir = trained
   directory = os.path.join(workdir, 'checkpoints')
-  # Step 2's array files cut short; an empty step folder 9 (an interrupted copy).
+  # Step 2's array index missing (TensorStore raises ValueError NOT_FOUND,
+  # not a model mismatch) ...
+  manifest = os.path.join(directory, '2', 'state', 'manifest.ocdbt')
+  os.rename(manifest, manifest + '.away')
+  with pytest.raises(UserError, match=r'checkpoint 2 .* damaged or incomplete '
+                     r'\(ValueError: NOT_FOUND'):
+    evaluate.evaluate_checkpoint(None, workdir)
+  os.rename(manifest + '.away', manifest)
+  # ... then its array files cut short; an empty step folder 9 (an
+  # interrupted copy).
   for path in glob.glob(os.path.join(directory, '2', 'state', 'ocdbt.process_0',
                                      'd', '*')):
     with open(path, 'r+b') as f:
