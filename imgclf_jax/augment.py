@@ -5,7 +5,8 @@ All randomness is stateless: a batch's augmentation is a pure function of
 numbers than TF's own kernels for the same seed; the input pipeline always
 runs this compiled.) Images are float32 in [0, 1], shape [N, H, W, C].
 
-Names accepted in `config.augment` (comma-separated):
+Names accepted in `config.augment` (comma-separated; parsed into an
+`augment_math.AugmentSpec`):
   flip        horizontal flip with probability 1/2
   rotate      rotation by U(-rotation_degrees, rotation_degrees)
   zoom        scale by U(1 - zoom_range, 1 + zoom_range) about the centre
@@ -22,20 +23,6 @@ otherwise take from the train step running beside them (BENCHMARKS.md).
 import tensorflow as tf
 
 from imgclf_jax import augment_math
-from imgclf_jax.errors import UserError
-
-AUGMENTATIONS = ('flip', 'rotate', 'zoom', 'shift', 'brightness')
-
-
-def parse_augment(spec: str, key: str = 'augment') -> tuple[str, ...]:
-  """'flip, shift' -> ('flip', 'shift'); raises UserError on unknown names."""
-  names = tuple(n.strip() for n in (spec or '').split(',') if n.strip())
-  unknown = [n for n in names if n not in AUGMENTATIONS]
-  if unknown:
-    raise UserError(
-        f'--config.{key}={spec!r}: unknown augmentation(s) {unknown}; '
-        f'choose a comma-separated subset of {",".join(AUGMENTATIONS)}.')
-  return names
 
 
 def warp_bilinear(images, transforms):
@@ -60,8 +47,8 @@ def affine_transform(images, angles, scales, shifts, flips=None):
       angles, scales, shifts, flips, tf.shape(images)[1], tf.shape(images)[2]))
 
 
-def augment_batch(images, seed, config, names=None):
-  """Applies the augmentations named in config.augment to a batch.
+def augment_batch(images, seed, spec: augment_math.AugmentSpec):
+  """Applies the augmentations of `spec` to a batch.
 
   Plain TF ops, all of which XLA compiles: the input pipeline runs this inside
   its jit-compiled batch transform.
@@ -69,17 +56,14 @@ def augment_batch(images, seed, config, names=None):
   Args:
     images: float32 [N, H, W, C] in [0, 1].
     seed: int32/int64 tensor of shape [2], the stateless seed of this batch.
-    config: the ConfigDict (augment names and sizes).
-    names: the parsed `config.augment` (parsed here when None).
+    spec: which augmentations, and their sizes.
   """
-  names = parse_augment(config.augment) if names is None else names
   images = tf.convert_to_tensor(images, tf.float32)
-  if not names:
+  if not spec:
     return images
   seeds = tf.random.experimental.stateless_split(seed, num=5)
 
   def uniform(stream, shape, low, high):
     return tf.random.stateless_uniform(shape, seeds[stream], low, high)
 
-  return augment_math.augment(augment_math.tf_ops(), images, uniform, config,
-                              names)
+  return augment_math.augment(augment_math.tf_ops(), images, uniform, spec)

@@ -8,11 +8,61 @@ tf.raw_ops.ImageProjectiveTransformV3 with BILINEAR interpolation and
 REFLECT fill (tested against it), written as gathers so that XLA compiles it.
 """
 
+import dataclasses
 import functools
 import math
 import types
 
+from imgclf_jax.errors import UserError
+
+AUGMENTATIONS = ('flip', 'rotate', 'zoom', 'shift', 'brightness')
 WARPS = ('flip', 'rotate', 'zoom', 'shift')
+
+
+def parse_augment(spec: str, key: str = 'augment') -> tuple[str, ...]:
+  """'flip, shift' -> ('flip', 'shift'); raises UserError on unknown names."""
+  names = tuple(n.strip() for n in (spec or '').split(',') if n.strip())
+  unknown = [n for n in names if n not in AUGMENTATIONS]
+  if unknown:
+    raise UserError(
+        f'--config.{key}={spec!r}: unknown augmentation(s) {unknown}; '
+        f'choose a comma-separated subset of {",".join(AUGMENTATIONS)}.')
+  return names
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+  """Which augmentations a batch gets, and how large they are.
+
+  names: a subset of AUGMENTATIONS; rotation_degrees: rotation uniform in
+  [-d, d]; zoom_range: scale uniform in [1 - z, 1 + z]; shift_fraction:
+  translation up to this fraction of a side; brightness_delta: added to
+  [0, 1] pixels, uniform in [-d, d].
+  """
+  names: tuple[str, ...] = ()
+  rotation_degrees: float = 0.0
+  zoom_range: float = 0.0
+  shift_fraction: float = 0.0
+  brightness_delta: float = 0.0
+
+  @classmethod
+  def from_config(cls, config, key: str = 'augment') -> 'AugmentSpec':
+    """config[key] (e.g. 'augment' or 'minority_augment') with the config's
+    augmentation sizes."""
+    return cls(parse_augment(config[key], key=key),
+               float(config.rotation_degrees), float(config.zoom_range),
+               float(config.shift_fraction), float(config.brightness_delta))
+
+  def scaled(self, factor: float) -> 'AugmentSpec':
+    """The same augmentations with every size times `factor`."""
+    return dataclasses.replace(
+        self, rotation_degrees=self.rotation_degrees * factor,
+        zoom_range=self.zoom_range * factor,
+        shift_fraction=self.shift_fraction * factor,
+        brightness_delta=self.brightness_delta * factor)
+
+  def __bool__(self) -> bool:
+    return bool(self.names)
 
 
 @functools.cache
@@ -125,18 +175,17 @@ def affine_matrices(ops, angles, scales, shifts, flips, height, width):
   return ops.stack([a0, a1, a2, b0, b1, b2], axis=1)
 
 
-def augment(ops, images, uniform, config, names):
-  """The augmentations `names` (a parsed config.augment) of a batch.
+def augment(ops, images, uniform, spec: AugmentSpec):
+  """The augmentations of `spec` applied to a batch.
 
   Args:
     ops: tf_ops() or jax_ops().
     images: float32 [N, H, W, C] in [0, 1].
     uniform: uniform(stream, shape, low, high) -> float32 draws; streams 0-4
       (flip, rotate, zoom, shift, brightness) must be independent.
-    config: the ConfigDict (rotation_degrees, zoom_range, shift_fraction,
-      brightness_delta).
-    names: the augmentation names to apply.
+    spec: which augmentations, and their sizes.
   """
+  names = spec.names
   shape = ops.shape(images)
   n = shape[0]
 
@@ -146,16 +195,16 @@ def augment(ops, images, uniform, config, names):
   if set(WARPS) & set(names):
     flips = (uniform(0, [n], 0.0, 1.0) < 0.5 if 'flip' in names
              else ops.zeros([n], 'bool'))
-    angles = (symmetric(1, [n], math.radians(config.rotation_degrees))
+    angles = (symmetric(1, [n], math.radians(spec.rotation_degrees))
               if 'rotate' in names else ops.zeros([n], 'float32'))
-    scales = (1.0 + symmetric(2, [n], config.zoom_range)
+    scales = (1.0 + symmetric(2, [n], spec.zoom_range)
               if 'zoom' in names else ops.ones([n], 'float32'))
     size = ops.float32(ops.stack([shape[2], shape[1]]))  # (width, height)
-    shifts = (symmetric(3, [n, 2], config.shift_fraction) * size
+    shifts = (symmetric(3, [n, 2], spec.shift_fraction) * size
               if 'shift' in names else ops.zeros([n, 2], 'float32'))
     images = warp_bilinear(ops, images, affine_matrices(
         ops, angles, scales, shifts, flips, shape[1], shape[2]))
   if 'brightness' in names:
-    delta = symmetric(4, [n, 1, 1, 1], config.brightness_delta)
+    delta = symmetric(4, [n, 1, 1, 1], spec.brightness_delta)
     images = ops.clip(images + delta, 0.0, 1.0)
   return images

@@ -2,24 +2,30 @@
 
 Each checkpoint step holds two items:
   state     the TrainState arrays (params, optimizer state, step)
-  metadata  JSON: the config, class names, normalisation statistics, image
-            shape, train/validation split sizes, epoch and validation
-            metrics, so evaluation and prediction can rebuild the model
-            without the original config file, and training can refuse to
-            resume on a changed dataset.
+  metadata  JSON: the format version, the config, class names, normalisation
+            statistics, image shape, train/validation split sizes, epoch and
+            validation metrics, so evaluation and prediction can rebuild the
+            model without the original config file, and training can refuse
+            to resume on a changed dataset.
+
+The metadata's `format_version` is FORMAT_VERSION when written; a checkpoint
+of another version is refused with a clear error rather than read by guess.
 
 Kept: the latest `max_to_keep` steps and, besides them, the step with the best
 validation accuracy (Orbax preservation policies LatestN + BestN, ranked by
 the metrics passed to `save`). `--step=best` / `--step=latest` pick them.
 """
 
-import json
 import os
 
-import ml_collections
 import orbax.checkpoint as ocp
 
+from imgclf_jax import config_keys
 from imgclf_jax.errors import UserError
+
+# The version of what a checkpoint holds (the metadata's keys and the
+# TrainState's structure). Raise it when either changes.
+FORMAT_VERSION = 1
 
 # The metric (passed to `save`) that ranks checkpoints for --step=best.
 BEST_METRIC = 'validation_accuracy'
@@ -28,16 +34,6 @@ BEST_METRIC = 'validation_accuracy'
 # (as opposed to a checkpoint that does not fit the model).
 _DAMAGE_SIGNS = ('was not found in the checkpoint', 'NOT_FOUND', 'OUT_OF_RANGE',
                  'DATA_LOSS')
-
-# Config keys that fix the model's shapes, the data or the step position: a
-# checkpoint cannot continue under a config that changes any of them.
-STRUCTURAL_KEYS = ('dataset', 'model', 'image_size', 'normalization',
-                   'batch_size')
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config.to_json_best_effort())
-
 
 class CheckpointStore:
   """A thin wrapper over ocp.CheckpointManager for (state, metadata) pairs."""
@@ -81,13 +77,7 @@ class CheckpointStore:
       if text in ('', 'latest'):
         step = None
       elif text == 'best':
-        best = self.best_step()
-        if best is None or best not in steps:
-          raise UserError(
-              f'--step=best: no checkpoint in {self.directory} records its '
-              f'{BEST_METRIC} (written by an older version?): use '
-              f'--step=latest or a step number ({steps}).')
-        return best
+        return self.best_step()
       elif text.isdigit():
         step = int(text)
       else:
@@ -101,8 +91,10 @@ class CheckpointStore:
     return step
 
   def save(self, step: int, state, metadata: dict, metrics: dict):
-    """Saves step `step`; `metrics` must hold BEST_METRIC (ranks --step=best)."""
+    """Saves step `step` (`metadata` gets the format version); `metrics` must
+    hold BEST_METRIC (ranks --step=best)."""
     os.makedirs(self.directory, exist_ok=True)
+    metadata = {'format_version': FORMAT_VERSION, **metadata}
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -116,6 +108,14 @@ class CheckpointStore:
           metadata=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except  (Orbax, TensorStore)
       raise self._damaged(step, e) from None
+    version = restored.metadata.get('format_version')
+    if version != FORMAT_VERSION:
+      raise UserError(
+          f'checkpoint {step} in {self.directory} has format version '
+          f'{version or "none"}; this imgclf_jax reads version '
+          f'{FORMAT_VERSION}: '
+          'evaluate it with the imgclf_jax that wrote it, or train anew in a '
+          'new --workdir.')
     return step, restored.metadata
 
   def restore_state(self, step: int, target_state):
@@ -156,12 +156,14 @@ def _first_line(error: Exception) -> str:
   return lines[0][:200] if lines else ''
 
 
-def check_config(saved_config: dict, config, directory: str,
-                 keys=STRUCTURAL_KEYS):
-  """Raises UserError if `config` differs from a checkpoint's in `keys`
-  (or in using weight decay: Adam and AdamW keep different state)."""
-  diffs = differences(saved_config, config, keys)
-  if (saved_config.get('weight_decay', 0) > 0) != (config.weight_decay > 0):
+def check_config(saved_config: dict, config, directory: str):
+  """Raises UserError if `config` differs from a checkpoint's in a key a
+  resumed run must keep (config_keys.KEY_ORIGINS), or in using weight decay
+  (Adam and AdamW keep different state)."""
+  differences = config_keys.differences
+  diffs = differences(saved_config, config,
+                      config_keys.keys_where('resume', config_keys.FIXED))
+  if (saved_config['weight_decay'] > 0) != (config.weight_decay > 0):
     # train_state's rule: AdamW when weight_decay > 0, else Adam.
     diffs += differences(saved_config, config, ('weight_decay',))
   if diffs:
@@ -171,17 +173,10 @@ def check_config(saved_config: dict, config, directory: str,
         f'({diffs}): use a new --workdir, or the config they were trained with.')
 
 
-def differences(saved_config: dict, config, keys) -> list[str]:
-  """'key: checkpoint X vs now Y' for each of `keys` that differs."""
-  current = config_to_dict(config)
-  return [f'{k}: checkpoint {saved_config.get(k)!r} vs now {current.get(k)!r}'
-          for k in keys if saved_config.get(k) != current.get(k)]
-
-
-def check_split_sizes(saved_sizes, sizes: dict, directory: str):
+def check_split_sizes(saved_sizes: dict, sizes: dict, directory: str):
   """Raises UserError if the train/validation split sizes changed since the
-  checkpoint (`saved_sizes` None: an older checkpoint, not checked)."""
-  if saved_sizes is not None and saved_sizes != sizes:
+  checkpoint."""
+  if saved_sizes != sizes:
     raise UserError(
         f'the dataset or its split settings (train_split, validation_split, '
         f'validation_fraction) changed since the checkpoints in {directory} '

@@ -6,12 +6,13 @@ training images). Each step the host sends only the batch's example indices;
 inside the pmapped step the images are gathered, augmented (with
 `augment_math.augment`, the code the tf.data path runs, drawing JAX random
 numbers), normalised and one-hot labelled, and `steps.train_step` runs on
-them. No tf.data work runs beside the step, so neither an accelerator nor
+them. `train_batches` yields global index batches [B], which
+device_axis.to_devices splits over the devices like any batch. No tf.data work runs beside the step, so neither an accelerator nor
 the CPU cores the step runs on wait for or share with the input pipeline.
 
 Evaluation keeps the tf.data pipeline (no augmentation, read once per
 epoch). Oversampling and minority-class augmentation are tf.data features
-only (config_checks rejects them with data_on_device).
+only (configuration.validate rejects them with data_on_device).
 """
 
 import functools
@@ -23,14 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imgclf_jax import augment
 from imgclf_jax import augment_math
+from imgclf_jax import device_axis
 from imgclf_jax import input_pipeline
 from imgclf_jax import steps
 
 
-def make_batch(images, labels, indices, key, config, names, normalization,
-               num_classes: int, class_weights=None) -> dict:
+def make_batch(images, labels, indices, key, spec: augment_math.AugmentSpec,
+               normalization, num_classes: int, class_weights=None) -> dict:
   """The training batch of `indices` as the tf.data pipeline would make it.
 
   Args:
@@ -40,14 +41,14 @@ def make_batch(images, labels, indices, key, config, names, normalization,
     key: the JAX key of this step's augmentation; each example's draws
       come from it folded with the example's index, so an example is
       augmented the same whichever device or batch position holds it.
-    config, names: augmentation sizes and the parsed config.augment.
+    spec: the augmentations and their sizes.
     normalization: {'mean': [C], 'std': [C]}.
     num_classes: for the one-hot labels.
     class_weights: float32 [K] loss weight per class, or None.
   """
   batch_labels = jnp.take(labels, indices, axis=0)
   pixels = jnp.take(images, indices, axis=0).astype(jnp.float32) / 255.0
-  if names:
+  if spec:
     keys = jax.random.split(key, 5)
 
     def uniform(stream, shape, low, high):
@@ -57,7 +58,7 @@ def make_batch(images, labels, indices, key, config, names, normalization,
       return jax.vmap(draw)(indices)
 
     pixels = augment_math.augment(augment_math.jax_ops(), pixels, uniform,
-                                  config, names)
+                                  spec)
   mean = jnp.asarray(normalization['mean'], jnp.float32)
   std = jnp.asarray(normalization['std'], jnp.float32)
   batch = {'image': (pixels - mean) / std,
@@ -68,7 +69,7 @@ def make_batch(images, labels, indices, key, config, names, normalization,
 
 
 def train_step(state, images, labels, indices, rng, *, batch_fn,
-               label_smoothing: float = 0.0, slices: int = 1):
+               label_smoothing: float = 0.0, microbatches: int = 1):
   """Draws this device's batch from the resident data, then train_step.
 
   `rng` is split into the augmentation's and the step's (dropout) keys; the
@@ -81,7 +82,8 @@ def train_step(state, images, labels, indices, rng, *, batch_fn,
   # Materialise the batch: fused into its consumers (the first convolution
   # reads each pixel 9 times), the warp's gathers were recomputed per read.
   batch = jax.lax.optimization_barrier(batch_fn(images, labels, indices, key))
-  return steps.train_step(state, batch, step_rng, label_smoothing, slices)
+  return steps.train_step(state, batch, step_rng, label_smoothing,
+                          microbatches)
 
 
 class DeviceData:
@@ -89,46 +91,41 @@ class DeviceData:
 
   def __init__(self, pipeline: input_pipeline.InputPipeline, config,
                devices=None):
-    """`devices`: those the pipeline's batches are split over (default: all
-    local devices)."""
-    if devices is not None and len(devices) != pipeline.num_devices:
-      raise ValueError(f'{len(devices)} devices for a pipeline that splits '
-                       f'batches over {pipeline.num_devices}')
-    self.config = config
-    self.num_devices = pipeline.num_devices
+    """`devices`: those the batches are split over (default: all local
+    devices). Reads config.seed, batch_size, label_smoothing and
+    microbatches (resolved)."""
+    self.seed, self.batch_size = config.seed, config.batch_size
+    self.devices = device_axis.local_devices(devices)
     images, labels = pipeline.arrays('train')
     self.num_examples = len(labels)
     logging.info('data_on_device: %d training images, %.1f MB on each of %d '
                  'devices.', len(labels), images.nbytes / 2**20,
-                 self.num_devices)
-    self.images, self.labels = jax_utils.replicate((images, labels), devices)
+                 len(self.devices))
+    self.images, self.labels = jax_utils.replicate((images, labels),
+                                                   self.devices)
     self.steps_per_epoch = pipeline.steps_per_epoch
     weights = pipeline.loss_weights()
     batch_fn = functools.partial(
-        make_batch, config=config, names=augment.parse_augment(config.augment),
+        make_batch, spec=pipeline.augment_spec,
         normalization=pipeline.normalization,
         num_classes=pipeline.source.info.num_classes,
         class_weights=None if weights is None else jnp.asarray(weights,
                                                                jnp.float32))
-    self._p_step = jax.pmap(
-        functools.partial(
-            train_step, batch_fn=batch_fn,
-            label_smoothing=config.label_smoothing,
-            slices=steps.step_slices(config, self.num_devices)),
-        axis_name=steps.AXIS, in_axes=(None, 0, 0, 0, None), out_axes=None,
-        devices=devices)
+    self._p_step = device_axis.pmap_step(
+        functools.partial(train_step, batch_fn=batch_fn,
+                          label_smoothing=config.label_smoothing,
+                          microbatches=config.microbatches),
+        in_axes=(None, 0, 0, 0, None), devices=self.devices)
 
   def train_batches(self, epoch: int) -> Iterator[np.ndarray]:
-    """Per step, the example indices [D, B/D] of training epoch `epoch`: a
+    """Per step, the example indices [B] of training epoch `epoch`: a
     permutation fixed by (config.seed, epoch); the last partial batch is
     dropped, as in the tf.data pipeline."""
     order = np.random.default_rng(
-        input_pipeline.epoch_seeds(self.config.seed, epoch)).permutation(
+        input_pipeline.epoch_seeds(self.seed, epoch)).permutation(
             self.num_examples)
-    batch = self.config.batch_size
-    order = order[:self.steps_per_epoch * batch].astype(np.int32)
-    for indices in order.reshape(self.steps_per_epoch, self.num_devices, -1):
-      yield indices
+    order = order[:self.steps_per_epoch * self.batch_size].astype(np.int32)
+    yield from order.reshape(self.steps_per_epoch, self.batch_size)
 
   def train_step(self, state, indices, rng):
     """The trainer's step: (state, indices [D, B/D], rng) -> (state, metrics)."""

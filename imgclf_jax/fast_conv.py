@@ -134,11 +134,13 @@ class FastConv(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   param_dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None  # computation dtype (None: that of x)
 
   @nn.compact
   def __call__(self, x):
     kh, kw = tuple(self.kernel_size)
     kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    x = x.astype(self.dtype or x.dtype)
     y = conv2d_same(x, kernel.astype(x.dtype))
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)

@@ -17,11 +17,11 @@
 import math
 
 from absl import logging
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from imgclf_jax import augment
+from imgclf_jax import augment_math
 from imgclf_jax.errors import UserError
 
 NO_WEIGHTS = ('', 'none')
@@ -156,34 +156,27 @@ def oversample(class_examples, counts, num_examples: int, seed: int,
 # Minority augmentation
 
 
-def strong_augment_config(config) -> ml_collections.ConfigDict:
-  """The config whose augmentation sizes minority examples get."""
-  scale = config.minority_augment_scale
-  strong = ml_collections.ConfigDict({
-      'augment': config.minority_augment,
-      'rotation_degrees': config.rotation_degrees * scale,
-      'zoom_range': config.zoom_range * scale,
-      'shift_fraction': config.shift_fraction * scale,
-      'brightness_delta': config.brightness_delta * scale})
-  return strong
+def minority_spec(config) -> augment_math.AugmentSpec:
+  """The augmentation minority examples get: config.minority_augment's names,
+  the augmentation sizes times config.minority_augment_scale."""
+  return augment_math.AugmentSpec.from_config(
+      config, key='minority_augment').scaled(config.minority_augment_scale)
 
 
-def minority_augment_fn(config, minority_mask):
-  """fn(images [N,H,W,C] in [0,1], augmented, labels [N], seed) or None.
+def minority_augment_fn(spec: augment_math.AugmentSpec, minority_mask):
+  """fn(images [N,H,W,C] in [0,1], augmented, labels [N], seed) or None
+  (no augmentation in `spec`, or no minority class).
 
-  Returns the batch with minority-class examples replaced by a stronger
+  Returns the batch with minority-class examples replaced by the `spec`
   augmentation of their un-augmented image; other examples keep `augmented`.
   """
-  names = augment.parse_augment(config.minority_augment)
-  if not names or not np.any(minority_mask):
+  if not spec or not np.any(minority_mask):
     return None
-  strong_config = strong_augment_config(config)
   mask = tf.constant(np.asarray(minority_mask, bool))
 
   def apply(images, augmented, labels, seed):
     strong = augment.augment_batch(
-        images, tf.random.experimental.stateless_fold_in(seed, 1),
-        strong_config, names)
+        images, tf.random.experimental.stateless_fold_in(seed, 1), spec)
     minority = tf.gather(mask, labels)
     return tf.where(minority[:, None, None, None], strong, augmented)
 
@@ -208,7 +201,7 @@ def describe(counts, class_names, config) -> dict:
          parse_class_weights(config.class_weights, class_names) is None),
         ('--config.oversample=True', not config.oversample),
         ('--config.minority_augment=flip,rotate,zoom,shift,brightness',
-         not augment.parse_augment(config.minority_augment))) if on]
+         not augment_math.parse_augment(config.minority_augment))) if on]
     largest = class_names[int(np.argmax(counts))]
     smallest = class_names[int(np.argmin(counts))]
     logging.warning(

@@ -1,8 +1,7 @@
 """The tf.data pipeline shared by every dataset source.
 
     examples (uint8, any size) -> resize -> [cache] -> shuffle (train)
-      -> batch -> augment (train) -> normalise -> one-hot labels
-      -> split over devices -> prefetch
+      -> batch -> augment (train) -> normalise -> one-hot labels -> prefetch
 
 The per-image steps (decode, resize, [0, 1] floats, normalise) are the
 functions of `preprocess.py`, shared with prediction. Class-imbalance remedies
@@ -10,12 +9,12 @@ functions of `preprocess.py`, shared with prediction. Class-imbalance remedies
 shuffle, class weights add a per-example `weight`, and minority-class examples
 can get a stronger augmentation.
 
-Batches are dicts of numpy arrays with a leading device axis:
-  image [D, B/D, S, S, C] float32, label [D, B/D, K] float32 (one-hot),
-  for evaluation mask [D, B/D] float32 (0 marks padding), and for training
-  with config.class_weights weight [D, B/D] float32 (loss weight).
-Training batches are full (the last partial batch of an epoch is dropped);
-evaluation batches are padded so every example is seen exactly once.
+Batches are global: dicts of numpy arrays image [B, S, S, C] float32,
+label [B, K] float32 (one-hot), and for training with config.class_weights
+weight [B] float32 (loss weight). Training batches are full (the last
+partial batch of an epoch is dropped); evaluation batches hold every example
+of the split once, the last one partial. Splitting them over devices (and
+padding the last) is device_axis.py's job, at the step.
 """
 
 import functools
@@ -25,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf_jax import augment
+from imgclf_jax import augment_math
 from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import preprocess
@@ -58,14 +58,12 @@ def epoch_seeds(seed: int, epoch: int) -> np.ndarray:
 class InputPipeline:
   """Batches of one dataset source, preprocessed as `config` says."""
 
-  def __init__(self, source: datasets.Source, config, num_devices: int,
-               normalization=None):
+  def __init__(self, source: datasets.Source, config, normalization=None):
     self.source = source
     self.config = config
-    self.num_devices = num_devices
     self.image_shape = (config.image_size, config.image_size,
                         source.info.channels)
-    self._augment_names = augment.parse_augment(config.augment)
+    self.augment_spec = augment_math.AugmentSpec.from_config(config)
     self._examples_cache = {}
     self._labels = {}
     self.normalization = normalization or self._compute_normalization()
@@ -158,57 +156,48 @@ class InputPipeline:
   # --- batches ---------------------------------------------------------------
   #
   # Everything done to a batch after it is drawn (uint8 -> float, augmentation,
-  # normalisation, one-hot labels, loss weights, the split over devices) is
-  # one tf.function compiled by XLA (jit_compile=True): about half the CPU
+  # normalisation, one-hot labels, loss weights) is one tf.function compiled by XLA (jit_compile=True): about half the CPU
   # time of TF's kernels op by op, which matters because tf.data shares the
   # CPU with the train step (BENCHMARKS.md). Each is built once per pipeline,
   # so every epoch's tf.data graph reuses its compilation.
 
   def _model_input(self, images, labels) -> dict:
     """[0, 1] float images and int labels -> normalised images and one-hot
-    labels (a label < 0 gives an all-zero row)."""
+    labels."""
     return {'image': preprocess.normalize(images, self.normalization),
             'label': tf.one_hot(labels, self.source.info.num_classes)}
-
-  def _split(self, batch: dict) -> dict:
-    devices = self.num_devices
-    return {k: tf.reshape(v, [devices, -1, *v.shape[1:]])
-            for k, v in batch.items()}
 
   @functools.cached_property
   def _train_transform(self):
     """(batch index, uint8 images, labels, epoch seed) -> a training batch."""
     config = self.config
-    names = self._augment_names
+    spec = self.augment_spec
     weights = self.loss_weights()
     weights = None if weights is None else tf.constant(weights, tf.float32)
-    minority_augment = None
-    if augment.parse_augment(config.minority_augment):
-      minority_augment = imbalance.minority_augment_fn(
-          config, imbalance.minority_classes(self.class_counts('train'),
-                                             config.minority_fraction))
+    minority_augment = imbalance.minority_augment_fn(
+        imbalance.minority_spec(config),
+        imbalance.minority_classes(self.class_counts('train'),
+                                   config.minority_fraction))
 
     def transform(index, images, labels, seed):
       images = preprocess.to_unit_float(images)
       batch_seed = tf.random.experimental.stateless_fold_in(seed, index)
-      augmented = augment.augment_batch(images, batch_seed, config, names)
+      augmented = augment.augment_batch(images, batch_seed, spec)
       if minority_augment is not None:
         augmented = minority_augment(images, augmented, labels, batch_seed)
       out = self._model_input(augmented, labels)
       if weights is not None:
         out['weight'] = tf.gather(weights, labels)
-      return self._split(out)
+      return out
 
     return tf.function(transform, jit_compile=True)
 
   @functools.cached_property
   def _eval_transform(self):
-    """(uint8 images, labels with -1 for padding) -> an evaluation batch."""
+    """(uint8 images, labels) -> an evaluation batch."""
 
     def transform(images, labels):
-      out = self._model_input(preprocess.to_unit_float(images), labels)
-      out['mask'] = tf.cast(labels >= 0, tf.float32)
-      return self._split(out)
+      return self._model_input(preprocess.to_unit_float(images), labels)
 
     return tf.function(transform, jit_compile=True)
 
@@ -234,16 +223,9 @@ class InputPipeline:
     return _finish(ds)
 
   def eval_dataset(self, split: str) -> tf.data.Dataset:
-    """Every example of `split` once, padded to whole batches (mask 0)."""
-    batch_size = self.config.eval_batch_size
-    n = self.source.num_examples(split)
-    padding = (-n) % batch_size
-    ds = self.resized_examples(split)
-    if padding:
-      pad = tf.data.Dataset.from_tensors(
-          (tf.zeros(self.image_shape, tf.uint8), tf.constant(-1, tf.int32)))
-      ds = ds.concatenate(pad.repeat(padding))
-    ds = ds.batch(batch_size, drop_remainder=True).map(
+    """Every example of `split` once, in batches of config.eval_batch_size
+    (the last one partial)."""
+    ds = self.resized_examples(split).batch(self.config.eval_batch_size).map(
         self._eval_transform, num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds)
 

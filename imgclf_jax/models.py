@@ -2,11 +2,14 @@
 
 Add an architecture by writing a linen Module that takes
 (images [N, H, W, C], train: bool, example_ids=None) and returns logits
-[N, num_classes], and registering it in MODELS. `example_ids` (int [N]) are
+[N, num_classes], and registering it in MODELS with the keyword arguments
+that configure it. `example_ids` (int [N]) are
 the examples' positions in the global batch; ExampleDropout uses them so that
 the training step draws the same masks however the batch is split over
 devices and slices.
 """
+
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -38,13 +41,21 @@ class ExampleDropout(nn.Module):
     return jnp.where(keep, x / keep_prob, jnp.zeros((), x.dtype))
 
 
+def plain_max_pool_2x2(x):
+  """nn.max_pool over 2x2 windows with stride 2 (what max_pool_2x2 computes)."""
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
 class CNN(nn.Module):
   """The seed CNN: Conv32-ReLU-MaxPool, Conv64-ReLU-MaxPool, Dense128-ReLU,
   Dropout, Dense num_classes (logits; the softmax is in the loss).
 
-  The convolutions and pools compute what nn.Conv and nn.max_pool compute,
-  with gradients that run faster on XLA:CPU (see fast_conv.py); the parameter
-  tree is nn.Conv's ('Conv_0', 'Conv_1', ...).
+  `conv` and `pool` are the convolution (a module class taking features and
+  kernel_size, as nn.Conv) and the 2x2 max pool it is built from, as Flax's
+  ResNet takes `conv`: FastConv and fast_conv.max_pool_2x2 ('cnn') compute
+  what nn.Conv and nn.max_pool ('cnn_plain') compute, with gradients that run
+  faster on XLA:CPU (fast_conv.py). Either way the parameter tree is
+  nn.Conv's ('Conv_0', 'Conv_1', ...).
 
   `dtype` is the computation dtype (bfloat16 for config.half_precision):
   parameters stay float32 and are cast where they are used, and the logits
@@ -53,12 +64,15 @@ class CNN(nn.Module):
   num_classes: int
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
+  conv: Callable[..., nn.Module] = FastConv
+  pool: Callable[[jax.Array], jax.Array] = max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
     x = x.astype(self.dtype)
-    x = max_pool_2x2(nn.relu(FastConv(32, (3, 3), name='Conv_0')(x)))
-    x = max_pool_2x2(nn.relu(FastConv(64, (3, 3), name='Conv_1')(x)))
+    for i, features in enumerate((32, 64)):
+      x = self.pool(nn.relu(self.conv(features, (3, 3), dtype=self.dtype,
+                                   name=f'Conv_{i}')(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
     x = ExampleDropout(self.dropout_rate, name='Dropout_0')(
@@ -66,28 +80,11 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-class PlainCNN(nn.Module):
-  """The seed CNN written with nn.Conv and nn.max_pool: the same function and
-  parameters as CNN, with the gradients XLA emits by default (slower on CPU;
-  kept as the reference for tests and benchmarks)."""
-  num_classes: int
-  dropout_rate: float = 0.5
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool, example_ids=None):
-    conv = lambda features: nn.Conv(features, (3, 3), dtype=self.dtype)
-    x = x.astype(self.dtype)
-    x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))
-    x = nn.max_pool(nn.relu(conv(64)(x)), (2, 2), strides=(2, 2))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
-    x = ExampleDropout(self.dropout_rate, name='Dropout_0')(
-        x, example_ids, deterministic=not train)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
-
-
-MODELS = {'cnn': CNN, 'cnn_plain': PlainCNN}
+# name -> (module, keyword arguments); config.model picks one.
+MODELS = {
+    'cnn': (CNN, {}),
+    'cnn_plain': (CNN, {'conv': nn.Conv, 'pool': plain_max_pool_2x2}),
+}
 
 
 def compute_dtype(config) -> jnp.dtype:
@@ -96,6 +93,6 @@ def compute_dtype(config) -> jnp.dtype:
 
 
 def create_model(config, num_classes: int) -> nn.Module:
-  return MODELS[config.model](num_classes=num_classes,
-                              dropout_rate=config.dropout_rate,
-                              dtype=compute_dtype(config))
+  module, kwargs = MODELS[config.model]
+  return module(num_classes=num_classes, dropout_rate=config.dropout_rate,
+                dtype=compute_dtype(config), **kwargs)

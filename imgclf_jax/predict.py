@@ -13,21 +13,16 @@ import glob
 import os
 
 from absl import logging
-import jax
 import numpy as np
 import tensorflow as tf
 
-from imgclf_jax import checkpoints
-from imgclf_jax import config_checks
 from imgclf_jax import datasets
-from imgclf_jax import evaluate
+from imgclf_jax import device_axis
+from imgclf_jax import inference
 from imgclf_jax import preprocess
 from imgclf_jax import report
 from imgclf_jax import steps
 from imgclf_jax.errors import UserError
-
-# Keys --mode=predict takes from --config when one is given.
-PREDICT_KEYS = ('eval_batch_size', 'top_k')
 
 
 def image_paths(spec: str) -> list[str]:
@@ -64,24 +59,21 @@ def load_image(path: str, size: int, channels: int) -> np.ndarray:
 
 
 def probabilities(state, images: np.ndarray, normalization: dict,
-                  batch_size: int) -> np.ndarray:
+                  batch_size: int, devices=None) -> np.ndarray:
   """Class probabilities [N, K] of uint8 images [N, S, S, C]."""
-  devices = jax.local_device_count()
-  p_predict = steps.pmap_predict_step()
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    padding = (-len(chunk)) % devices
-    if padding:
-      chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]),
-                                              chunk.dtype)])
-    model_input = preprocess.normalize(preprocess.to_unit_float(chunk),
-                                       normalization).numpy()
-    probs = p_predict(state, {'image': model_input.reshape(
-        devices, -1, *model_input.shape[1:])})
-    out.append(np.asarray(probs).reshape(-1, probs.shape[-1])[:len(chunk) -
-                                                              padding])
-  return np.concatenate(out)
+  devices = device_axis.local_devices(devices)
+  p_predict = device_axis.pmap_step(
+      steps.predict_step, out_axes=device_axis.PER_EXAMPLE, devices=devices)
+
+  def batches():
+    for start in range(0, len(images), batch_size):
+      chunk = preprocess.to_unit_float(images[start:start + batch_size])
+      yield {'image': preprocess.normalize(chunk, normalization).numpy()}
+
+  padded = device_axis.pad_batches(batches(), len(devices))
+  outputs = [dict(probs=p_predict(state, batch), mask=batch['mask'])
+             for batch in device_axis.to_devices(padded, devices)]
+  return device_axis.real_examples(outputs)['probs']
 
 
 def predict_images(config, workdir: str, images: str, step=None) -> dict:
@@ -94,40 +86,28 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   """
   workdir = os.path.abspath(workdir)
   paths = image_paths(images)
-  store = checkpoints.CheckpointStore(workdir)
-  try:
-    step, metadata = store.restore_metadata(step)
-    config = evaluate.eval_config(metadata['config'], config, keys=PREDICT_KEYS)
-    # probabilities() pads each chunk to the device count: no batch size
-    # has to divide it here.
-    config_checks.validate(config, 1, training=False)
-    class_names = metadata['class_names']
-    image_shape = tuple(metadata['image_shape'])
-    state = evaluate.restore_state(store, step, config, len(class_names),
-                                   image_shape)
-  finally:
-    store.close()
-
-  size, channels = image_shape[0], image_shape[-1]
-  loaded, readable, skipped = [], [], []
+  loaded = inference.load(workdir, step, config, mode='predict')
+  step, class_names = loaded.step, loaded.class_names
+  size, channels = loaded.image_shape[0], loaded.image_shape[-1]
+  decoded, readable, skipped = [], [], []
   for path in paths:
     try:
-      loaded.append(load_image(path, size, channels))
+      decoded.append(load_image(path, size, channels))
       readable.append(path)
     except tf.errors.OpError as e:
       reason = preprocess.decode_error_reason(e)
       logging.warning('Skipping %s: cannot read it as an image (%s).', path,
                       reason)
       skipped.append({'file': path, 'error': f'cannot read image: {reason}'})
-  if not loaded:
+  if not decoded:
     raise UserError(
         f'none of the {len(paths)} file(s) named by --images={images} could be '
         f'read as an image (first: {skipped[0]["file"]}: '
         f'{skipped[0]["error"]}): give JPEG, PNG, BMP or GIF files.')
 
-  probs = probabilities(state, np.stack(loaded), metadata['normalization'],
-                        config.eval_batch_size)
-  top = report.top_classes(probs, config.top_k)
+  probs = probabilities(loaded.state, np.stack(decoded), loaded.normalization,
+                        loaded.config.eval_batch_size)
+  top = report.top_classes(probs, loaded.config.top_k)
   k = top.shape[1]
   predictions = [{'file': path,
                   'top_k': [[class_names[c], float(p[c])] for c in order]}

@@ -1,17 +1,23 @@
-"""The evaluation report of --mode=eval: what the model gets right and wrong.
+"""What the program tells about a model and its data, besides its metrics.
 
-From the outputs of one pass over a split (evaluate.evaluate_split_with_outputs:
-steps.eval_outputs_step, per-example probabilities next to the usual
-device-side loss/accuracy sums) it computes, on the host:
-  per-class precision, recall, F1 and support; macro and weighted averages;
-  top-k accuracy; the confusion matrix (rows: true class, columns: predicted);
-and picks the examples to show: a fixed random sample (the predictions grid),
-the most confidently wrong predictions and the least confident right ones.
-`write_report` turns that into files next to the eval JSON and into
-TensorBoard (see README, "Evaluation report").
+The evaluation report of --mode=eval: from the outputs of one pass over a
+split (eval_loop.evaluate_split_with_outputs: per-example probabilities next
+to the usual device-side loss/accuracy sums) it computes, on the host,
+per-class precision, recall, F1 and support, macro and weighted averages,
+top-k accuracy and the confusion matrix (rows: true class, columns:
+predicted), and picks the examples to show: a fixed random sample (the
+predictions grid), the most confidently wrong predictions and the least
+confident right ones. `write_report` turns that into files next to the eval
+JSON and into TensorBoard.
+
+Training's insights: class_distribution.png/.json (examples per class of the
+training and validation splits, written before training, with a warning when
+the imbalance is large) and the epoch where overfitting starts (curves.png,
+the log).
 """
 
 import csv
+import json
 import os
 
 from absl import logging
@@ -19,22 +25,11 @@ from clu import metric_writers
 import numpy as np
 from PIL import Image
 
-from imgclf_jax import report_plots
+from imgclf_jax import imbalance
+from imgclf_jax import plots
 
 # Fixed seed of the random sample shown in the predictions grid.
 GRID_SEED = 0
-
-
-def real_examples(pieces) -> dict:
-  """Per-batch outputs of steps.eval_outputs_step ([D, B/D, ...] each) as
-  one array per key over the real examples, in the split's order: probs
-  [N, K], predicted [N], confidence [N], label [N] (padding dropped by its
-  mask)."""
-  host = [{k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in p.items()}
-          for p in pieces]
-  joined = {k: np.concatenate([h[k] for h in host]) for k in host[0]}
-  keep = joined.pop('mask') > 0
-  return {k: v[keep] for k, v in joined.items()}
 
 
 def file_safe(name: str) -> str:
@@ -208,7 +203,8 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
 
   `prefix` is the path without extension (e.g. <workdir>/eval_test_step120);
   `values` are the split's loss and accuracy (TensorBoard scalars).
-  Returns {'files': {...}, 'examples': {picture: [entries]}} for the JSON.
+  Returns ({'files': {...}, 'examples': {picture: [entries]}} for the JSON,
+  the pictures' layouts (plots.py) for whoever checks them).
   """
   class_names = report['class_names']
   files = pipeline.source.files(split)
@@ -221,7 +217,7 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
              'unsure_correct': prefix + '_unsure_correct.png'}
   write_predictions_csv(written['predictions_csv'], outputs, class_names,
                         report['top_k'], files)
-  layouts = {'confusion_matrix': report_plots.plot_confusion_matrix(
+  layouts = {'confusion_matrix': plots.plot_confusion_matrix(
       report['confusion_matrix'], class_names, written['confusion_matrix'],
       title=title)}
   titles = {'grid': f'predictions on a random sample ({title})',
@@ -234,7 +230,7 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
   for name, indices in chosen.items():
     examples[name] = _entries(indices, outputs, class_names, files)
     shape = pipeline.image_shape
-    layouts[name] = report_plots.plot_image_grid(
+    layouts[name] = plots.plot_image_grid(
         np.stack([images[i] for i in indices]) if indices else
         np.zeros((0, *shape), np.uint8),
         [_caption(class_names, outputs['label'][i], outputs['predicted'][i],
@@ -243,8 +239,8 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
         title=titles[name], empty_message=empty[name])
   _write_tensorboard(os.path.dirname(prefix), split, step, report, written,
                      values)
-  return {'files': {k: os.path.basename(v) for k, v in written.items()},
-          'examples': examples, 'layout': layouts}
+  return ({'files': {k: os.path.basename(v) for k, v in written.items()},
+           'examples': examples}, layouts)
 
 
 def _write_tensorboard(workdir, split, step, report, written, values):
@@ -269,3 +265,72 @@ def _write_tensorboard(workdir, split, step, report, written, values):
   writer.close()
   logging.info('Evaluation report of %s written: %s', split,
                ', '.join(os.path.basename(v) for v in written.values()))
+
+
+# ----------------------------------------------------------------------------
+# Training's insights: class distribution and overfitting
+
+CLASS_DISTRIBUTION = 'class_distribution'
+
+
+def overfitting_epoch(records: list[dict]):
+  """The first epoch after the validation-loss minimum that has a higher
+  validation loss and a lower training loss than that minimum's epoch; None
+  when there is no such epoch (no overfitting seen yet).
+
+  `records` are metrics.jsonl lines (epoch, train_loss, validation_loss).
+  """
+  if len(records) < 2:
+    return None
+  val = np.array([r['validation_loss'] for r in records], np.float64)
+  train = np.array([r['train_loss'] for r in records], np.float64)
+  best = int(np.argmin(val))
+  for i in range(best + 1, len(records)):
+    if val[i] > val[best] and train[i] < train[best]:
+      return int(records[i]['epoch'])
+  return None
+
+
+def log_overfitting(records: list[dict]):
+  """Logs the overfitting epoch (if any) and returns it."""
+  epoch = overfitting_epoch(records)
+  if epoch is not None:
+    by_epoch = {r['epoch']: r for r in records}
+    best = min(records, key=lambda r: r['validation_loss'])
+    logging.info(
+        'Overfitting starts at epoch %d: validation loss %.4f, up from its '
+        'minimum %.4f at epoch %d, while training loss fell to %.4f (from '
+        '%.4f). The best checkpoint by validation accuracy is kept '
+        '(--mode=eval --step=best).', epoch, by_epoch[epoch]['validation_loss'],
+        best['validation_loss'], best['epoch'], by_epoch[epoch]['train_loss'],
+        best['train_loss'])
+  elif len(records) >= 2:
+    logging.info('No overfitting seen: validation loss has not turned up '
+                 'while training loss fell.')
+  return epoch
+
+
+def write_class_distribution(pipeline, config, workdir: str) -> dict:
+  """class_distribution.png and .json for the training and validation splits.
+
+  Logs a warning (imbalance.describe) when the training split's largest class
+  has more than config.imbalance_warning_ratio times the smallest's examples.
+  Returns the JSON's content and, not written, the chart's layout.
+  """
+  class_names = list(pipeline.source.info.class_names)
+  counts = {split: pipeline.class_counts(split)
+            for split in ('train', 'validation')}
+  summary = imbalance.describe(counts['train'], class_names, config)
+  path = os.path.join(workdir, CLASS_DISTRIBUTION + '.png')
+  ratio = summary['imbalance_ratio']
+  layout = plots.plot_class_distribution(
+      class_names, counts, path,
+      title=('examples per class (train imbalance ratio '
+             f'{ratio:.1f})' if ratio is not None else
+             'examples per class (a class has no training examples)'))
+  result = {'class_names': class_names,
+            **{split: [int(c) for c in v] for split, v in counts.items()},
+            **summary}
+  with open(os.path.join(workdir, CLASS_DISTRIBUTION + '.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  return {**result, 'layout': layout}

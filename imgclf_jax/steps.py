@@ -1,20 +1,16 @@
-"""Pure train and eval steps, and their pmapped forms.
+"""Pure train, eval and predict steps.
 
-Both run under `jax.pmap(axis_name='batch')` with the state broadcast
-(un-replicated, in_axes=None) and the batch split over devices; gradients and
-metric sums are reduced across devices, so the outputs are identical on every
-device and come back un-replicated (out_axes=None).
+Each runs on one device's share of a batch under `device_axis.pmap_step`
+(axis device_axis.AXIS): gradients and metric sums are reduced across
+devices, so a step's state and metrics are identical on every device.
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from imgclf_jax.device_axis import AXIS
 from imgclf_jax.metrics import Metrics
-
-AXIS = 'batch'
 
 
 def cross_entropy(logits, one_hot_labels, label_smoothing: float = 0.0):
@@ -32,24 +28,24 @@ def _metrics(per_example_loss, logits, labels, weights):
 
 
 def train_step(state, batch, rng, label_smoothing: float = 0.0,
-               slices: int = 1):
+               microbatches: int = 1):
   """One optimizer step on this device's share of `batch`.
 
   The dropout key is `rng` folded with the step number (`rng` itself is never
   used directly), and each example's mask is drawn from it and the example's
   position in the global batch (models.ExampleDropout): a fresh mask for
   every step and example, and the same masks however the batch is split over
-  devices and `slices`, so a seed trains the same on one device or several,
-  CPU (2 slices) or GPU (1).
+  devices and microbatches, so a seed trains the same on one device or
+  several, CPU (2 microbatches) or GPU (1).
 
   With a per-example `weight` in the batch (config.class_weights) the step
   minimises mean(weight * loss) over the batch; the metrics it returns stay
   the plain mean loss and accuracy, comparable with validation.
 
-  `slices` > 1 computes the gradient of the batch as the mean of the gradients
-  of that many equal slices, which is the same gradient; XLA:CPU runs the
-  independent slices on separate cores, where one whole-batch computation
-  keeps about one core busy.
+  `microbatches` > 1 computes the gradient of the batch as the mean of the
+  gradients of that many equal microbatches, which is the same gradient;
+  XLA:CPU runs the independent microbatches on separate cores, where one
+  whole-batch computation keeps about one core busy.
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   per_device = batch['label'].shape[0]
@@ -66,31 +62,22 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
     return loss.mean(), (loss, logits)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
-  if slices == 1:
+  if microbatches == 1:
     grads, (loss, logits) = grad_fn(state.params, batch)
   else:
-    split = jax.tree.map(lambda x: jnp.split(x, slices), batch)
+    split = jax.tree.map(lambda x: jnp.split(x, microbatches), batch)
     parts = [jax.tree.map(lambda pieces, i=i: pieces[i], split,
                           is_leaf=lambda x: isinstance(x, list))
-             for i in range(slices)]
+             for i in range(microbatches)]
     results = [grad_fn(state.params, part) for part in parts]
-    grads = jax.tree.map(lambda *g: sum(g) / slices, *[r[0] for r in results])
+    grads = jax.tree.map(lambda *g: sum(g) / microbatches,
+                         *[r[0] for r in results])
     loss = jnp.concatenate([r[1][0] for r in results])
     logits = jnp.concatenate([r[1][1] for r in results])
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads)
   return new_state, _metrics(loss, logits, batch['label'],
                              jnp.ones_like(loss))
-
-
-def step_slices(config, num_devices: int) -> int:
-  """config.train_step_slices, with 0 = automatic: 2 on CPU when it divides
-  the per-device batch, else 1. (config_checks.validate rejects an explicit
-  value that does not divide it.)"""
-  if config.train_step_slices:
-    return int(config.train_step_slices)
-  per_device = config.batch_size // num_devices
-  return 2 if jax.default_backend() == 'cpu' and per_device % 2 == 0 else 1
 
 
 def eval_step(state, batch):
@@ -123,36 +110,3 @@ def eval_outputs_step(state, batch):
              'label': jnp.argmax(batch['label'], -1),
              'mask': batch['mask']}
   return _metrics(loss, logits, batch['label'], batch['mask']), outputs
-
-
-def pmap_train_step(label_smoothing: float = 0.0, devices=None,
-                    slices: int = 1):
-  """train_step over `devices` (default: all local devices)."""
-  return jax.pmap(
-      functools.partial(train_step, label_smoothing=label_smoothing,
-                        slices=slices),
-      axis_name=AXIS, in_axes=(None, 0, None), out_axes=None, devices=devices)
-
-
-def trainer_train_step(config, devices=None):
-  """The pmapped train step the trainer runs for `config`."""
-  num_devices = len(devices) if devices else jax.local_device_count()
-  return pmap_train_step(config.label_smoothing, devices,
-                         step_slices(config, num_devices))
-
-
-def pmap_eval_step(devices=None):
-  return jax.pmap(eval_step, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
-                  devices=devices)
-
-
-def pmap_predict_step(devices=None):
-  """predict_step; probabilities come back per device, [D, B/D, K]."""
-  return jax.pmap(predict_step, axis_name=AXIS, in_axes=(None, 0), out_axes=0,
-                  devices=devices)
-
-
-def pmap_eval_outputs_step(devices=None):
-  """eval_outputs_step: metrics reduced (un-replicated), outputs per device."""
-  return jax.pmap(eval_outputs_step, axis_name=AXIS, in_axes=(None, 0),
-                  out_axes=(None, 0), devices=devices)

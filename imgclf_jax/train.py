@@ -1,27 +1,29 @@
 """train_and_evaluate: the training loop, from config to checkpoints."""
 
+import functools
 import os
 import time
 
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
-from flax import jax_utils
 import jax
 
 from imgclf_jax import checkpoints
-from imgclf_jax import config_checks
+from imgclf_jax import config_keys
+from imgclf_jax import configuration
 from imgclf_jax import datasets
+from imgclf_jax import device_axis
 from imgclf_jax import device_data
-from imgclf_jax import evaluate
+from imgclf_jax import eval_loop
 from imgclf_jax import imbalance
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import plots
+from imgclf_jax import report
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
-from imgclf_jax import training_insights
 from imgclf_jax.errors import UserError
 
 
@@ -36,10 +38,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `<workdir>/metrics.jsonl`).
   """
   workdir = os.path.abspath(workdir)
-  num_devices = jax.local_device_count()
-  config_checks.validate(config, num_devices)
-  config = config.copy_and_resolve_references()
-  config.dataset = datasets.canonical_dataset(config.dataset)
+  devices = jax.local_devices()
+  num_devices = len(devices)
+  config = configuration.for_training(config, num_devices)
   source = datasets.make_source(config)
   info = source.info
   imbalance.parse_class_weights(config.class_weights, info.class_names)
@@ -53,13 +54,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpoints.check_config(metadata['config'], config, store.directory)
     checkpoints.check_class_names(info.class_names, metadata['class_names'],
                                   store.directory)
-    checkpoints.check_split_sizes(metadata.get('split_sizes'), split_sizes,
+    checkpoints.check_split_sizes(metadata['split_sizes'], split_sizes,
                                   store.directory)
     normalization = metadata['normalization']
   os.makedirs(workdir, exist_ok=True)
 
-  pipeline = input_pipeline.InputPipeline(source, config, num_devices,
-                                          normalization)
+  pipeline = input_pipeline.InputPipeline(source, config, normalization)
   steps_per_epoch = pipeline.steps_per_epoch
   num_steps = int(config.num_epochs) * steps_per_epoch
   model = models.create_model(config, info.num_classes)
@@ -80,7 +80,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Dataset %s: %d classes, %s examples; %d devices, %d steps '
                'per epoch.', info.name, info.num_classes, info.num_examples,
                num_devices, steps_per_epoch)
-  training_insights.write_class_distribution(pipeline, config, workdir)
+  report.write_class_distribution(pipeline, config, workdir)
   weights = pipeline.loss_weights()
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
@@ -88,22 +88,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   if start_epoch == 0:
-    writer.write_hparams(checkpoints.config_to_dict(config))
+    writer.write_hparams(config_keys.to_dict(config))
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
   epoch_log = metrics_lib.EpochLog(workdir)
   if config.data_on_device:
-    resident = device_data.DeviceData(pipeline, config)
-    p_train_step, train_batches = resident.train_step, resident.train_batches
+    resident = device_data.DeviceData(pipeline, config, devices)
+    p_train_step, epoch_batches = resident.train_step, resident.train_batches
   else:
-    p_train_step = steps.trainer_train_step(config)
-    train_batches = lambda epoch: jax_utils.prefetch_to_device(
-        pipeline.train_batches(epoch), 2)
-  p_eval_step = steps.pmap_eval_step()
+    p_train_step = device_axis.pmap_step(
+        functools.partial(steps.train_step,
+                          label_smoothing=config.label_smoothing,
+                          microbatches=config.microbatches),
+        in_axes=(None, 0, None), devices=devices)
+    epoch_batches = pipeline.train_batches
   schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
 
   def metadata(epoch, record):
-    return {'config': checkpoints.config_to_dict(config),
+    return {'config': config_keys.to_dict(config),
             'class_names': list(info.class_names),
             'normalization': pipeline.normalization,
             'image_shape': list(pipeline.image_shape),
@@ -115,7 +117,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for epoch in range(start_epoch, int(config.num_epochs)):
       epoch_start = time.time()
       train_metrics = metrics_lib.Accumulator()
-      for batch in train_batches(epoch):
+      for batch in device_axis.to_devices(epoch_batches(epoch), devices):
         state, step_metrics = p_train_step(state, batch, dropout_rng)
         train_metrics.add(step_metrics)
         step += 1
@@ -127,8 +129,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
       _check_finite(train_values, epoch, store)
       train_seconds = time.time() - epoch_start
-      val_values = metrics_lib.to_floats(evaluate.evaluate_split(
-          p_eval_step, state, pipeline, 'validation'), 'validation_')
+      val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
+          state, pipeline.eval_batches('validation'), devices), 'validation_')
       record = {'epoch': epoch + 1, 'step': step, **train_values, **val_values,
                 'learning_rate': float(schedule(step - 1)),
                 'train_seconds': round(train_seconds, 2),
@@ -150,7 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   records = epoch_log.read()
   if records:
     plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
-                      overfit_epoch=training_insights.log_overfitting(records))
+                      overfit_epoch=report.log_overfitting(records))
   return record or (records[-1] if records else {})
 
 

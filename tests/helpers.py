@@ -1,11 +1,14 @@
 """Small real inputs for tests: generated image folders and configs."""
 
+import functools
 import os
 
 import numpy as np
 from PIL import Image
 
-from configs import default
+from imgclf_jax import config_keys
+from imgclf_jax import device_axis
+from imgclf_jax import steps
 
 # A distinct mean colour per class, so a few epochs learn something.
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
@@ -29,7 +32,7 @@ def make_image_folder(root, per_class=(12, 12, 12), splits=('train',),
 
 def small_config(dataset, **overrides):
   """The default config, shrunk to run in seconds on a CPU."""
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = dataset
   config.image_size = 16
   config.batch_size = 8
@@ -40,3 +43,15 @@ def small_config(dataset, **overrides):
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def p_train_step(devices=None, label_smoothing=0.0, microbatches=1):
+  """steps.train_step pmapped as the trainer does (state and rng broadcast)."""
+  return device_axis.pmap_step(
+      functools.partial(steps.train_step, label_smoothing=label_smoothing,
+                        microbatches=microbatches),
+      in_axes=(None, 0, None), devices=devices)
+
+
+def p_eval_step(devices=None):
+  return device_axis.pmap_step(steps.eval_step, devices=devices)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from imgclf_jax import augment
+from imgclf_jax import augment_math
 from imgclf_jax.errors import UserError
 from tests import helpers
 
@@ -12,7 +13,9 @@ SEED = tf.constant([1, 2], tf.int64)
 
 
 def _config(names, **sizes):
-  return helpers.small_config('cifar10', augment=names, **sizes)
+  """The AugmentSpec of the default config with augment=names and `sizes`."""
+  return augment_math.AugmentSpec.from_config(
+      helpers.small_config('cifar10', augment=names, **sizes))
 
 
 def _dot_image(x, y, size=21):
@@ -27,10 +30,21 @@ def _brightest(image):
 
 
 def test_parse_augment_rejects_unknown_names():
-  assert augment.parse_augment(' flip, shift ') == ('flip', 'shift')
-  assert augment.parse_augment('') == ()
+  assert augment_math.parse_augment(' flip, shift ') == ('flip', 'shift')
+  assert augment_math.parse_augment('') == ()
   with pytest.raises(UserError, match=r"unknown augmentation.*'blur'"):
-    augment.parse_augment('flip,blur')
+    augment_math.parse_augment('flip,blur')
+
+
+def test_spec_from_config_and_scaled():
+  spec = _config('flip,zoom', rotation_degrees=10.0, zoom_range=0.1,
+                 shift_fraction=0.2, brightness_delta=0.3)
+  assert spec.names == ('flip', 'zoom') and spec
+  assert not _config('')
+  double = spec.scaled(2.0)
+  assert double.names == spec.names
+  assert (double.rotation_degrees, double.zoom_range, double.shift_fraction,
+          double.brightness_delta) == pytest.approx((20.0, 0.2, 0.4, 0.6))
 
 
 def test_flip_is_a_mirror_image():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgclf_jax import augment
 from imgclf_jax import augment_math
+from imgclf_jax import configuration
 from imgclf_jax import datasets
 from imgclf_jax import device_data
 from imgclf_jax import evaluate
@@ -41,21 +41,22 @@ def _fixed_uniform(framework):
 @pytest.mark.parametrize('names', [ALL, ('flip',), ('rotate', 'brightness')])
 def test_jax_and_tf_run_the_same_augmentation(names):
   images = np.random.default_rng(0).random((16, 12, 12, 3)).astype(np.float32)
-  config = helpers.small_config('x', rotation_degrees=40.0, zoom_range=0.3,
-                                shift_fraction=0.3, brightness_delta=0.2)
+  spec = augment_math.AugmentSpec(names, rotation_degrees=40.0,
+                                  zoom_range=0.3, shift_fraction=0.3,
+                                  brightness_delta=0.2)
   in_tf = augment_math.augment(augment_math.tf_ops(), tf.constant(images),
-                               _fixed_uniform('tf'), config, names).numpy()
+                               _fixed_uniform('tf'), spec).numpy()
   in_jax = jax.jit(lambda x: augment_math.augment(
-      augment_math.jax_ops(), x, _fixed_uniform('jax'), config, names))(
-          images)
+      augment_math.jax_ops(), x, _fixed_uniform('jax'), spec))(images)
   np.testing.assert_allclose(np.asarray(in_jax), in_tf, atol=2e-5)
   assert not np.allclose(in_tf, images, atol=1e-3)  # it did something
 
 
-def _pipeline(folder, **overrides):
-  config = helpers.small_config(f'folder:{folder}', **overrides)
-  return config, input_pipeline.InputPipeline(
-      datasets.make_source(config), config, jax.local_device_count())
+def _pipeline(folder, num_devices=4, **overrides):
+  config = configuration.for_training(
+      helpers.small_config(f'folder:{folder}', **overrides), num_devices)
+  return config, input_pipeline.InputPipeline(datasets.make_source(config),
+                                              config)
 
 
 @pytest.fixture(scope='module')
@@ -70,14 +71,13 @@ def test_unaugmented_batch_matches_the_tf_data_batch(folder):
   assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
   indices = np.array([5, 0, 7, 3], np.int32)
   batch = device_data.make_batch(
-      images, labels, indices, jax.random.key(0), config, (),
+      images, labels, indices, jax.random.key(0), pipeline.augment_spec,
       pipeline.normalization, 3, jnp.asarray([1.0, 2.0, 3.0]))
   expected = pipeline._eval_transform(images[indices], labels[indices])  # pylint: disable=protected-access
-  np.testing.assert_allclose(
-      np.asarray(batch['image']),
-      expected['image'].numpy().reshape(4, 16, 16, 3), atol=1e-5)
-  np.testing.assert_array_equal(
-      np.asarray(batch['label']), expected['label'].numpy().reshape(4, 3))
+  np.testing.assert_allclose(np.asarray(batch['image']),
+                             expected['image'].numpy(), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(batch['label']),
+                                expected['label'].numpy())
   np.testing.assert_array_equal(np.asarray(batch['weight']),
                                 labels[indices] + 1.0)
 
@@ -86,9 +86,7 @@ def test_epoch_indices_are_a_seeded_permutation(folder):
   config, pipeline = _pipeline(folder)
   resident = device_data.DeviceData(pipeline, config)
   epoch = np.stack(list(resident.train_batches(0)))
-  devices = jax.local_device_count()
-  assert epoch.shape == (pipeline.steps_per_epoch, devices,
-                         config.batch_size // devices)
+  assert epoch.shape == (pipeline.steps_per_epoch, config.batch_size)
   flat = epoch.ravel()
   assert len(set(flat.tolist())) == len(flat)  # no example twice
   assert flat.max() < resident.num_examples
@@ -100,12 +98,10 @@ def test_epoch_indices_are_a_seeded_permutation(folder):
 def test_a_step_trains_the_same_on_one_device_or_four(folder):
   # Augmentation keys per example index and dropout masks per batch
   # position: the same update however the batch is split over devices.
-  config = helpers.small_config(f'folder:{folder}', data_on_device=True)
   indices = np.array([3, 17, 0, 25, 8, 31, 12, 5], np.int32)
   params = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
-    pipeline = input_pipeline.InputPipeline(
-        datasets.make_source(config), config, len(devices))
+    config, pipeline = _pipeline(folder, len(devices), data_on_device=True)
     resident = device_data.DeviceData(pipeline, config, devices)
     state = train_state_lib.create_train_state(
         jax.random.key(0), models.create_model(config, 3),
@@ -118,12 +114,13 @@ def test_a_step_trains_the_same_on_one_device_or_four(folder):
   # ... with the augmentation on (config.augment's default): the batch the
   # step trained on is not the unaugmented one.
   images, labels = pipeline.arrays('train')
-  args = (images, labels, indices, jax.random.key(2), config)
-  names = augment.parse_augment(config.augment)
-  plain = device_data.make_batch(*args, (), pipeline.normalization, 3)
-  augmented = device_data.make_batch(*args, names, pipeline.normalization, 3)
-  assert names and not np.allclose(plain['image'], augmented['image'],
-                                   atol=1e-3)
+  args = (images, labels, indices, jax.random.key(2))
+  spec = pipeline.augment_spec
+  plain = device_data.make_batch(*args, augment_math.AugmentSpec(),
+                                 pipeline.normalization, 3)
+  augmented = device_data.make_batch(*args, spec, pipeline.normalization, 3)
+  assert spec and not np.allclose(plain['image'], augmented['image'],
+                                  atol=1e-3)
 
 
 def test_training_with_data_on_device_learns_and_evaluates(folder, tmp_path):

@@ -7,7 +7,8 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from imgclf_jax import config_checks
+from imgclf_jax import checkpoints
+from imgclf_jax import configuration
 from imgclf_jax import evaluate
 from imgclf_jax import train
 from imgclf_jax.errors import UserError
@@ -50,8 +51,8 @@ def _snapshot(workdir):
     ({'batch_size': 6}, r'batch_size=6 does not divide by the 4 local devices'),
     ({'normalization': 'zscore'}, r'--config.normalization'),
     # batch 8 over 4 devices: 2 per device.
-    ({'train_step_slices': 4},
-     r'--config.train_step_slices=4 does not divide the per-device batch '
+    ({'microbatches': 4},
+     r'--config.microbatches=4 does not divide the per-device batch '
      r'\(8 over 4 devices = 2\)'),
     # (ConfigDict refuses a string for a bool key itself; None gets through.)
     ({'half_precision': None}, r'--config.half_precision=None.*True or False'),
@@ -67,13 +68,13 @@ def test_training_batch_is_not_checked_for_evaluation(folder):
   # A checkpoint trained with batch 6 on another machine evaluates here on 4
   # devices; its eval_batch_size must still divide by them.
   config = helpers.small_config(f'folder:{folder}', batch_size=6,
-                                train_step_slices=4)
-  config_checks.validate(config, 4, training=False)
+                                microbatches=4)
+  configuration.validate(config, 4, training=False)
   with pytest.raises(UserError, match=r'batch_size=6 does not divide'):
-    config_checks.validate(config, 4)
+    configuration.validate(config, 4)
   config.eval_batch_size = 6
   with pytest.raises(UserError, match=r'eval_batch_size=6 does not divide'):
-    config_checks.validate(config, 4, training=False)
+    configuration.validate(config, 4, training=False)
 
 
 def test_unknown_tfds_name(tmp_path):
@@ -210,22 +211,43 @@ def test_damaged_checkpoints_are_named_and_kept(trained, folder):
   assert _snapshot(workdir) == before
 
 
-def test_checkpoint_of_an_older_version_and_another_machine(trained, folder):
-  # Metadata without split_sizes (older checkpoints), and an eval batch of 6
-  # (trained on a machine with 2 or 3 devices; this one has 4).
-  config, workdir = trained
-  path = os.path.join(workdir, 'checkpoints', '2', 'metadata', 'metadata')
+def _edit_metadata(workdir, step, edit):
+  path = os.path.join(workdir, 'checkpoints', str(step), 'metadata',
+                      'metadata')
   with open(path) as f:
     metadata = json.load(f)
-  del metadata['split_sizes']
-  metadata['config']['eval_batch_size'] = 6
+  edit(metadata)
   with open(path, 'w') as f:
     json.dump(metadata, f)
+  return metadata
+
+
+def test_checkpoint_from_a_machine_with_another_device_count(trained, folder):
+  # An eval batch of 6: trained on a machine with 2 or 3 devices; this one
+  # has 4. Eval rounds it to 4; training resumes (its batch of 8 divides).
+  _, workdir = trained
+  metadata = _edit_metadata(
+      workdir, 2, lambda m: m['config'].update(eval_batch_size=6))
   result = evaluate.evaluate_checkpoint(None, workdir)
   assert result['accuracy'] == metadata['metrics']['validation_accuracy']
   record = _train(helpers.small_config(f'folder:{folder}', num_epochs=2),
                   workdir)
   assert record['epoch'] == 2
+
+
+@pytest.mark.parametrize('version', [None, checkpoints.FORMAT_VERSION + 1])
+def test_checkpoint_of_another_format_version_is_refused(trained, folder,
+                                                         version):
+  _, workdir = trained
+  _edit_metadata(workdir, 2, lambda m: m.update(format_version=version))
+  before = _snapshot(workdir)
+  message = (rf'checkpoint 2 .* has format version {version or "none"}; this '
+             rf'imgclf_jax reads version {checkpoints.FORMAT_VERSION}')
+  with pytest.raises(UserError, match=message):
+    evaluate.evaluate_checkpoint(None, workdir)
+  with pytest.raises(UserError, match=message):
+    _train(helpers.small_config(f'folder:{folder}', num_epochs=2), workdir)
+  assert _snapshot(workdir) == before
 
 
 def test_eval_on_a_dataset_with_other_classes(trained, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from imgclf_jax import models
+from tests import helpers
 from imgclf_jax.fast_conv import FastConv
 from imgclf_jax.fast_conv import max_pool_2x2
 
@@ -78,8 +79,10 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
 def test_cnn_matches_the_same_cnn_built_from_nn_conv():
   x = jax.random.uniform(jax.random.key(0), (6, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(6), 10)
-  ours = models.CNN(num_classes=10, dropout_rate=0.0)
-  plain = models.PlainCNN(num_classes=10, dropout_rate=0.0)
+  config = helpers.small_config('cifar10', dropout_rate=0.0)
+  ours = models.create_model(config, 10)
+  config.model = 'cnn_plain'
+  plain = models.create_model(config, 10)
   params = ours.init(jax.random.key(1), x, train=False)['params']
   ref_params = plain.init(jax.random.key(1), x, train=False)['params']
   assert jax.tree.structure(params) == jax.tree.structure(ref_params)

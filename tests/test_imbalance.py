@@ -16,7 +16,6 @@ import tensorflow_datasets as tfds
 from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import input_pipeline
-from imgclf_jax import steps
 from imgclf_jax import train
 from imgclf_jax import train_state as train_state_lib
 from imgclf_jax.errors import UserError
@@ -36,7 +35,7 @@ def folder(tmp_path_factory):
 def _pipeline(folder, **overrides):
   config = helpers.small_config(f'folder:{folder}', augment='', image_size=8,
                                 **overrides)
-  return input_pipeline.InputPipeline(datasets.make_source(config), config, 2)
+  return input_pipeline.InputPipeline(datasets.make_source(config), config)
 
 
 def _labels(batches):
@@ -95,8 +94,7 @@ def test_oversampling_repeats_minority_images_rather_than_copying(folder,
   plain_images = np.concatenate([b['image'].reshape(-1, 8, 8, 3)
                                  for b in plain.eval_batches('train')])
   plain_labels = np.concatenate(
-      [b['label'].reshape(-1, 3).argmax(-1) + 3 * (b['mask'].ravel() == 0)
-       for b in plain.eval_batches('train')])
+      [b['label'].argmax(-1) for b in plain.eval_batches('train')])
   originals = {m.tobytes() for m in plain_images[plain_labels == MINORITY]}
   assert len(originals) == 7
   # ~24 draws, each one of the 7 real images: repeated, none made up.
@@ -161,7 +159,7 @@ def test_a_loss_weight_scales_its_examples_gradient():
                       train=False)['params']
   state = train_state_lib.TrainState.create(apply_fn=model.apply,
                                             params=params, tx=optax.sgd(1.0))
-  step = steps.pmap_train_step(devices=jax.devices()[:1])
+  step = helpers.p_train_step(devices=jax.devices()[:1])
 
   def update(batch):
     new, metrics = step(state, jax.tree.map(lambda x: x[None], batch),
@@ -202,10 +200,11 @@ def test_minority_augment_changes_only_minority_images(folder):
   changed = np.abs(a - b).reshape(len(a), -1).max(axis=1) > 1e-6
   assert (labels == MINORITY).any()
   np.testing.assert_array_equal(changed, labels == MINORITY)
-  strong_config = imbalance.strong_augment_config(helpers.small_config(
+  strong = imbalance.minority_spec(helpers.small_config(
       'x', minority_augment='shift', minority_augment_scale=3.0))
-  assert strong_config.shift_fraction == pytest.approx(0.3)
-  assert strong_config.rotation_degrees == pytest.approx(45.0)
+  assert strong.names == ('shift',)
+  assert strong.shift_fraction == pytest.approx(0.3)
+  assert strong.rotation_degrees == pytest.approx(45.0)
 
 
 @pytest.mark.parametrize('overrides, message', [

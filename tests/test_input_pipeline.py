@@ -9,9 +9,8 @@ from imgclf_jax.errors import UserError
 from tests import helpers
 
 
-def _pipeline(config, devices=2):
-  return input_pipeline.InputPipeline(datasets.make_source(config), config,
-                                      devices)
+def _pipeline(config):
+  return input_pipeline.InputPipeline(datasets.make_source(config), config)
 
 
 def test_folder_source_classes_splits_and_stratified_validation(tmp_path):
@@ -44,9 +43,9 @@ def test_any_size_grayscale_rgba_decode_to_rgb_at_image_size(tmp_path):
   config = helpers.small_config(f'folder:{root}', augment='', image_size=16)
   pipeline = _pipeline(config)
   batch = next(pipeline.train_batches(0))
-  assert batch['image'].shape == (2, 4, 16, 16, 3)
+  assert batch['image'].shape == (8, 16, 16, 3)
   assert batch['image'].dtype == np.float32
-  assert batch['label'].shape == (2, 4, 2)
+  assert batch['label'].shape == (8, 2)
   assert set(batch['label'].sum(-1).ravel()) == {1.0}  # one-hot
 
 
@@ -69,7 +68,7 @@ def test_unit_normalization_is_pixels_over_255(tmp_path):
                                 normalization='unit', image_size=24)
   pipeline = _pipeline(config)
   assert pipeline.normalization == {'mean': [0.0] * 3, 'std': [1.0] * 3}
-  image = next(pipeline.eval_batches('validation'))['image'][0, 0]
+  image = next(pipeline.eval_batches('validation'))['image'][0]
   path = pipeline.source._scan('validation')[0][0]
   from PIL import Image  # pylint: disable=g-import-not-at-top
   expected = np.asarray(Image.open(path).resize((24, 24), Image.BILINEAR))
@@ -77,18 +76,18 @@ def test_unit_normalization_is_pixels_over_255(tmp_path):
   np.testing.assert_allclose(image * 255, expected, atol=40)
 
 
-def test_eval_sees_every_example_once_with_padding_masked(tmp_path):
+def test_eval_sees_every_example_once(tmp_path):
   root = helpers.make_image_folder(tmp_path, per_class=(9, 8),
                                    splits=('train', 'test'))
   config = helpers.small_config(f'folder:{root}', eval_batch_size=8)
   pipeline = _pipeline(config)
   batches = list(pipeline.eval_batches('test'))
-  assert len(batches) == 3  # 17 examples -> 8 + 8 + 1 (and 7 padding)
-  masks = np.concatenate([b['mask'].ravel() for b in batches])
-  labels = np.concatenate([b['label'].reshape(-1, 2) for b in batches])
-  assert masks.sum() == 17 and masks[:17].all() and not masks[17:].any()
-  assert labels[masks == 1].sum(0).tolist() == [9, 8]
-  assert not labels[masks == 0].any()
+  # 17 examples -> 8 + 8 + 1, in the split's order (padding the last one is
+  # device_axis.pad_batches' job).
+  assert [len(b['label']) for b in batches] == [8, 8, 1]
+  labels = np.concatenate([b['label'] for b in batches]).argmax(-1)
+  np.testing.assert_array_equal(labels, pipeline.labels('test'))
+  assert np.bincount(labels).tolist() == [9, 8]
 
 
 def test_training_batches_are_fixed_by_seed_and_epoch(tmp_path):
@@ -117,10 +116,10 @@ def test_tfds_source_holds_out_validation_from_train():
     assert source.info.class_names == tuple(str(i) for i in range(10))
     assert source._resolve('train') == 'train[:36]'
     assert source._resolve('validation') == 'train[36:]'
-    pipeline = input_pipeline.InputPipeline(source, config, 2)
+    pipeline = input_pipeline.InputPipeline(source, config)
     batch = next(pipeline.train_batches(0))
-  assert batch['image'].shape == (2, 4, 16, 16, 1)
-  assert batch['label'].shape == (2, 4, 10)
+  assert batch['image'].shape == (8, 16, 16, 1)
+  assert batch['label'].shape == (8, 10)
 
 
 def test_tfds_sliced_train_split_needs_its_validation_split():
@@ -156,7 +155,7 @@ def test_compiled_train_transform_equals_the_ops_run_one_by_one(tmp_path):
   eager = transform.python_function(np.int64(5), images, labels, seed)
   assert set(compiled) == {'image', 'label', 'weight'}
   for key in compiled:
-    assert compiled[key].shape[:2] == (2, 4)  # split over 2 devices
+    assert compiled[key].shape[0] == 8  # a global batch
     np.testing.assert_allclose(compiled[key].numpy(), eager[key].numpy(),
                                atol=1e-5)
   np.testing.assert_array_equal(compiled['weight'].numpy().ravel(),

@@ -22,9 +22,8 @@ from imgclf_jax import evaluate
 from imgclf_jax import input_pipeline
 from imgclf_jax import plots
 from imgclf_jax import predict
-from imgclf_jax import report_plots
+from imgclf_jax import report
 from imgclf_jax import train
-from imgclf_jax import training_insights
 from imgclf_jax.errors import UserError
 from tests import helpers
 
@@ -109,9 +108,13 @@ def test_report_numbers_agree_with_each_other(run):
                for c, i, k in REPAINTED}
   predicted = {r['file']: r['predicted'] for r in rows}
   assert sum(predicted[f] == as_class for f, as_class in repainted.items()) >= 4
-  # The JSON on disk is the returned result.
+  # The JSON on disk is the returned result, less the pictures' layouts
+  # (for tests, not users).
   with open(os.path.join(workdir, 'eval_test_step12.json')) as f:
-    assert json.load(f) == json.loads(json.dumps(result))
+    written = json.load(f)
+  assert 'layout' not in written
+  assert written == json.loads(json.dumps(
+      {k: v for k, v in result.items() if k != 'layout'}))
 
 
 def test_eval_loss_and_accuracy_are_the_training_loops(run):
@@ -134,8 +137,8 @@ def test_predictions_grid_marks_exactly_the_wrong_ones(run):
   with Image.open(os.path.join(workdir, result['files']['grid'])) as png:
     assert png.size == (6 * 175 + 20, 255)
     image = np.asarray(png.convert('RGB'))
-  red, green = (_hex_rgb(report_plots.WRONG_COLOUR),
-                _hex_rgb(report_plots.RIGHT_COLOUR))
+  red, green = (_hex_rgb(plots.WRONG_COLOUR),
+                _hex_rgb(plots.RIGHT_COLOUR))
   for entry, (x0, y0, x1, y1) in zip(entries, tiles):
     row = rows[entry['index']]
     assert entry['correct'] == bool(int(row['correct']))
@@ -178,8 +181,8 @@ def test_galleries_of_confident_mistakes_and_unsure_right_answers(run):
   for e in mistakes + unsure:
     assert e['confidence'] == pytest.approx(confidence[e['index']], abs=1e-6)
   for name, entries, colour in (
-      ('confident_mistakes', mistakes, report_plots.WRONG_COLOUR),
-      ('unsure_correct', unsure, report_plots.RIGHT_COLOUR)):
+      ('confident_mistakes', mistakes, plots.WRONG_COLOUR),
+      ('unsure_correct', unsure, plots.RIGHT_COLOUR)):
     tiles = result['layout'][name]['tiles']
     assert len(tiles) == len(entries) > 0
     with Image.open(os.path.join(workdir, result['files'][name])) as png:
@@ -194,7 +197,7 @@ def test_confusion_matrix_png_shows_the_counts(run):
   _, workdir, _, result = run
   matrix = np.array(result['confusion_matrix'], float)
   normalized = matrix / matrix.sum(axis=1, keepdims=True)
-  cmap = matplotlib.colormaps[report_plots.CONFUSION_CMAP]
+  cmap = matplotlib.colormaps[plots.CONFUSION_CMAP]
   with Image.open(os.path.join(workdir, result['files']['confusion_matrix'])
                   ) as png:
     assert png.size == (1050, 660)
@@ -243,14 +246,23 @@ def test_report_goes_to_tensorboard(run):
 # Training insights
 
 
-def test_class_distribution_is_written_before_training(run):
+def test_class_distribution_is_written_before_training(run, tmp_path):
   _, workdir, _, _ = run
   with open(os.path.join(workdir, 'class_distribution.json')) as f:
     dist = json.load(f)
-  assert dist['class_names'] == CLASSES
+  assert dist['class_names'] == CLASSES and 'layout' not in dist
   assert dist['train'] == [11, 11, 11] and dist['validation'] == [1, 1, 1]
   assert dist['imbalance_ratio'] == 1.0 and not dist['warning']
-  _check_bars(os.path.join(workdir, 'class_distribution.png'), dist)
+  # The chart is the one plots.py draws for these counts (whose layout says
+  # where its bars are).
+  again = str(tmp_path / 'again.png')
+  layout = plots.plot_class_distribution(
+      CLASSES, {'train': dist['train'], 'validation': dist['validation']},
+      again, title='examples per class (train imbalance ratio 1.0)')
+  with Image.open(again) as a, Image.open(
+      os.path.join(workdir, 'class_distribution.png')) as b:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _check_bars(again, {**dist, 'layout': layout})
 
 
 def _check_bars(path, dist):
@@ -258,7 +270,7 @@ def _check_bars(path, dist):
     assert png.size == (600, 450)
     image = np.asarray(png.convert('RGB'))
   for s, split in enumerate(('train', 'validation')):
-    colour = _hex_rgb(report_plots.SPLIT_COLOURS[s])
+    colour = _hex_rgb(plots.SPLIT_COLOURS[s])
     boxes = dist['layout']['bars'][split]
     heights = np.array([y1 - y0 for _, y0, _, y1 in boxes])
     np.testing.assert_allclose(heights / heights.max(),
@@ -274,10 +286,9 @@ def test_imbalance_warning_and_chart(tmp_path, caplog):
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(40, 8, 40),
                                    size=(8, 8))
   config = helpers.small_config(f'folder:{root}')
-  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config,
-                                          4)
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
   with caplog.at_level('WARNING'):
-    dist = training_insights.write_class_distribution(pipeline, config,
+    dist = report.write_class_distribution(pipeline, config,
                                                       str(tmp_path))
   assert dist['train'] == [36, 7, 36] and dist['validation'] == [4, 1, 4]
   assert dist['imbalance_ratio'] == pytest.approx(36 / 7) and dist['warning']
@@ -294,14 +305,14 @@ def test_overfitting_epoch():
     return [{'epoch': i + 1, 'validation_loss': v, 'train_loss': t}
             for i, (v, t) in enumerate(zip(val, tr))]
   falling = [2.0, 1.5, 1.2, 1.0, 0.9, 0.8]
-  assert training_insights.overfitting_epoch(
+  assert report.overfitting_epoch(
       records([1.9, 1.4, 1.2, 1.25, 1.4, 1.6], falling)) == 4
   # Still improving, or both losses rising (not overfitting): none.
-  assert training_insights.overfitting_epoch(
+  assert report.overfitting_epoch(
       records([1.9, 1.5, 1.3, 1.2, 1.1, 1.0], falling)) is None
-  assert training_insights.overfitting_epoch(
+  assert report.overfitting_epoch(
       records([1.9, 1.4, 1.5, 1.6], [2.0, 1.5, 1.6, 1.7])) is None
-  assert training_insights.overfitting_epoch(records([1.0], [1.0])) is None
+  assert report.overfitting_epoch(records([1.0], [1.0])) is None
 
 
 def test_curves_mark_where_overfitting_starts(tmp_path):
@@ -309,7 +320,7 @@ def test_curves_mark_where_overfitting_starts(tmp_path):
            'train_accuracy': 0.1 * e, 'validation_accuracy': 0.3}
           for e, l in zip(range(1, 9), [1.9, 1.5, 1.3, 1.25, 1.3, 1.4, 1.5,
                                         1.7])]
-  epoch = training_insights.overfitting_epoch(recs)
+  epoch = report.overfitting_epoch(recs)
   assert epoch == 5
   layout = plots.plot_curves(recs, str(tmp_path / 'marked.png'), epoch)
   plots.plot_curves(recs, str(tmp_path / 'plain.png'))
@@ -338,7 +349,8 @@ def test_best_checkpoint_is_kept_besides_the_latest(tmp_path):
   store = checkpoints.CheckpointStore(str(tmp_path), max_to_keep=2)
   assert store.steps() == [2, 4, 5]
   assert store.best_step() == 2
-  assert store.restore_metadata('best') == (2, {'epoch': 2})
+  assert store.restore_metadata('best') == (
+      2, {'format_version': checkpoints.FORMAT_VERSION, 'epoch': 2})
   assert store.restore_metadata('latest')[0] == 5
   assert store.restore_metadata('4')[0] == 4
   with pytest.raises(UserError, match=r'--step=newest: use latest, best or a '
@@ -432,12 +444,3 @@ def test_predict_errors(run, tmp_path):
   with pytest.raises(UserError, match=r'no checkpoint in'):
     predict.predict_images(None, str(tmp_path / 'empty'),
                            str(tmp_path / 'bad.png'))
-
-
-def test_eval_of_a_checkpoint_from_before_the_report_keys():
-  saved = checkpoints.config_to_dict(helpers.small_config('cifar10'))
-  for key in ('top_k', 'report_images', 'class_weights', 'oversample'):
-    del saved[key]
-  merged = evaluate.eval_config(saved, None)
-  assert merged.top_k == 5 and merged.report_images == 24
-  assert merged.class_weights == 'none' and merged.oversample is False

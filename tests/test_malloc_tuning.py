@@ -3,9 +3,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE = ('import sys; sys.path.insert(0, %r); '
-        'from imgclf_jax import malloc_tuning; '
-        'print(malloc_tuning.tune_malloc())' % ROOT)
+CODE = ('import sys; sys.path.insert(0, %r); import main; '
+        'print(main.tune_malloc())' % ROOT)
 
 
 def _run(**env):

@@ -3,6 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from imgclf_jax import configuration
+from imgclf_jax import device_axis
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import steps
@@ -29,7 +31,7 @@ def _batch(n=16, seed=0):
 
 
 def _shard(batch, devices):
-  return jax.tree.map(lambda x: x.reshape(devices, -1, *x.shape[1:]), batch)
+  return device_axis.shard(batch, devices)
 
 
 def _params_close(a, b, **tol):
@@ -41,8 +43,8 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   # Adam's first step moves every weight by ~lr; 1e-3 overshoots on this
   # random batch, a smaller step does not.
   state, batch = _state(learning_rate=3e-4), _shard(_batch(), 1)
-  train = steps.pmap_train_step(devices=jax.devices()[:1])
-  evaluate = steps.pmap_eval_step(devices=jax.devices()[:1])
+  train = helpers.p_train_step(devices=jax.devices()[:1])
+  evaluate = helpers.p_eval_step(devices=jax.devices()[:1])
   before = evaluate(state, batch).compute()['loss']
   new_state, metrics = train(state, batch, jax.random.key(1))
   after = evaluate(new_state, batch).compute()['loss']
@@ -60,9 +62,9 @@ def test_four_devices_give_the_same_update_as_one(dropout_rate):
   assert jax.local_device_count() == 4, 'conftest sets 4 fake CPU devices'
   state, batch = _state(dropout_rate), _batch()
   rng = jax.random.key(1)
-  one, m1 = steps.pmap_train_step(devices=jax.devices()[:1])(
+  one, m1 = helpers.p_train_step(devices=jax.devices()[:1])(
       state, _shard(batch, 1), rng)
-  four, m4 = steps.pmap_train_step()(state, _shard(batch, 4), rng)
+  four, m4 = helpers.p_train_step()(state, _shard(batch, 4), rng)
   # (Adam's update is ~1e-3 per weight; float sums in another order move a
   # few near-zero gradients' updates by up to ~1e-5.)
   _params_close(one.params, four.params, rtol=1e-5, atol=1e-5)
@@ -71,7 +73,7 @@ def test_four_devices_give_the_same_update_as_one(dropout_rate):
   assert float(m4.loss.count) == 16
   # Dropout is really on: the same step without it ends elsewhere.
   if dropout_rate:
-    plain, _ = steps.pmap_train_step()(_state(0.0), _shard(batch, 4), rng)
+    plain, _ = helpers.p_train_step()(_state(0.0), _shard(batch, 4), rng)
     assert not np.allclose(plain.params['Dense_0']['kernel'],
                            four.params['Dense_0']['kernel'])
 
@@ -80,8 +82,8 @@ def test_dropout_masks_differ_per_step_and_per_example():
   state = _state(dropout_rate=0.5)
   rng = jax.random.key(1)
   shard = _batch(n=4)
-  train1 = steps.pmap_train_step(devices=jax.devices()[:1])
-  train4 = steps.pmap_train_step()
+  train1 = helpers.p_train_step(devices=jax.devices()[:1])
+  train4 = helpers.p_train_step()
   # Per step: the same state, batch and rng at another step number.
   a, _ = train1(state, _shard(shard, 1), rng)
   b, _ = train1(state.replace(step=state.step + 1), _shard(shard, 1), rng)
@@ -101,7 +103,7 @@ def test_eval_step_ignores_padding():
   batch = _batch(8)
   padded = jax.tree.map(lambda x: np.concatenate([x, np.zeros_like(x)]), batch)
   padded['image'][8:] = 100.0  # garbage that would change the loss
-  evaluate = steps.pmap_eval_step()
+  evaluate = helpers.p_eval_step()
   m_plain = evaluate(state, _shard(batch, 4)).compute()
   m_padded = evaluate(state, _shard(padded, 4)).compute()
   np.testing.assert_allclose(m_plain['loss'], m_padded['loss'], rtol=1e-6)
@@ -117,28 +119,30 @@ def test_label_smoothing_changes_the_loss():
 
 
 @pytest.mark.parametrize('dropout_rate', [0.0, 0.5])
-def test_sliced_step_gives_the_same_update(dropout_rate):
+def test_microbatched_step_gives_the_same_update(dropout_rate):
   state, batch = _state(dropout_rate), _batch(n=16)
   rng = jax.random.key(1)
   for extra in ({}, {'weight': np.linspace(0.5, 2.0, 16).astype(np.float32)}):
     b = dict(batch, **extra)
-    whole, m1 = steps.pmap_train_step()(state, _shard(b, 4), rng)
-    sliced, m2 = steps.pmap_train_step(slices=2)(state, _shard(b, 4), rng)
-    _params_close(whole.params, sliced.params, rtol=1e-5, atol=1e-5)
+    whole, m1 = helpers.p_train_step()(state, _shard(b, 4), rng)
+    split, m2 = helpers.p_train_step(microbatches=2)(state, _shard(b, 4),
+                                                    rng)
+    _params_close(whole.params, split.params, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m1.compute()['loss'], m2.compute()['loss'],
                                rtol=1e-6)
     assert float(m2.accuracy.count) == 16
 
 
-def test_step_slices_setting():
-  config = helpers.small_config('cifar10', batch_size=16)
+def test_microbatches_setting():
   assert jax.default_backend() == 'cpu'
-  assert steps.step_slices(config, num_devices=4) == 2  # automatic on CPU
-  config.train_step_slices = 4
-  assert steps.step_slices(config, num_devices=4) == 4
-  config.train_step_slices = 0
-  config.batch_size = 12  # 3 per device: automatic falls back to one slice
-  assert steps.step_slices(config, num_devices=4) == 1
+  config = helpers.small_config('cifar10', batch_size=16)
+  # Automatic on CPU: 2 when the per-device batch (16 / 4) divides by 2.
+  assert configuration.for_training(config, 4).microbatches == 2
+  config.microbatches = 4
+  assert configuration.for_training(config, 4).microbatches == 4
+  config.microbatches = 0
+  config.batch_size = 12  # 3 per device: automatic falls back to one
+  assert configuration.for_training(config, 4).microbatches == 1
 
 
 def test_accumulator_sums_every_step_including_the_newest():
@@ -161,7 +165,7 @@ def test_half_precision_step_keeps_parameters_and_optimizer_in_float32():
   model = models.create_model(config, NUM_CLASSES)
   state = train_state_lib.create_train_state(
       jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
-  new, metrics = steps.pmap_train_step()(state, _shard(_batch(), 4),
+  new, metrics = helpers.p_train_step()(state, _shard(_batch(), 4),
                                          jax.random.key(1))
   leaves = jax.tree.leaves((new.params, new.opt_state))
   floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]

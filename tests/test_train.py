@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from imgclf_jax import checkpoints
+from imgclf_jax import config_keys
+from imgclf_jax import configuration
 from imgclf_jax import evaluate
 from imgclf_jax import train
 from tests import helpers
@@ -82,7 +84,10 @@ def test_checkpoint_holds_what_eval_needs(full_run):
   store.close()
   assert step == 12
   assert metadata['class_names'] == ['class_0', 'class_1', 'class_2']
-  assert metadata['config'] == checkpoints.config_to_dict(config)
+  assert metadata['format_version'] == checkpoints.FORMAT_VERSION
+  # The config as resolved for this machine's 4 devices.
+  assert metadata['config'] == config_keys.to_dict(
+      configuration.for_training(config, 4))
   assert metadata['image_shape'] == [16, 16, 3]
   assert len(metadata['normalization']['mean']) == 3
 

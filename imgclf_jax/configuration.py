@@ -1,10 +1,21 @@
-"""Validation of a ConfigDict before any work starts."""
+"""The one place where a config is checked and resolved, before any work.
 
+`for_training` and `for_inference` turn the command line's ConfigDict (and a
+checkpoint's saved one) into the resolved ConfigDict the rest of the program
+reads; `validate` raises a UserError naming the first invalid value.
+"""
+
+from absl import logging
+import jax
 import ml_collections
 
-from imgclf_jax import augment
+from imgclf_jax import augment_math
+from imgclf_jax import config_keys
+from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import models
+from imgclf_jax.config_keys import FLAGS
+from imgclf_jax.config_keys import MODEL
 from imgclf_jax.errors import UserError
 
 NORMALIZATIONS = ('standardize', 'unit')
@@ -32,9 +43,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   _require(int(c.num_epochs) == c.num_epochs and c.num_epochs > 0,
            'num_epochs', c.num_epochs, 'a whole number > 0')
   _require(c.batch_size > 0, 'batch_size', c.batch_size, '> 0')
-  _require(int(c.train_step_slices) == c.train_step_slices and
-           c.train_step_slices >= 0, 'train_step_slices',
-           c.train_step_slices, 'a whole number >= 0 (0: automatic)')
+  _require(int(c.microbatches) == c.microbatches and c.microbatches >= 0,
+           'microbatches', c.microbatches, 'a whole number >= 0 (0: automatic)')
   _require(c.eval_batch_size > 0, 'eval_batch_size', c.eval_batch_size, '> 0')
   _require(c.image_size >= 8, 'image_size', c.image_size, '>= 8')
   _require(0 <= c.dropout_rate < 1, 'dropout_rate', c.dropout_rate,
@@ -59,7 +69,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.normalization, f'one of {NORMALIZATIONS}')
   _require(c.lr_schedule in LR_SCHEDULES, 'lr_schedule', c.lr_schedule,
            f'one of {LR_SCHEDULES}')
-  augment.parse_augment(c.augment)  # raises on unknown names
+  # Raise on unknown augmentation names.
+  augment_math.AugmentSpec.from_config(c)
+  minority = augment_math.AugmentSpec.from_config(c, key='minority_augment')
   _require(c.rotation_degrees >= 0, 'rotation_degrees', c.rotation_degrees,
            '>= 0')
   _require(0 <= c.zoom_range < 1, 'zoom_range', c.zoom_range, 'in [0, 1)')
@@ -67,15 +79,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            'in [0, 1)')
   _require(0 <= c.brightness_delta <= 1, 'brightness_delta',
            c.brightness_delta, 'in [0, 1]')
-  _validate_imbalance(c)
+  _validate_imbalance(c, minority)
   _require(isinstance(c.half_precision, bool), 'half_precision',
            c.half_precision, 'True or False')
   _require(isinstance(c.data_on_device, bool), 'data_on_device',
            c.data_on_device, 'True or False')
   if c.data_on_device:
     for key, on in (('oversample', c.oversample),
-                    ('minority_augment', augment.parse_augment(
-                        c.minority_augment, key='minority_augment'))):
+                    ('minority_augment', minority)):
       if on:
         raise UserError(
             f'--config.{key}={c[key]!r} is a tf.data pipeline feature and '
@@ -93,15 +104,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           f'local devices: use a multiple of {num_devices}, e.g. '
           f'--config.{key}={max(num_devices, c[key] // num_devices * num_devices)}.')
   per_device = c.batch_size // num_devices
-  if training and c.train_step_slices and per_device % c.train_step_slices:
+  if training and c.microbatches and per_device % c.microbatches:
     raise UserError(
-        f'--config.train_step_slices={c.train_step_slices} does not divide '
+        f'--config.microbatches={c.microbatches} does not divide '
         f'the per-device batch ({c.batch_size} over {num_devices} devices = '
         f'{per_device}): use a divisor of {per_device}, or 0 (automatic).')
 
 
-def _validate_imbalance(c):
-  """The class-imbalance keys (see configs/default.py)."""
+def _validate_imbalance(c, minority: augment_math.AugmentSpec):
+  """The class-imbalance keys (see config_keys.py)."""
   _require(c.imbalance_warning_ratio >= 1, 'imbalance_warning_ratio',
            c.imbalance_warning_ratio, '>= 1')
   imbalance.parse_class_weights(c.class_weights)  # raises on bad syntax
@@ -109,7 +120,7 @@ def _validate_imbalance(c):
            'True or False')
   _require(0 < c.minority_fraction <= 1, 'minority_fraction',
            c.minority_fraction, 'in (0, 1]')
-  if not augment.parse_augment(c.minority_augment, key='minority_augment'):
+  if not minority:
     return
   scale = c.minority_augment_scale
   _require(scale > 0, 'minority_augment_scale', scale, '> 0')
@@ -120,3 +131,62 @@ def _validate_imbalance(c):
     _require(ok, 'minority_augment_scale', scale,
              f'such that {key} * minority_augment_scale {must} (it is '
              f'{c[key] * scale:g})')
+
+
+# ----------------------------------------------------------------------------
+# Resolution
+
+
+def for_training(config: ml_collections.ConfigDict,
+                 num_devices: int) -> ml_collections.ConfigDict:
+  """The checked, resolved config of a training run on `num_devices`:
+  references resolved, a folder dataset's root absolute, `microbatches` 0
+  (automatic) replaced by its value for this backend."""
+  validate(config, num_devices)
+  config = config.copy_and_resolve_references()
+  config.dataset = datasets.canonical_dataset(config.dataset)
+  config.microbatches = auto_microbatches(config.microbatches,
+                                          config.batch_size // num_devices)
+  return config
+
+
+def auto_microbatches(microbatches: int, per_device_batch: int) -> int:
+  """An explicit value as it is; 0: 2 on CPU when it divides the
+  per-device batch, else 1 (GPU/TPU: 1)."""
+  if microbatches:
+    return int(microbatches)
+  on_cpu = jax.default_backend() == 'cpu'
+  return 2 if on_cpu and per_device_batch % 2 == 0 else 1
+
+
+def for_inference(saved_config: dict, config, mode: str,
+                  num_devices: int) -> ml_collections.ConfigDict:
+  """The config of --mode=eval or --mode=predict (`mode`) for a checkpoint.
+
+  The checkpoint's saved config, with the keys that `mode` takes from the
+  command line (KEY_ORIGINS) taken from `config` when it is given. Without
+  `config`, eval's batch is the checkpoint's eval_batch_size rounded down to a
+  multiple of `num_devices` (a checkpoint from a machine with another device
+  count evaluates here; the metrics do not depend on the batch).
+  """
+  merged = ml_collections.ConfigDict(saved_config)
+  if config is not None:
+    ignored = config_keys.differences(saved_config, config,
+                                      config_keys.keys_where(mode, MODEL))
+    if ignored:
+      logging.warning('--mode=%s uses the model of the checkpoint, not that '
+                      'of --config (%s).', mode, ', '.join(ignored))
+    for key in config_keys.keys_where(mode, FLAGS):
+      merged[key] = config[key]
+  elif mode == 'eval' and merged.eval_batch_size % num_devices:
+    merged.eval_batch_size = max(
+        num_devices, merged.eval_batch_size // num_devices * num_devices)
+    logging.info('eval_batch_size %d (a multiple of the %d devices).',
+                 merged.eval_batch_size, num_devices)
+  merged.dataset = datasets.canonical_dataset(merged.dataset)
+  # Prediction pads its batches to the device count (device_axis.pad_batches):
+  # no batch size has to divide it.
+  validate(merged, num_devices if mode == 'eval' else 1, training=False)
+  return merged
+
+

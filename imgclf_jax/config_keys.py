@@ -1,0 +1,176 @@
+"""Every config key with its default and meaning, and where eval, predict
+and a resumed training take each key from.
+
+`configs/*.py` start from `get_config()` here and change what differs; any key
+can be overridden on the command line (--config.KEY=VALUE). This module
+imports nothing heavy, so loading a config file stays fast; checking and
+resolving a config is `configuration.py`'s job.
+"""
+
+import json
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- Data -----------------------------------------------------------------
+  # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
+  # for an image folder laid out root/<split>/<class_name>/<image file>.
+  config.dataset = 'cifar10'
+  # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets). A typed
+  # placeholder, so that --config.data_dir=/path can set it.
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.train_split = 'train'
+  # '' picks the dataset's own 'validation' split when it has one, otherwise
+  # `validation_fraction` of `train_split` is held out (stratified per class for
+  # folders, the last fraction of the split for TFDS datasets; a sliced or
+  # summed TFDS train_split, e.g. 'train[:50%]', needs validation_split set).
+  config.validation_split = ''
+  config.validation_fraction = 0.1
+  # Split evaluated by --mode=eval: 'validation' (the split above), or any
+  # split of the dataset ('test', 'train', TFDS slices like 'test[:50%]').
+  config.eval_split = 'validation'
+  # Images are resized to image_size x image_size.
+  config.image_size = 32
+  # 'standardize': zero mean / unit variance per channel (statistics of the
+  # training split); 'unit': pixels scaled to [0, 1].
+  config.normalization = 'standardize'
+  # Keep decoded, resized training/validation images in memory after the
+  # first epoch (about image_size^2 * channels bytes per image).
+  config.cache = True
+  config.shuffle_buffer_size = 50_000
+  # Keep the whole (resized, uint8) training split in device memory and draw,
+  # augment and normalise each batch inside the jitted train step, instead of
+  # in tf.data on the host (imgclf_jax/device_data.py). For datasets that fit
+  # on the accelerator (CIFAR-10: 138 MB per device); not combinable with
+  # oversample or minority_augment. Evaluation always uses tf.data.
+  config.data_on_device = False
+
+  # --- Augmentation (training split only) -------------------------------------
+  # Comma-separated subset of: flip, rotate, zoom, shift, brightness ('' = none).
+  config.augment = 'flip,rotate,zoom,shift,brightness'
+  config.rotation_degrees = 15.0    # uniform in [-d, d]
+  config.zoom_range = 0.1           # scale uniform in [1 - z, 1 + z]
+  config.shift_fraction = 0.1       # translation up to this fraction of a side
+  config.brightness_delta = 0.1     # added to [0, 1] pixels, uniform in [-d, d]
+
+  # --- Class imbalance (training split) -----------------------------------------
+  # Before training, class_distribution.png/.json show the examples per class
+  # of the training and validation splits; a warning is logged when the largest
+  # class has more than this many times the examples of the smallest.
+  config.imbalance_warning_ratio = 3.0
+  # Weight of each example's loss term by its class: 'none'; 'balanced'
+  # (inverse frequency, n / (num_classes * n_class)); one number per class in
+  # class order ('1,1,4'); or class=weight pairs, others 1 ('cat=4,dog=2').
+  config.class_weights = 'none'
+  # Draw training examples so every class is seen about equally often (one
+  # shuffled, repeated stream per class, mixed with equal probabilities; an
+  # epoch keeps its number of steps).
+  config.oversample = False
+  # Stronger augmentation for minority-class examples only, in place of
+  # `augment` for them: a subset of the augmentation names above ('' = off),
+  # with rotation_degrees, zoom_range, shift_fraction and brightness_delta
+  # multiplied by minority_augment_scale.
+  config.minority_augment = ''
+  config.minority_augment_scale = 2.0
+  # A minority class has fewer than this fraction of the largest class's
+  # training examples (used by minority_augment and the imbalance report).
+  config.minority_fraction = 0.5
+
+  # --- Model ------------------------------------------------------------------
+  config.model = 'cnn'
+  config.dropout_rate = 0.5
+  # Compute in bfloat16 (mixed precision): activations, convolutions and
+  # matmuls in bfloat16; parameters, optimizer state, loss and metrics in
+  # float32. For accelerators with bfloat16 units (TPU, NVIDIA Ampere and
+  # later); on CPU, XLA runs it slower than float32 (BENCHMARKS.md).
+  config.half_precision = False
+
+  # --- Optimisation -----------------------------------------------------------
+  config.batch_size = 128        # global batch, split over all local devices
+  config.eval_batch_size = 256
+  config.num_epochs = 20
+  config.learning_rate = 1e-3
+  # 'constant', 'cosine' or 'warmup_cosine'.
+  config.lr_schedule = 'constant'
+  config.warmup_epochs = 0.0
+  config.weight_decay = 0.0      # > 0 uses AdamW (decoupled weight decay)
+  config.label_smoothing = 0.0
+  config.seed = 0
+  # Compute each step's gradient as the mean over this many equal
+  # microbatches of the per-device batch (same gradient; lets XLA:CPU use
+  # several cores). An explicit value must divide the per-device batch. 0:
+  # automatic (2 on CPU when it divides it, else 1; 1 on GPU/TPU). Dropout
+  # masks depend on each example's place in the global batch, not on the
+  # microbatches or devices, so the same seed trains the same with any of
+  # them (up to float rounding).
+  config.microbatches = 0
+
+  # --- Evaluation report and prediction -----------------------------------------
+  # --mode=eval reports top-k accuracy; --mode=predict prints the top-k classes.
+  config.top_k = 5
+  # Images in the eval report's example grid and in each of its galleries
+  # (most confidently wrong, least confident right).
+  config.report_images = 24
+
+  # --- Checkpoints and logging --------------------------------------------------
+  config.checkpoint_every_epochs = 1
+  # The latest checkpoints kept; the one with the best validation accuracy is
+  # kept besides them (--mode=eval --step=best).
+  config.max_checkpoints_to_keep = 3
+  config.log_every_steps = 50
+
+  return config
+
+
+# ----------------------------------------------------------------------------
+# Where each key comes from outside a fresh training run.
+#
+#   resume   FIXED: a run resumed from a checkpoint must keep the checkpoint's
+#            value (shapes, data or step positions depend on it); other keys
+#            may change on resume.
+#   eval     FLAGS: --mode=eval takes the value of --config (when given);
+#            MODEL: the checkpoint's value, with a warning when --config's
+#            differs; other keys: the checkpoint's value.
+#   predict  FLAGS or (others) the checkpoint's value, as for eval.
+
+FIXED, FLAGS, MODEL = 'fixed', 'flags', 'model'
+
+KEY_ORIGINS = {
+    # key                  resume  eval   predict
+    'dataset':             (FIXED, FLAGS, None),
+    'data_dir':            (None,  FLAGS, None),
+    'train_split':         (None,  FLAGS, None),
+    'validation_split':    (None,  FLAGS, None),
+    'validation_fraction': (None,  FLAGS, None),
+    'eval_split':          (None,  FLAGS, None),
+    'eval_batch_size':     (None,  FLAGS, FLAGS),
+    'cache':               (None,  FLAGS, None),
+    'model':               (FIXED, MODEL, None),
+    'image_size':          (FIXED, MODEL, None),
+    'normalization':       (FIXED, MODEL, None),
+    'batch_size':          (FIXED, None,  None),
+    'top_k':               (None,  FLAGS, FLAGS),
+    'report_images':       (None,  FLAGS, None),
+}
+_COLUMNS = ('resume', 'eval', 'predict')
+
+
+def keys_where(column: str, origin: str) -> tuple[str, ...]:
+  """The keys whose `column` ('resume', 'eval', 'predict') is `origin`."""
+  i = _COLUMNS.index(column)
+  return tuple(k for k, row in KEY_ORIGINS.items() if row[i] == origin)
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A config as plain JSON types (what checkpoints store)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def differences(saved_config: dict, config, keys) -> list[str]:
+  """'key: checkpoint X vs now Y' for each of `keys` that differs."""
+  current = to_dict(config)
+  return [f'{k}: checkpoint {saved_config.get(k)!r} vs now {current.get(k)!r}'
+          for k in keys if saved_config.get(k) != current.get(k)]

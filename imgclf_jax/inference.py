@@ -1,0 +1,56 @@
+"""One way to load a checkpoint for inference: eval, predict and the report.
+
+    loaded = inference.load(workdir, step, config, mode='eval')
+    loaded.state, loaded.config, loaded.class_names, loaded.normalization
+
+The model, its preprocessing and the class names come from the checkpoint;
+`config` (optional) gives the keys `mode` takes from the command line
+(config_keys.KEY_ORIGINS).
+"""
+
+import dataclasses
+import os
+
+import jax
+
+from imgclf_jax import checkpoints
+from imgclf_jax import configuration
+from imgclf_jax import models
+from imgclf_jax import train_state as train_state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """A restored checkpoint, ready for inference."""
+  step: int
+  state: train_state_lib.TrainState
+  config: object                  # the resolved ConfigDict of `mode`
+  class_names: tuple[str, ...]
+  normalization: dict             # {'mean': [C], 'std': [C]}
+  image_shape: tuple[int, ...]    # (S, S, C), as the model was trained
+  metadata: dict                  # everything the checkpoint recorded
+  directory: str                  # <workdir>/checkpoints
+
+
+def load(workdir: str, step=None, config=None, mode: str = 'eval'
+         ) -> Checkpoint:
+  """Restores checkpoint `step` (None/'latest', 'best' or a number) of
+  `workdir` for `mode` ('eval' or 'predict')."""
+  store = checkpoints.CheckpointStore(os.path.abspath(workdir))
+  try:
+    step, metadata = store.restore_metadata(step)
+    resolved = configuration.for_inference(
+        metadata['config'], config, mode, jax.local_device_count())
+    class_names = tuple(metadata['class_names'])
+    image_shape = tuple(metadata['image_shape'])
+    model = models.create_model(resolved, len(class_names))
+    target = train_state_lib.create_train_state(
+        jax.random.key(0), model, image_shape, resolved, 1)
+    state = store.restore_state(step, target)
+  finally:
+    store.close()
+  return Checkpoint(step=step, state=state, config=resolved,
+                    class_names=class_names,
+                    normalization=metadata['normalization'],
+                    image_shape=image_shape, metadata=metadata,
+                    directory=store.directory)
