@@ -1,8 +1,13 @@
-"""Every key of the configuration, with its default and its meaning.
+"""The base of the other configs: every key at its default.
 
-The defaults live in the package (`imgclf_jax/config_keys.py`, which
-documents each key); this file is the starting point of the other configs in
-this folder. Any key can be overridden on the command line:
+    python main.py --config=configs/default.py --workdir=runs/default
+
+Result: the same config as configs/cifar10.py (TFDS 'cifar10', 20 epochs);
+see its docstring.
+
+The defaults live in the package, in imgclf_jax/config_keys.py, which
+documents each key. The other files in this folder start from this one. Any
+key can be overridden on the command line:
 
     python main.py --config=configs/cifar10.py --config.num_epochs=5
 """

@@ -3,9 +3,11 @@
     python main.py --config=configs/folder.py --workdir=runs/photos \
       --config.dataset=folder:/path/to/root
 
-JPEG or PNG, any size, grayscale/RGB/RGBA (decoded to RGB). Without a
-root/validation (or root/val) folder, `validation_fraction` of every class in
-root/train is held out for validation.
+Not measured: the result depends on your images.
+
+JPEG, PNG, BMP or GIF, any size, grayscale/RGB/RGBA (decoded to RGB). Without
+a root/validation (or root/val, root/valid) folder, `validation_fraction` of
+every class in root/train is held out for validation.
 """
 
 from configs import default
