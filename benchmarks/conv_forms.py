@@ -1,6 +1,6 @@
 """Which im2col and filter-gradient forms of fast_conv.py are fastest here.
 
-    python benchmarks/conv_forms.py [--batch 128] [--rounds 12]
+    python -m benchmarks.conv_forms [--batch 128] [--rounds 12] [--steps 5]
 
 `imgclf_jax/fast_conv.py` expresses the convolution filter gradient as an
 im2col GEMM. How XLA:CPU runs the equivalent ways of writing it depends on
@@ -33,16 +33,16 @@ import os
 import statistics
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __package__ in (None, ''):  # python benchmarks/conv_forms.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import run  # pylint: disable=wrong-import-position  (tunes malloc)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from imgclf_jax import fast_conv  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from imgclf_jax import fast_conv
 
 
 def im2col_pad_sum(x, kh, kw):
@@ -104,7 +104,8 @@ def use(im2col, dw):
 
 
 def main():
-  args = run.variant_parser(__doc__.splitlines()[0]).parse_args()
+  common.tune_malloc()  # before JAX allocates, as main.py does
+  args = common.variant_parser(__doc__.splitlines()[0]).parse_args()
 
   x = jax.random.normal(jax.random.key(0), (4, 16, 16, 32))
   dy = jax.random.normal(jax.random.key(1), (4, 16, 16, 64))
@@ -126,14 +127,12 @@ def main():
   setups = {}
   for form in forms:
     use(*form)  # the step is traced (and the forms read) on its first call
-    setups[form] = run.jax_setup(args.batch)
-    run.time_jax_train(setups[form], 3)
+    setups[form] = common.jax_setup(args.batch)
+    common.time_jax_train(setups[form], 3)
   use(*LIBRARY)
   rates = {form: [args.batch / t for t in seconds] for form, seconds in
-           run.time_variants(setups, args.rounds, args.steps).items()}
-  print(f'train step, batch {args.batch}, {args.rounds} shuffled rounds '
-        f'of {args.steps} steps ({jax.devices()[0].device_kind}, '
-        f'{os.cpu_count()} CPUs)')
+           common.time_variants(setups, args.rounds, args.steps).items()}
+  print(common.describe_rounds(args))
   for form in forms:
     ratio = statistics.median(
         a / b for a, b in zip(rates[form], rates[LIBRARY]))

@@ -1,6 +1,6 @@
 """Where an epoch's time beyond steps x step time goes (BENCHMARKS.md).
 
-    python benchmarks/epoch_breakdown.py [--dataset folder:/path]
+    python -m benchmarks.epoch_breakdown [--dataset folder:/path]
 
 Prints, on the CIFAR-10 JPEG folder by default:
   1. the input pipeline's CPU time per batch of 128 (process CPU time while
@@ -8,8 +8,9 @@ Prints, on the CIFAR-10 JPEG folder by default:
      augmentation and with none;
   2. one epoch of the trainer's pmapped step in a bare loop (metrics through
      metrics.Accumulator) fed three ways: one device batch reused (compute
-     only), host numpy batches from a list (plus prefetch_to_device), and
-     the tf.data pipeline (the real thing), twice each.
+     only), host numpy batches from a list (through device_axis.to_devices,
+     as the trainer's), and the tf.data pipeline (the real thing), twice
+     each.
 """
 
 import argparse
@@ -18,18 +19,18 @@ import resource
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __package__ in (None, ''):  # python benchmarks/epoch_breakdown.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import run  # pylint: disable=g-import-not-at-top  (tunes malloc, as main.py)
-from flax import jax_utils
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 
+from benchmarks import common
 from imgclf_jax import datasets
+from imgclf_jax import device_axis
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
-from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
 
 
@@ -39,9 +40,8 @@ def cpu_seconds():
 
 
 def pipeline_cpu_ms(dataset, augment):
-  config = run.make_config(128, dataset=dataset, augment=augment)
-  pipeline = input_pipeline.InputPipeline(
-      datasets.make_source(config), config, jax.local_device_count())
+  config = common.make_config(128, dataset=dataset, augment=augment)
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
   for _ in pipeline.train_batches(0):  # fills the cache
     pass
   start, batches = cpu_seconds(), 0
@@ -51,16 +51,15 @@ def pipeline_cpu_ms(dataset, augment):
 
 
 def bare_loop_epochs(dataset):
-  config = run.make_config(128, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(
-      datasets.make_source(config), config, jax.local_device_count())
+  config = common.make_config(128, dataset=dataset)
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
   state = train_state_lib.create_train_state(
       jax.random.key(0), models.create_model(config, pipeline.source.info.num_classes),
       pipeline.image_shape, config, pipeline.steps_per_epoch)
-  p_step = steps.trainer_train_step(config)
+  p_step = common.trainer_train_step(config)
   rng = jax.random.key(1)
   host = list(pipeline.train_batches(0))
-  device = next(jax_utils.prefetch_to_device(iter(host[:1]), 1))
+  device = next(device_axis.to_devices(iter(host[:1])))
 
   def epoch(batches):
     nonlocal state
@@ -75,16 +74,16 @@ def bare_loop_epochs(dataset):
   for repeat in range(2):
     for name, batches in (
         ('one device batch reused', lambda: [device] * len(host)),
-        ('host batches from a list',
-         lambda: jax_utils.prefetch_to_device(iter(host), 2)),
-        ('tf.data pipeline', lambda r=repeat: jax_utils.prefetch_to_device(
-            pipeline.train_batches(r + 1), 2))):
+        ('host batches from a list', lambda: device_axis.to_devices(host)),
+        ('tf.data pipeline', lambda r=repeat: device_axis.to_devices(
+            pipeline.train_batches(r + 1)))):
       print(f'  epoch, {name}: {epoch(batches()):.2f} s', flush=True)
 
 
 def main():
+  common.tune_malloc()  # before JAX allocates, as main.py does
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--dataset', default=f'folder:{run.SHARED_CIFAR}')
+  parser.add_argument('--dataset', default=f'folder:{common.SHARED_CIFAR}')
   args = parser.parse_args()
   for augment in ('flip,rotate,zoom,shift,brightness', ''):
     print(f'pipeline CPU time per batch, augment={augment!r}: '

@@ -1,7 +1,7 @@
 """What each class-imbalance remedy does to minority-class recall (CIFAR-10 JPEG).
 
-    nice -n 10 python benchmarks/imbalance.py            # ~30 min on 2 CPU cores
-    python benchmarks/imbalance.py --epochs=2 --majority=300   # a quick look
+    nice -n 10 python -m benchmarks.imbalance            # ~30 min on 2 CPU cores
+    python -m benchmarks.imbalance --epochs=2 --majority=300   # a quick look
 
 1. Builds an imbalanced image folder of symlinks into the CIFAR-10 JPEG copy
    (../shared/datasets/cifar10-jpeg, see its README):
@@ -21,7 +21,8 @@
    (--mode=eval) and tabulates per-class recall, the minority classes' mean
    recall, the majority classes' mean recall and overall accuracy.
 
-Writes <out>/results_seed<N>.json and .md and prints the table.
+Writes <out>/results_seed<N>.json (with the commit measured) and .md and
+prints the table.
 """
 
 import argparse
@@ -34,8 +35,13 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR = os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10-jpeg', 'train')
+if __package__ in (None, ''):  # python benchmarks/imbalance.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # pylint: disable=wrong-import-position
+
+ROOT = common.ROOT
+CIFAR = os.path.join(common.SHARED_CIFAR, 'train')
 VALIDATION = range(4500, 5000)
 
 REMEDIES = {
@@ -110,6 +116,7 @@ def main():
         f'{counts["validation"]}', flush=True)
   results = {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores, '
                         f'{platform.platform()}',
+             'commit': common.git_commit(),
              'epochs': args.epochs, 'seed': args.seed, 'counts': counts,
              'minority_classes': minority, 'runs': {}}
   results_path = os.path.join(out, f'results_seed{args.seed}.json')
@@ -123,14 +130,14 @@ def main():
     workdir = os.path.join(out, f'{name}_seed{args.seed}')
     # A fresh run: main.py would resume a previous run's checkpoints here.
     shutil.rmtree(workdir, ignore_errors=True)
-    common = [f'--workdir={workdir}']
-    train_args = ['--config=configs/cifar10.py', *common,
+    workdir_args = [f'--workdir={workdir}']
+    train_args = ['--config=configs/cifar10.py', *workdir_args,
                   f'--config.dataset=folder:{data}',
                   f'--config.num_epochs={args.epochs}',
                   f'--config.seed={args.seed}', *REMEDIES[name]]
     print(f'[{name}] python main.py {" ".join(train_args)}', flush=True)
     _, train_seconds, _ = main_py(*train_args)
-    evaluated, _, _ = main_py(*common, '--mode=eval')
+    evaluated, _, _ = main_py(*workdir_args, '--mode=eval')
     result = json.loads(evaluated.stdout)
     recall = {c: r['recall'] for c, r in result['per_class'].items()}
     minority_recall = sum(recall[c] for c in minority) / len(minority)

@@ -1,10 +1,12 @@
 """Speed of imgclf_jax's training program, side by side with PyTorch.
 
-    python benchmarks/run.py                 # full run (several minutes)
-    python benchmarks/run.py --quick         # under a minute
-    python benchmarks/run.py --json out.json
+From the repository root:
 
-Measures, on this machine:
+    python -m benchmarks.run                 # full run (several minutes)
+    python -m benchmarks.run --quick         # under a minute
+    python -m benchmarks.run --json out.json --set microbatches=1
+
+(`python benchmarks/run.py ...` works too.) Measures, on this machine:
   1. train-step throughput of the step the trainer uses (imgclf_jax.steps,
      pmapped over all local devices) at batch 128 and a large batch;
   2. the same model/loss/optimizer/batch in PyTorch (CPU eager in its default
@@ -21,134 +23,42 @@ Measures, on this machine:
   6. time to the first step (imports + compile) and peak memory (RSS);
   7. achieved GFLOP/s (XLA's own FLOP count of the step) and this machine's
      float32 matmul rate as the practical ceiling.
+
+The fresh processes of 5 and 6 are this script again, as
+`python -m benchmarks.run --child=epochs|first_step [--set ...]`; each
+prints its result as the last line of its output (JSON for epochs, seconds
+for first_step).
 """
 
+import time
+
+_START = time.perf_counter()  # --child=first_step counts from here
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __package__ in (None, ''):  # python benchmarks/run.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# As main.py does, before JAX (and PyTorch) allocate: both run under it.
-from imgclf_jax import malloc_tuning
-MALLOC_TUNED = malloc_tuning.tune_malloc()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from flax import jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default as default_config
-from imgclf_jax import config_checks
-from imgclf_jax import models
+from benchmarks import common
 from imgclf_jax import steps
-from imgclf_jax import train_state as train_state_lib
+from imgclf_jax.errors import UserError
 
-SHARED_CIFAR = os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10-jpeg')
-NUM_CLASSES = 10
-IMAGE_SHAPE = (32, 32, 3)
+NUM_CLASSES = common.NUM_CLASSES
 
 
-# --- the step the trainer uses -------------------------------------------------
-
-
-# Config overrides from --set KEY=VALUE (e.g. train_step_slices=1,
-# model=cnn_plain), applied to every configuration the harness builds.
-OVERRIDES = {}
-
-
-def make_config(batch_size, **overrides):
-  config = default_config.get_config()
-  config.batch_size = batch_size
-  config.eval_batch_size = batch_size
-  for k, v in {**OVERRIDES, **overrides}.items():
-    config[k] = v
-  # The checks the trainer makes (e.g. --set train_step_slices=3 with batch
-  # 128 is refused here, as main.py would refuse it).
-  config_checks.validate(config, jax.local_device_count())
-  return config
-
-
-def parse_override(text):
-  key, _, value = text.partition('=')
-  default = default_config.get_config()
-  if key not in default or not value:
-    raise argparse.ArgumentTypeError(f'--set {text!r}: use KEY=VALUE with a '
-                                     'key of configs/default.py')
-  kind = type(default[key])
-  return key, (value.lower() in ('1', 'true') if kind is bool else kind(value))
-
-
-def jax_setup(batch_size):
-  """State, a device-split batch and the pmapped steps, as the trainer has."""
-  config = make_config(batch_size)
-  model = models.create_model(config, NUM_CLASSES)
-  state = train_state_lib.create_train_state(
-      jax.random.key(0), model, IMAGE_SHAPE, config, steps_per_epoch=100)
-  devices = jax.local_device_count()
-  rng = np.random.default_rng(0)
-  batch = {
-      'image': rng.normal(size=(devices, batch_size // devices, *IMAGE_SHAPE)
-                          ).astype(np.float32),
-      'label': np.eye(NUM_CLASSES, dtype=np.float32)[
-          rng.integers(0, NUM_CLASSES, (devices, batch_size // devices))],
-      'mask': np.ones((devices, batch_size // devices), np.float32),
-  }
-  # Moved to the devices the way the trainer moves its batches.
-  batch = next(jax_utils.prefetch_to_device(iter([batch]), 1))
-  return state, batch, steps.trainer_train_step(config), steps.pmap_eval_step()
-
-
-def time_jax_train(setup, num_steps):
-  state, batch, p_train, _ = setup
-  rng = jax.random.key(1)
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    state, metrics = p_train(state, batch, rng)
-  jax.block_until_ready((state, metrics))
-  return time.perf_counter() - start
-
-
-def variant_parser(description):
-  """The command line of the scripts that compare variants of the step."""
-  parser = argparse.ArgumentParser(description=description)
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--rounds', type=int, default=12)
-  parser.add_argument('--steps', type=int, default=5, help='steps per timing')
-  return parser
-
-
-def time_variants(setups: dict, rounds: int, num_steps: int) -> dict:
-  """Seconds per step of each jax_setup in `setups` (name -> setup), timed
-  in `rounds` rounds, each in a fresh random order (so no variant always runs
-  first or after another): name -> [seconds per step, one per round]."""
-  names = list(setups)
-  seconds = {name: [] for name in names}
-  order = np.random.default_rng(0)
-  for _ in range(rounds):
-    for i in order.permutation(len(names)):
-      seconds[names[i]].append(
-          time_jax_train(setups[names[i]], num_steps) / num_steps)
-  return seconds
-
-
-def time_jax_eval(setup, num_steps):
-  state, batch, _, p_eval = setup
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    metrics = p_eval(state, batch)
-  jax.block_until_ready(metrics)
-  return time.perf_counter() - start
+# --- the step's FLOPs and this machine's ceiling -------------------------------
 
 
 def step_flops(setup):
@@ -191,13 +101,13 @@ def torch_device():
   return 'cpu'
 
 
-def torch_setup(batch_size, kind='eager'):
+def torch_setup(batch_size, kind='eager', half=False):
   """The same CNN in PyTorch, Adam, cross-entropy; None if torch is absent.
 
   kind: 'eager' (NCHW, PyTorch's default layout), 'channels_last' (eager,
   NHWC memory format, often faster on CPU), or 'compile' (torch.compile).
-  It runs on torch_device(), and in bfloat16 autocast when the harness's
-  config has half_precision (as ours then computes in bfloat16).
+  It runs on torch_device(), and in bfloat16 autocast with `half` (the
+  harness's config has half_precision: ours then computes in bfloat16).
   """
   try:
     import torch
@@ -208,7 +118,6 @@ def torch_setup(batch_size, kind='eager'):
   device = torch_device()
   if device == 'cpu':
     torch.set_num_threads(os.cpu_count() or 1)
-  half = bool(make_config(batch_size).half_precision)
   model = nn.Sequential(
       nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -246,14 +155,15 @@ def time_torch(step, num_steps):
 # --- measurements ----------------------------------------------------------------
 
 
-def alternate(batch_size, num_steps, repeats, torch_kinds):
+def alternate(batch_size, num_steps, repeats, torch_kinds, overrides):
   """Median img/s of ours and each PyTorch kind, timed in alternation."""
-  setup = jax_setup(batch_size)
-  time_jax_train(setup, 3)  # compile + warm-up
+  setup = common.jax_setup(batch_size, overrides)
+  common.time_jax_train(setup, 3)  # compile + warm-up
+  half = bool(common.make_config(batch_size, overrides).half_precision)
   peers = {}
   for kind in torch_kinds:
     try:
-      peer = torch_setup(batch_size, kind)
+      peer = torch_setup(batch_size, kind, half)
       if peer is not None:
         time_torch(peer, 3)
         peers[kind] = peer
@@ -262,7 +172,7 @@ def alternate(batch_size, num_steps, repeats, torch_kinds):
             f'{str(e).splitlines()[0][:120]}')
   ours, theirs, ratios = [], {k: [] for k in peers}, {k: [] for k in peers}
   for _ in range(repeats):
-    t = batch_size * num_steps / time_jax_train(setup, num_steps)
+    t = batch_size * num_steps / common.time_jax_train(setup, num_steps)
     ours.append(t)
     for kind, peer in peers.items():
       p = batch_size * num_steps / time_torch(peer, num_steps)
@@ -276,63 +186,66 @@ def alternate(batch_size, num_steps, repeats, torch_kinds):
   return result, setup
 
 
-def pipeline_throughput(dataset, batch_size=128):
+def pipeline_throughput(dataset, overrides, batch_size=128):
   """img/s of the input pipeline alone (every augmentation): a first epoch
   (decoding the files into the cache), then a whole second one (cache warm,
   including the shuffle buffer's fill at its start)."""
   from imgclf_jax import datasets, input_pipeline
-  config = make_config(batch_size, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(
-      datasets.make_source(config), config, jax.local_device_count())
+  config = common.make_config(batch_size, overrides, dataset=dataset)
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
   rates = []
   for epoch in (0, 1):
     start = time.perf_counter()
-    count = sum(b['image'].shape[0] * b['image'].shape[1]
-                for b in pipeline.train_batches(epoch))
+    count = sum(b['image'].shape[0] for b in pipeline.train_batches(epoch))
     rates.append(count / (time.perf_counter() - start))
   return {'pipeline_img_s': rates[1], 'pipeline_first_epoch_img_s': rates[0]}
 
 
-def epoch_overhead(dataset, batch_size=128, epochs=4, **overrides):
+def run_child(name, overrides, *args):
+  """The last line `python -m benchmarks.run --child=NAME` prints."""
+  cmd = [sys.executable, '-m', 'benchmarks.run', f'--child={name}',
+         *common.override_args(overrides), *args]
+  out = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True,
+                       env=dict(os.environ))
+  if out.returncode:
+    raise RuntimeError(f'{" ".join(cmd)} failed:\n{out.stderr[-3000:]}')
+  return out.stdout.strip().splitlines()[-1]
+
+
+def epoch_overhead(dataset, overrides, batch_size=128, epochs=4, **train):
   """Real training epochs against bare epochs of the same steps, in a fresh
   process.
 
-  A child interpreter, started as `python main.py` starts one, times a bare
-  epoch (the epoch's number of train steps on one device batch: compute
-  only, no input pipeline), runs imgclf_jax.train.train_and_evaluate for
-  `epochs` epochs, and times a second bare epoch. The overhead is the median
-  train time of the real epochs after the first (which also decodes the files
-  into the cache) over the mean of the two bare epochs. Timing whole epochs
-  on both sides, before and after, keeps the machine's drift out of the
-  ratio better than a short step timing does (BENCHMARKS.md).
+  A child interpreter (`--child=epochs`), started as `python main.py` starts
+  one, times a bare epoch (the epoch's number of train steps on one device
+  batch: compute only, no input pipeline), runs
+  imgclf_jax.train.train_and_evaluate for `epochs` epochs, and times a
+  second bare epoch. The overhead is the median train time of the real
+  epochs after the first (which also decodes the files into the cache) over
+  the mean of the two bare epochs. Timing whole epochs on both sides, before
+  and after, keeps the machine's drift out of the ratio better than a short
+  step timing does (BENCHMARKS.md). `train`: config overrides of the trained
+  run only (the bare epochs run the step of `overrides`).
   """
-  code = ('import json, sys; sys.path.insert(0, %r)\n'
-          'from benchmarks import run\n'
-          'run.OVERRIDES.update(%r)\n'
-          'print(json.dumps(run.epochs_in_this_process(%r, %r, %r, %r)))\n'
-          % (ROOT, OVERRIDES, dataset, batch_size, epochs, overrides))
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, env=dict(os.environ))
-  if out.returncode:
-    raise RuntimeError(f'epoch measurement failed:\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return json.loads(run_child(
+      'epochs', overrides, f'--dataset={dataset}', f'--batch={batch_size}',
+      f'--epochs={epochs}', *(f'--train-set={k}={v}' for k, v in train.items())))
 
 
-def epochs_in_this_process(dataset, batch_size, epochs, overrides):
-  """epoch_overhead's measurement (run in the child process)."""
-  from imgclf_jax import datasets, train
-  config = make_config(batch_size, dataset=dataset, num_epochs=epochs,
-                       **overrides)
+def epochs_in_this_process(dataset, batch_size, epochs, overrides, train):
+  """epoch_overhead's measurement (--child=epochs)."""
+  from imgclf_jax import datasets, metrics, train as train_lib
+  config = common.make_config(batch_size, overrides, dataset=dataset,
+                              num_epochs=epochs, **train)
   steps_per_epoch = (datasets.make_source(config).num_examples('train') //
                      batch_size)
-  setup = jax_setup(batch_size)
-  time_jax_train(setup, 3)
-  bare = [time_jax_train(setup, steps_per_epoch)]
+  setup = common.jax_setup(batch_size, overrides)
+  common.time_jax_train(setup, 3)
+  bare = [common.time_jax_train(setup, steps_per_epoch)]
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      records = [json.loads(line) for line in f]
-  bare.append(time_jax_train(setup, steps_per_epoch))
+    train_lib.train_and_evaluate(config, workdir)
+    records = metrics.EpochLog(workdir).read()
+  bare.append(common.time_jax_train(setup, steps_per_epoch))
   assert records[0]['step'] == steps_per_epoch, records[0]
   seconds = [r['train_seconds'] for r in records[1:]]
   compute = statistics.mean(bare)
@@ -346,23 +259,20 @@ def epochs_in_this_process(dataset, batch_size, epochs, overrides):
           'epoch_steps': steps_per_epoch}
 
 
-def first_step():
+def first_step(overrides):
   """Seconds from a fresh interpreter to a finished first train step."""
-  code = (
-      'import time; t0 = time.perf_counter()\n'
-      'import sys; sys.path.insert(0, %r)\n'
-      'from benchmarks import run\n'
-      'import jax, resource\n'
-      'run.OVERRIDES.update(%r)\n'
-      'setup = run.jax_setup(128)\n'
-      'run.time_jax_train(setup, 1)\n'
-      'print(time.perf_counter() - t0)\n' % (ROOT, OVERRIDES))
   start = time.perf_counter()
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, check=True, env=dict(os.environ))
-  wall = time.perf_counter() - start
-  return {'first_step_s': float(out.stdout.strip().splitlines()[-1]),
-          'first_step_wall_s': wall}
+  seconds = float(run_child('first_step', overrides))
+  return {'first_step_s': seconds,
+          'first_step_wall_s': time.perf_counter() - start}
+
+
+def first_step_in_this_process(overrides):
+  """first_step's measurement (--child=first_step): from the start of this
+  module to the end of the first step."""
+  setup = common.jax_setup(128, overrides)
+  common.time_jax_train(setup, 1)
+  return time.perf_counter() - _START
 
 
 def make_dataset(num_per_class):
@@ -379,25 +289,8 @@ def make_dataset(num_per_class):
   return f'folder:{root}'
 
 
-def machine():
-  info = {'platform': platform.platform(), 'python': platform.python_version(),
-          'cpus': os.cpu_count(), 'jax': jax.__version__,
-          'malloc_tuned': MALLOC_TUNED,
-          'devices': [str(d) for d in jax.local_devices()]}
-  try:  # the code measured: commit, and whether the tree had changes
-    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True,
-                                    text=True, check=True).stdout.strip()
-    info['commit'] = git('rev-parse', '--short', 'HEAD') + (
-        ' (with uncommitted changes)' if git('status', '--porcelain',
-                                             '--untracked-files=no') else '')
-  except (OSError, subprocess.CalledProcessError):
-    info['commit'] = None
-  try:
-    with open('/proc/cpuinfo') as f:
-      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
-    info['cpu'] = names[0] if names else ''
-  except OSError:
-    pass
+def machine(malloc_tuned):
+  info = common.machine(malloc_tuned)
   try:
     import torch
     info['torch'] = torch.__version__
@@ -407,33 +300,63 @@ def machine():
   return info
 
 
-def main():
+def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='short mode (<1 min)')
   parser.add_argument('--json', help='write the results to this file')
   parser.add_argument('--dataset', default=None,
                       help='dataset for the pipeline and epoch measurements '
                       '(default: the shared CIFAR-10 JPEGs if present)')
-  parser.add_argument('--set', action='append', default=[], type=parse_override,
-                      metavar='KEY=VALUE', help='config override, repeatable')
-  args = parser.parse_args()
-  OVERRIDES.update(dict(args.set))
+  parser.add_argument('--set', action='append', default=[],
+                      type=common.parse_override, metavar='KEY=VALUE',
+                      help='config override, repeatable')
+  child = parser.add_argument_group(
+      'child processes (started by the harness itself)')
+  child.add_argument('--child', choices=('epochs', 'first_step'),
+                     help='measure one thing in this fresh process and '
+                     'print it as the last line')
+  child.add_argument('--batch', type=int, default=128,
+                     help='--child=epochs: the batch size')
+  child.add_argument('--epochs', type=int, default=4,
+                     help='--child=epochs: epochs to train')
+  child.add_argument('--train-set', action='append', default=[],
+                     type=common.parse_override, metavar='KEY=VALUE',
+                     help='--child=epochs: override of the trained config '
+                     'only, repeatable')
+  return parser.parse_args()
 
+
+def main():
+  malloc_tuned = common.tune_malloc()  # before JAX (and PyTorch) allocate
+  args = parse_args()
+  overrides = dict(args.set)
+  if args.child == 'epochs':
+    print(json.dumps(epochs_in_this_process(
+        args.dataset, args.batch, args.epochs, overrides, dict(args.train_set))))
+    return
+  if args.child == 'first_step':
+    print(first_step_in_this_process(overrides))
+    return
+
+  try:  # the overrides as the trainer would check them, before any work
+    common.make_config(128, overrides)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   quick = args.quick
   if args.dataset:
     dataset = args.dataset
-  elif not quick and os.path.isdir(SHARED_CIFAR):
-    dataset = f'folder:{os.path.abspath(SHARED_CIFAR)}'
+  elif not quick and os.path.isdir(common.SHARED_CIFAR):
+    dataset = f'folder:{common.SHARED_CIFAR}'
   else:
     dataset = make_dataset(200 if quick else 500)
-  results = {'machine': machine(), 'quick': quick, 'dataset': dataset,
-             'overrides': OVERRIDES,
+  results = {'machine': machine(malloc_tuned), 'quick': quick,
+             'dataset': dataset, 'overrides': overrides,
              'date': time.strftime('%Y-%m-%d')}
   kinds = ['eager'] if quick else ['eager', 'channels_last', 'compile']
   repeats, num_steps = (3, 5) if quick else (7, 20)
 
   print('train step, batch 128 ...', flush=True)
-  b128, setup = alternate(128, num_steps, repeats, kinds)
+  b128, setup = alternate(128, num_steps, repeats, kinds, overrides)
   results['batch_128'] = b128
   results['train_img_s'] = b128['jax_img_s']
   results['torch_train_img_s'] = b128.get('torch_eager_img_s')
@@ -444,28 +367,29 @@ def main():
   results['matmul_gflops'] = matmul_gflops(1024 if quick else 2048)
 
   print('eval step ...', flush=True)
-  time_jax_eval(setup, 3)
+  common.time_jax_eval(setup, 3)
   results['eval_img_s'] = statistics.median(
-      128 * num_steps / time_jax_eval(setup, num_steps) for _ in range(repeats))
+      128 * num_steps / common.time_jax_eval(setup, num_steps)
+      for _ in range(repeats))
 
   if not quick:
     print('train step, batch 512 ...', flush=True)
     results['batch_512'], _ = alternate(512, max(num_steps // 4, 5), repeats,
-                                        ['eager'])
+                                        ['eager'], overrides)
 
   print('input pipeline ...', flush=True)
-  results.update(pipeline_throughput(dataset))
+  results.update(pipeline_throughput(dataset, overrides))
   results['pipeline_vs_step'] = results['pipeline_img_s'] / results['train_img_s']
 
   print('real training epochs ...', flush=True)
-  results.update(epoch_overhead(dataset))
+  results.update(epoch_overhead(dataset, overrides))
   if not quick:
     print('real training epochs, data_on_device ...', flush=True)
-    results['data_on_device'] = epoch_overhead(dataset, epochs=3,
+    results['data_on_device'] = epoch_overhead(dataset, overrides, epochs=3,
                                                data_on_device=True)
 
   print('time to first step ...', flush=True)
-  results.update(first_step())
+  results.update(first_step(overrides))
   results['peak_rss_mb'] = resource.getrusage(
       resource.RUSAGE_SELF).ru_maxrss / 1024
 

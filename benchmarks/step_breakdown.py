@@ -1,8 +1,8 @@
 """Where the train step's time goes: the in-step cost of each convolution gradient.
 
-    python benchmarks/step_breakdown.py [--batch 128] [--rounds 12]
+    python -m benchmarks.step_breakdown [--batch 128] [--rounds 12] [--steps 5]
 
-Times the trainer's real train step (the harness's `jax_setup`) as it is,
+Times the trainer's real train step (`benchmarks.common.jax_setup`) as it is,
 and with one piece of the seed CNN's convolution backward pass at a time
 replaced by a stand-in of the same shape that costs nothing (a constant that
 still depends on the piece's inputs, so nothing else is removed with it):
@@ -26,15 +26,14 @@ import os
 import statistics
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __package__ in (None, ''):  # python benchmarks/step_breakdown.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import run  # pylint: disable=wrong-import-position  (tunes malloc)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-from imgclf_jax import fast_conv  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from imgclf_jax import fast_conv
 
 LIBRARY_DX = fast_conv._dx  # pylint: disable=protected-access
 LIBRARY_DW = fast_conv._dw  # pylint: disable=protected-access
@@ -64,18 +63,17 @@ VARIANTS = {'full step': (), 'conv1 dW': ('conv1 dW',),
 
 
 def main():
-  args = run.variant_parser(__doc__.splitlines()[0]).parse_args()
+  common.tune_malloc()  # before JAX allocates, as main.py does
+  args = common.variant_parser(__doc__.splitlines()[0]).parse_args()
 
   setups = {}
   for name, removed in VARIANTS.items():
     use(removed)  # read when the step is traced, on its first call
-    setups[name] = run.jax_setup(args.batch)
-    run.time_jax_train(setups[name], 3)
+    setups[name] = common.jax_setup(args.batch)
+    common.time_jax_train(setups[name], 3)
   use(())
-  seconds = run.time_variants(setups, args.rounds, args.steps)
-  print(f'train step, batch {args.batch}, {args.rounds} shuffled rounds of '
-        f'{args.steps} steps ({jax.devices()[0].device_kind}, '
-        f'{os.cpu_count()} CPUs); ms per step')
+  seconds = common.time_variants(setups, args.rounds, args.steps)
+  print(common.describe_rounds(args) + '; ms per step')
   print(f'  {"removed":12s} {"step":>7s} {"saving":>7s}')
   for name in VARIANTS:
     step = statistics.median(seconds[name]) * 1e3
