@@ -1,14 +1,21 @@
-"""Small real inputs for tests: generated image folders and configs."""
+"""Small real inputs for tests: generated image folders and configs, and the
+few checks more than one test module makes."""
 
+import csv
 import functools
+import glob
+import json
 import os
 
+import matplotlib.colors
 import numpy as np
 from PIL import Image
 
+from imgclf_jax import augment_math
 from imgclf_jax import config_keys
 from imgclf_jax import device_axis
 from imgclf_jax import steps
+from imgclf_jax import train
 
 # A distinct mean colour per class, so a few epochs learn something.
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
@@ -45,6 +52,12 @@ def small_config(dataset, **overrides):
   return config
 
 
+def augment_spec(names, **sizes):
+  """The AugmentSpec of the default config with augment=names and `sizes`."""
+  return augment_math.AugmentSpec.from_config(
+      small_config('cifar10', augment=names, **sizes))
+
+
 def p_train_step(devices=None, label_smoothing=0.0, microbatches=1):
   """steps.train_step pmapped as the trainer does (state and rng broadcast)."""
   return device_axis.pmap_step(
@@ -55,3 +68,77 @@ def p_train_step(devices=None, label_smoothing=0.0, microbatches=1):
 
 def p_eval_step(devices=None):
   return device_axis.pmap_step(steps.eval_step, devices=devices)
+
+
+def train_in(config, workdir):
+  """train.train_and_evaluate in `workdir` (a str or a path)."""
+  return train.train_and_evaluate(config, str(workdir))
+
+
+def snapshot(workdir):
+  """Every file in the workdir with its size and modification time."""
+  files = {}
+  for path in glob.glob(os.path.join(workdir, '**'), recursive=True):
+    if os.path.isfile(path):
+      st = os.stat(path)
+      files[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns)
+  return files
+
+
+def edit_metadata(workdir, step, edit):
+  """Applies `edit` to checkpoint `step`'s metadata JSON; returns it."""
+  path = os.path.join(workdir, 'checkpoints', str(step), 'metadata',
+                      'metadata')
+  with open(path) as f:
+    metadata = json.load(f)
+  edit(metadata)
+  with open(path, 'w') as f:
+    json.dump(metadata, f)
+  return metadata
+
+
+def pairs(ds):
+  """A dataset of (image, label) as a list of (array, int)."""
+  return [(image, int(label)) for image, label in ds.as_numpy_iterator()]
+
+
+def assert_examples_at(got, full, positions):
+  """`got` holds the examples of `full` at `positions`, in that order."""
+  assert [label for _, label in got] == [full[i][1] for i in positions]
+  for (image, _), i in zip(got, positions):
+    np.testing.assert_array_equal(image, full[i][0])
+
+
+# ----------------------------------------------------------------------------
+# The report run (the session fixture `run`, tests/conftest.py): a trained
+# checkpoint evaluated on a `test` split of a generated folder with a few
+# images painted in another class's colour, so the model makes known mistakes.
+
+CLASSES = ['class_0', 'class_1', 'class_2']
+# test-split images repainted in another class's colour: (class, index, as).
+REPAINTED = [('class_0', 0, 1), ('class_0', 1, 1), ('class_0', 2, 2),
+             ('class_2', 0, 0), ('class_2', 1, 0)]
+
+
+def paint(path, colour_index, seed):
+  """Overwrites `path` with a noisy image of COLOURS[colour_index]."""
+  rng = np.random.default_rng(seed)
+  noise = rng.integers(-40, 40, size=(20, 24, 3))
+  pixels = np.clip(np.array(COLOURS[colour_index]) + noise, 0, 255)
+  Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def read_csv(path):
+  """A CSV file's rows as dicts."""
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def pixel(png, x, y):
+  """The RGB of an image (PIL or array) at pixel coordinates (x, y)."""
+  return np.asarray(png)[int(y), int(x), :3].astype(int)
+
+
+def hex_rgb(colour):
+  """A matplotlib colour as an RGB array of 0..255."""
+  return np.array([int(v * 255) for v in matplotlib.colors.to_rgb(colour)])

@@ -1,3 +1,7 @@
+"""augment.py: augmentation as TF ops in the tf.data graph: each warp moves
+content as it should, a function of the seed, and warp_bilinear is TF's own
+kernel."""
+
 import math
 
 import numpy as np
@@ -5,17 +9,10 @@ import pytest
 import tensorflow as tf
 
 from imgclf_jax import augment
-from imgclf_jax import augment_math
-from imgclf_jax.errors import UserError
-from tests import helpers
+from tests.helpers import augment_spec as _config
+
 
 SEED = tf.constant([1, 2], tf.int64)
-
-
-def _config(names, **sizes):
-  """The AugmentSpec of the default config with augment=names and `sizes`."""
-  return augment_math.AugmentSpec.from_config(
-      helpers.small_config('cifar10', augment=names, **sizes))
 
 
 def _dot_image(x, y, size=21):
@@ -27,24 +24,6 @@ def _dot_image(x, y, size=21):
 def _brightest(image):
   y, x = np.unravel_index(np.argmax(image[0, :, :, 0]), image.shape[1:3])
   return int(x), int(y)
-
-
-def test_parse_augment_rejects_unknown_names():
-  assert augment_math.parse_augment(' flip, shift ') == ('flip', 'shift')
-  assert augment_math.parse_augment('') == ()
-  with pytest.raises(UserError, match=r"unknown augmentation.*'blur'"):
-    augment_math.parse_augment('flip,blur')
-
-
-def test_spec_from_config_and_scaled():
-  spec = _config('flip,zoom', rotation_degrees=10.0, zoom_range=0.1,
-                 shift_fraction=0.2, brightness_delta=0.3)
-  assert spec.names == ('flip', 'zoom') and spec
-  assert not _config('')
-  double = spec.scaled(2.0)
-  assert double.names == spec.names
-  assert (double.rotation_degrees, double.zoom_range, double.shift_fraction,
-          double.brightness_delta) == pytest.approx((20.0, 0.2, 0.4, 0.6))
 
 
 def test_flip_is_a_mirror_image():

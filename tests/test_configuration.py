@@ -1,24 +1,72 @@
-"""The config boundary: defaults in the package, one table of key origins,
-resolution once at the top."""
+"""configuration.py: the config boundary. Every invalid value is refused
+before any work (nothing written), and a config is resolved once at the top,
+for training and for inference."""
 
 import logging
+import os
 
+import jax
 import pytest
 
 from imgclf_jax import config_keys
 from imgclf_jax import configuration
+from imgclf_jax import evaluate
+from imgclf_jax import train
+from imgclf_jax.errors import UserError
 from tests import helpers
+from tests.helpers import edit_metadata as _edit_metadata
+from tests.helpers import train_in as _train
 
 
-def test_every_origin_names_a_key_of_the_defaults():
-  defaults = config_keys.get_config()
-  assert set(config_keys.KEY_ORIGINS) <= set(defaults.keys())
-  for row in config_keys.KEY_ORIGINS.values():
-    assert row[0] in (None, config_keys.FIXED)
-    assert all(origin in (None, config_keys.FLAGS, config_keys.MODEL)
-               for origin in row[1:])
-  assert set(config_keys.keys_where('resume', config_keys.FIXED)) == {
-      'dataset', 'model', 'image_size', 'normalization', 'batch_size'}
+@pytest.fixture
+def folder(two_class_folder):
+  """The folder the `trained` fixture trains on (tests/conftest.py)."""
+  return two_class_folder
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'learning_rate': -0.1}, r'--config.learning_rate=-0.1 is invalid.*> 0'),
+    ({'num_epochs': 0}, r'--config.num_epochs=0 is invalid'),
+    ({'model': 'resnet9000'}, r"--config.model='resnet9000'.*one of \['cnn', 'cnn_plain'\]"),
+    ({'augment': 'flip,blur'}, r"unknown augmentation.*'blur'"),
+    ({'batch_size': 6}, r'batch_size=6 does not divide by the 4 local devices'),
+    ({'normalization': 'zscore'}, r'--config.normalization'),
+    # batch 8 over 4 devices: 2 per device.
+    ({'microbatches': 4},
+     r'--config.microbatches=4 does not divide the per-device batch '
+     r'\(8 over 4 devices = 2\)'),
+    # (ConfigDict refuses a string for a bool key itself; None gets through.)
+    ({'half_precision': None}, r'--config.half_precision=None.*True or False'),
+])
+def test_invalid_config_values(folder, tmp_path, overrides, message):
+  config = helpers.small_config(f'folder:{folder}', **overrides)
+  with pytest.raises(UserError, match=message):
+    _train(config, tmp_path)
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.parametrize('key, value', [('oversample', True),
+                                        ('minority_augment', 'flip')])
+def test_data_on_device_refuses_tf_data_only_features(folder, tmp_path, key,
+                                                      value):
+  config = helpers.small_config(f'folder:{folder}', data_on_device=True,
+                                **{key: value})
+  with pytest.raises(UserError, match=f'--config.{key}=.*data_on_device'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_training_batch_is_not_checked_for_evaluation(folder):
+  # A checkpoint trained with batch 6 on another machine evaluates here on 4
+  # devices; its eval_batch_size must still divide by them.
+  config = helpers.small_config(f'folder:{folder}', batch_size=6,
+                                microbatches=4)
+  configuration.validate(config, 4, training=False)
+  with pytest.raises(UserError, match=r'batch_size=6 does not divide'):
+    configuration.validate(config, 4)
+  config.eval_batch_size = 6
+  with pytest.raises(UserError, match=r'eval_batch_size=6 does not divide'):
+    configuration.validate(config, 4, training=False)
 
 
 def test_for_training_resolves_once():
@@ -28,6 +76,18 @@ def test_for_training_resolves_once():
   assert resolved.dataset.endswith('some/relative/root')
   assert resolved.microbatches == 2  # automatic: 2 on CPU (2 per device)
   assert config.microbatches == 0    # the given config is not changed
+
+
+def test_microbatches_setting():
+  assert jax.default_backend() == 'cpu'
+  config = helpers.small_config('cifar10', batch_size=16)
+  # Automatic on CPU: 2 when the per-device batch (16 / 4) divides by 2.
+  assert configuration.for_training(config, 4).microbatches == 2
+  config.microbatches = 4
+  assert configuration.for_training(config, 4).microbatches == 4
+  config.microbatches = 0
+  config.batch_size = 12  # 3 per device: automatic falls back to one
+  assert configuration.for_training(config, 4).microbatches == 1
 
 
 def test_for_inference_takes_the_keys_of_its_mode(caplog):
@@ -56,3 +116,17 @@ def test_for_inference_checks_the_merged_config():
   given = helpers.small_config('cifar10', top_k=0)
   with pytest.raises(configuration.UserError, match=r'--config.top_k=0'):
     configuration.for_inference(saved, given, 'eval', 4)
+
+
+@pytest.mark.slow
+def test_checkpoint_from_a_machine_with_another_device_count(trained, folder):
+  # An eval batch of 6: trained on a machine with 2 or 3 devices; this one
+  # has 4. Eval rounds it to 4; training resumes (its batch of 8 divides).
+  _, workdir = trained
+  metadata = _edit_metadata(
+      workdir, 2, lambda m: m['config'].update(eval_batch_size=6))
+  result = evaluate.evaluate_checkpoint(None, workdir)
+  assert result['accuracy'] == metadata['metrics']['validation_accuracy']
+  record = _train(helpers.small_config(f'folder:{folder}', num_epochs=2),
+                  workdir)
+  assert record['epoch'] == 2

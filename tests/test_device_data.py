@@ -1,5 +1,6 @@
-"""The device-resident data mode: same augmentation code, same batches'
-meaning, and a real training run through train_and_evaluate."""
+"""device_data.py: the device-resident data mode: the batches mean what
+tf.data's do, a step trains the same however the batch is split over devices,
+and a real training run through train_and_evaluate."""
 
 import json
 import os
@@ -8,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from imgclf_jax import augment_math
 from imgclf_jax import configuration
@@ -19,37 +19,7 @@ from imgclf_jax import input_pipeline
 from imgclf_jax import models
 from imgclf_jax import train
 from imgclf_jax import train_state as train_state_lib
-from imgclf_jax.errors import UserError
 from tests import helpers
-
-ALL = ('flip', 'rotate', 'zoom', 'shift', 'brightness')
-
-
-def _fixed_uniform(framework):
-  """uniform(stream, shape, low, high) with the same values in TF and JAX:
-  a fixed ramp per stream, mapped to [low, high)."""
-
-  def uniform(stream, shape, low, high):
-    size = int(np.prod(shape))
-    ramp = ((np.arange(size) * 0.37 + stream * 0.11) % 1.0).reshape(shape)
-    values = (low + (high - low) * ramp).astype(np.float32)
-    return tf.constant(values) if framework == 'tf' else jnp.asarray(values)
-
-  return uniform
-
-
-@pytest.mark.parametrize('names', [ALL, ('flip',), ('rotate', 'brightness')])
-def test_jax_and_tf_run_the_same_augmentation(names):
-  images = np.random.default_rng(0).random((16, 12, 12, 3)).astype(np.float32)
-  spec = augment_math.AugmentSpec(names, rotation_degrees=40.0,
-                                  zoom_range=0.3, shift_fraction=0.3,
-                                  brightness_delta=0.2)
-  in_tf = augment_math.augment(augment_math.tf_ops(), tf.constant(images),
-                               _fixed_uniform('tf'), spec).numpy()
-  in_jax = jax.jit(lambda x: augment_math.augment(
-      augment_math.jax_ops(), x, _fixed_uniform('jax'), spec))(images)
-  np.testing.assert_allclose(np.asarray(in_jax), in_tf, atol=2e-5)
-  assert not np.allclose(in_tf, images, atol=1e-3)  # it did something
 
 
 def _pipeline(folder, num_devices=4, **overrides):
@@ -95,6 +65,7 @@ def test_epoch_indices_are_a_seeded_permutation(folder):
   assert not np.array_equal(epoch, np.stack(list(resident.train_batches(1))))
 
 
+@pytest.mark.slow
 def test_a_step_trains_the_same_on_one_device_or_four(folder):
   # Augmentation keys per example index and dropout masks per batch
   # position: the same update however the batch is split over devices.
@@ -123,6 +94,7 @@ def test_a_step_trains_the_same_on_one_device_or_four(folder):
                                   atol=1e-3)
 
 
+@pytest.mark.slow
 def test_training_with_data_on_device_learns_and_evaluates(folder, tmp_path):
   config = helpers.small_config(f'folder:{folder}', data_on_device=True,
                                 num_epochs=3, learning_rate=3e-3)
@@ -136,14 +108,3 @@ def test_training_with_data_on_device_learns_and_evaluates(folder, tmp_path):
   metrics = evaluate.evaluate_checkpoint(config, str(tmp_path))
   assert metrics['accuracy'] == pytest.approx(record['validation_accuracy'],
                                               abs=1e-6)
-
-
-@pytest.mark.parametrize('key, value', [('oversample', True),
-                                        ('minority_augment', 'flip')])
-def test_data_on_device_refuses_tf_data_only_features(folder, tmp_path, key,
-                                                      value):
-  config = helpers.small_config(f'folder:{folder}', data_on_device=True,
-                                **{key: value})
-  with pytest.raises(UserError, match=f'--config.{key}=.*data_on_device'):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert not os.listdir(tmp_path)

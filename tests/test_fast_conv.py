@@ -76,6 +76,7 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
   assert float(got.sum()) == 8.0  # one gradient per window, not split on ties
 
 
+@pytest.mark.slow
 def test_cnn_matches_the_same_cnn_built_from_nn_conv():
   x = jax.random.uniform(jax.random.key(0), (6, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(6), 10)

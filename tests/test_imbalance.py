@@ -5,19 +5,13 @@ training batches (oversampling), the weight of its loss terms (class
 weights), and only its images' augmentation (minority augmentation).
 """
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-import tensorflow_datasets as tfds
 
 from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import input_pipeline
 from imgclf_jax import train
-from imgclf_jax import train_state as train_state_lib
 from imgclf_jax.errors import UserError
 from tests import helpers
 
@@ -142,53 +136,6 @@ def test_balanced_weights_put_equal_total_weight_on_every_class(folder):
   assert 'weight' not in next(_pipeline(folder).train_batches(0))
 
 
-class _Linear(nn.Module):
-  @nn.compact
-  def __call__(self, x, train: bool, example_ids=None):
-    del train, example_ids  # models' interface (models.py)
-    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-
-
-def test_a_loss_weight_scales_its_examples_gradient():
-  """train_step with weight w on an example == that example w times (SGD)."""
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
-  labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
-  model = _Linear()
-  params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)),
-                      train=False)['params']
-  state = train_state_lib.TrainState.create(apply_fn=model.apply,
-                                            params=params, tx=optax.sgd(1.0))
-  step = helpers.p_train_step(devices=jax.devices()[:1])
-
-  def update(batch):
-    new, metrics = step(state, jax.tree.map(lambda x: x[None], batch),
-                        jax.random.key(1))
-    return jax.tree.map(lambda a, b: np.asarray(a - b), new.params,
-                        state.params), metrics.compute()
-
-  weights = np.ones(8, np.float32)
-  weights[0] = 3.0
-  weighted, weighted_metrics = update(
-      {'image': images, 'label': labels, 'weight': weights})
-  repeated, _ = update({'image': np.concatenate([images[:1]] * 2 + [images]),
-                        'label': np.concatenate([labels[:1]] * 2 + [labels])})
-  # Mean over 8 with example 0 counted 3 times vs mean over 10 examples.
-  for a, b in zip(jax.tree.leaves(weighted), jax.tree.leaves(repeated)):
-    np.testing.assert_allclose(a * 8, b * 10, rtol=1e-4, atol=2e-6)
-  # Weight 0 removes an example's loss term entirely.
-  zero = np.ones(8, np.float32)
-  zero[0] = 0.0
-  without, _ = update({'image': images, 'label': labels, 'weight': zero})
-  rest, _ = update({'image': images[1:], 'label': labels[1:]})
-  for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(rest)):
-    np.testing.assert_allclose(a * 8, b * 7, rtol=1e-4, atol=2e-6)
-  # The reported loss stays the plain mean (comparable with validation).
-  _, plain_metrics = update({'image': images, 'label': labels})
-  assert float(weighted_metrics['loss']) == pytest.approx(
-      float(plain_metrics['loss']), rel=1e-6)
-
-
 def test_minority_augment_changes_only_minority_images(folder):
   plain = list(_pipeline(folder).train_batches(0))
   strong = list(_pipeline(folder, minority_augment='shift,brightness',
@@ -223,14 +170,3 @@ def test_invalid_imbalance_keys_stop_before_anything_is_written(
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not list(tmp_path.iterdir())
-
-
-def test_tfds_class_counts_read_labels_only():
-  config = helpers.small_config('mnist', validation_split='')
-  with tfds.testing.mock_data(num_examples=40):
-    source = datasets.make_source(config)
-    for split in ('train', 'validation'):
-      from_examples = [int(l) for _, l in
-                       source.examples(split).as_numpy_iterator()]
-      np.testing.assert_array_equal(source.labels(split), from_examples)
-      assert len(from_examples) == source.num_examples(split)

@@ -1,40 +1,19 @@
+"""input_pipeline.py: from a source's examples to batches (decode, resize,
+normalise, batch, cache), fixed by seed and epoch."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from imgclf_jax import datasets
 from imgclf_jax import input_pipeline
-from imgclf_jax.errors import UserError
 from tests import helpers
+from tests.helpers import assert_examples_at as _assert_examples_at
+from tests.helpers import pairs as _pairs
 
 
 def _pipeline(config):
   return input_pipeline.InputPipeline(datasets.make_source(config), config)
-
-
-def test_folder_source_classes_splits_and_stratified_validation(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(20, 10, 30))
-  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
-  assert source.info.class_names == ('class_0', 'class_1', 'class_2')
-  assert source.info.num_examples == {'train': 54, 'validation': 6}
-  train = [int(l) for _, l in source.examples('train').as_numpy_iterator()]
-  val = [int(l) for _, l in source.examples('validation').as_numpy_iterator()]
-  assert np.bincount(val).tolist() == [2, 1, 3]  # 10% of every class
-  assert np.bincount(train).tolist() == [18, 9, 27]
-  # The held-out images are the same whatever the training seed.
-  other = datasets.make_source(
-      helpers.small_config(f'folder:{root}', seed=123))
-  np.testing.assert_array_equal(other._scan('validation')[0],
-                                source._scan('validation')[0])
-  assert not set(source._scan('train')[0]) & set(source._scan('validation')[0])
-
-
-def test_folder_with_validation_dir_uses_it(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(6, 6),
-                                   splits=('train', 'val'))
-  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
-  assert source.info.num_examples == {'train': 12, 'validation': 12}
 
 
 def test_any_size_grayscale_rgba_decode_to_rgb_at_image_size(tmp_path):
@@ -108,36 +87,6 @@ def test_training_batches_are_fixed_by_seed_and_epoch(tmp_path):
   assert not np.allclose(first[0], other_seed[0])
 
 
-def test_tfds_source_holds_out_validation_from_train():
-  config = helpers.small_config('mnist', validation_split='')
-  with tfds.testing.mock_data(num_examples=40):
-    source = datasets.make_source(config)
-    assert source.info.channels == 1
-    assert source.info.class_names == tuple(str(i) for i in range(10))
-    assert source._resolve('train') == 'train[:36]'
-    assert source._resolve('validation') == 'train[36:]'
-    pipeline = input_pipeline.InputPipeline(source, config)
-    batch = next(pipeline.train_batches(0))
-  assert batch['image'].shape == (8, 16, 16, 1)
-  assert batch['label'].shape == (8, 10)
-
-
-def test_tfds_sliced_train_split_needs_its_validation_split():
-  # 'train[:50%][k:]' is no TFDS split: the user names both parts.
-  config = helpers.small_config('mnist', train_split='train[:50%]')
-  with tfds.testing.mock_data(num_examples=40):
-    with pytest.raises(UserError, match=r"train_split='train\[:50%\]' is a "
-                       r"slice.*--config.validation_split='train\[90%:\]'"):
-      datasets.make_source(config)
-    summed = helpers.small_config('mnist', train_split='train+test')
-    with pytest.raises(UserError, match=r"'train\+test' is a slice or a sum"):
-      datasets.make_source(summed)
-    config.validation_split = 'train[50%:]'
-    source = datasets.make_source(config)
-    assert source._resolve('train') == 'train[:50%]'
-    assert source._resolve('validation') == 'train[50%:]'
-
-
 def test_compiled_train_transform_equals_the_ops_run_one_by_one(tmp_path):
   # Without augmentation: XLA draws other random numbers than TF's kernels
   # for the same stateless seed, so only the deterministic part can match.
@@ -168,42 +117,6 @@ def test_datasets_run_with_the_autotuner_off_and_fixed_prefetch(tmp_path):
   for ds in (pipeline.train_dataset(0), pipeline.eval_dataset('validation')):
     assert ds.options().autotune.enabled is False
   assert len(list(pipeline.train_batches(0))) == pipeline.steps_per_epoch
-
-
-def _pairs(ds):
-  return [(image, int(label)) for image, label in ds.as_numpy_iterator()]
-
-
-def _assert_examples_at(got, full, positions):
-  assert [label for _, label in got] == [full[i][1] for i in positions]
-  for (image, _), i in zip(got, positions):
-    np.testing.assert_array_equal(image, full[i][0])
-
-
-def test_folder_examples_at_indices_read_only_those_files(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(5, 5, 5))
-  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
-  full = _pairs(source.examples('train'))
-  # Any order and repeats: the sorted distinct positions, in split order.
-  _assert_examples_at(_pairs(source.examples('train', [7, 1, 11, 1])), full,
-                      (1, 7, 11))
-  # A broken file that is not chosen is never read.
-  with open(source.files('train')[0], 'wb') as f:
-    f.write(b'not an image')
-  _assert_examples_at(_pairs(source.examples('train', [1, 7])), full, (1, 7))
-  with pytest.raises(tf.errors.OpError):
-    _pairs(source.examples('train'))
-
-
-def test_tfds_examples_at_indices():
-  config = helpers.small_config('mnist', validation_split='')
-  with tfds.testing.mock_data(num_examples=40):
-    source = datasets.make_source(config)
-    full = _pairs(source.examples('validation'))
-    got = _pairs(source.examples('validation', [3, 0]))
-  # (mock_data does not slice: the split holds all 40 mock examples.)
-  assert len(full) > 3
-  _assert_examples_at(got, full, (0, 3))
 
 
 def test_resized_subset_and_class_examples_from_the_cache_or_the_files(

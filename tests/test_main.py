@@ -1,9 +1,12 @@
-"""The command line as a user runs it: real files, one device, subprocesses."""
+"""main.py: the command line as a user runs it (real files, one device,
+subprocesses), and its malloc tuning in a fresh interpreter."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from tests import helpers
 
@@ -17,6 +20,7 @@ def _main(*args, devices=1):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_then_eval_from_the_command_line(tmp_path):
   data = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 10, 10),
                                    ext='jpg', size=(40, 30))
@@ -82,3 +86,22 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
   assert errors == ['error: --config.learning_rate=-1.0 is invalid: it must be '
                     '> 0.']
   assert 'Traceback' not in result.stderr
+
+
+# ----------------------------------------------------------------------------
+# main.tune_malloc
+
+
+CODE = ('import sys; sys.path.insert(0, %r); import main; '
+        'print(main.tune_malloc())' % ROOT)
+
+
+def _run(**env):
+  return subprocess.run([sys.executable, '-c', CODE], capture_output=True,
+                        text=True, check=True,
+                        env=dict(os.environ, **env)).stdout.strip()
+
+
+def test_glibc_accepts_the_settings_and_the_switch_turns_them_off():
+  assert _run() == 'True'  # these machines run glibc
+  assert _run(IMGCLF_JAX_TUNE_MALLOC='0') == 'False'

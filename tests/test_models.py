@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from imgclf_jax import models
 from tests import helpers
@@ -59,6 +60,7 @@ def _half_and_full(model_name):
   return full, half, variables
 
 
+@pytest.mark.slow
 def test_half_precision_computes_in_bfloat16_with_float32_parameters():
   for name in models.MODELS:
     full, half, variables = _half_and_full(name)
@@ -83,6 +85,7 @@ def test_half_precision_computes_in_bfloat16_with_float32_parameters():
     assert heavy and all('bf16' in line for line in heavy), heavy
 
 
+@pytest.mark.slow
 def test_half_precision_gradients_are_float32_and_close():
   full, half, variables = _half_and_full('cnn')
   x = jax.random.normal(jax.random.key(1), (16, 32, 32, 3))

@@ -1,15 +1,20 @@
+"""steps.py: the train and eval steps under pmap: the loss falls, one device
+or four and microbatches give the same update, a loss weight scales its
+example's gradient, padding counts for nothing."""
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from imgclf_jax import configuration
 from imgclf_jax import device_axis
-from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
 from tests import helpers
+
 
 NUM_CLASSES = 4
 
@@ -55,6 +60,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   assert float(metrics.accuracy.count) == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dropout_rate', [0.0, 0.5])
 def test_four_devices_give_the_same_update_as_one(dropout_rate):
   # With dropout too: each example's mask depends on its place in the global
@@ -118,6 +124,7 @@ def test_label_smoothing_changes_the_loss():
   assert smooth > plain
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dropout_rate', [0.0, 0.5])
 def test_microbatched_step_gives_the_same_update(dropout_rate):
   state, batch = _state(dropout_rate), _batch(n=16)
@@ -133,33 +140,54 @@ def test_microbatched_step_gives_the_same_update(dropout_rate):
     assert float(m2.accuracy.count) == 16
 
 
-def test_microbatches_setting():
-  assert jax.default_backend() == 'cpu'
-  config = helpers.small_config('cifar10', batch_size=16)
-  # Automatic on CPU: 2 when the per-device batch (16 / 4) divides by 2.
-  assert configuration.for_training(config, 4).microbatches == 2
-  config.microbatches = 4
-  assert configuration.for_training(config, 4).microbatches == 4
-  config.microbatches = 0
-  config.batch_size = 12  # 3 per device: automatic falls back to one
-  assert configuration.for_training(config, 4).microbatches == 1
+class _Linear(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool, example_ids=None):
+    del train, example_ids  # models' interface (models.py)
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 
-def test_accumulator_sums_every_step_including_the_newest():
-  accumulator = metrics_lib.Accumulator()
-  assert accumulator.result() is None
-  sums = [(1.0, 2.0, 4.0), (3.0, 1.0, 4.0), (5.0, 4.0, 8.0)]
-  for i, (loss, correct, count) in enumerate(sums):
-    accumulator.add(metrics_lib.Metrics.from_sums(
-        jnp.float32(loss), jnp.float32(correct), jnp.float32(count)))
-    values = accumulator.result().compute()
-    seen = sums[:i + 1]
-    total = sum(s[2] for s in seen)
-    np.testing.assert_allclose(values['loss'], sum(s[0] for s in seen) / total)
-    np.testing.assert_allclose(values['accuracy'],
-                               sum(s[1] for s in seen) / total)
+def test_a_loss_weight_scales_its_examples_gradient():
+  """train_step with weight w on an example == that example w times (SGD)."""
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
+  labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+  model = _Linear()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)),
+                      train=False)['params']
+  state = train_state_lib.TrainState.create(apply_fn=model.apply,
+                                            params=params, tx=optax.sgd(1.0))
+  step = helpers.p_train_step(devices=jax.devices()[:1])
+
+  def update(batch):
+    new, metrics = step(state, jax.tree.map(lambda x: x[None], batch),
+                        jax.random.key(1))
+    return jax.tree.map(lambda a, b: np.asarray(a - b), new.params,
+                        state.params), metrics.compute()
+
+  weights = np.ones(8, np.float32)
+  weights[0] = 3.0
+  weighted, weighted_metrics = update(
+      {'image': images, 'label': labels, 'weight': weights})
+  repeated, _ = update({'image': np.concatenate([images[:1]] * 2 + [images]),
+                        'label': np.concatenate([labels[:1]] * 2 + [labels])})
+  # Mean over 8 with example 0 counted 3 times vs mean over 10 examples.
+  for a, b in zip(jax.tree.leaves(weighted), jax.tree.leaves(repeated)):
+    np.testing.assert_allclose(a * 8, b * 10, rtol=1e-4, atol=2e-6)
+  # Weight 0 removes an example's loss term entirely.
+  zero = np.ones(8, np.float32)
+  zero[0] = 0.0
+  without, _ = update({'image': images, 'label': labels, 'weight': zero})
+  rest, _ = update({'image': images[1:], 'label': labels[1:]})
+  for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(rest)):
+    np.testing.assert_allclose(a * 8, b * 7, rtol=1e-4, atol=2e-6)
+  # The reported loss stays the plain mean (comparable with validation).
+  _, plain_metrics = update({'image': images, 'label': labels})
+  assert float(weighted_metrics['loss']) == pytest.approx(
+      float(plain_metrics['loss']), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_half_precision_step_keeps_parameters_and_optimizer_in_float32():
   config = helpers.small_config('cifar10', half_precision=True)
   model = models.create_model(config, NUM_CLASSES)

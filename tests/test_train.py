@@ -1,8 +1,9 @@
-"""train_and_evaluate end to end: mock TFDS data and real image folders."""
+"""train_and_evaluate end to end: mock TFDS data and real image folders;
+resumed, rerun, and stopped on a diverged loss with its last good checkpoint
+kept. Most tests read the session's `full_run` (tests/conftest.py)."""
 
 import glob
 import json
-import logging
 import os
 
 import numpy as np
@@ -16,6 +17,7 @@ from imgclf_jax import configuration
 from imgclf_jax import evaluate
 from imgclf_jax import train
 from tests import helpers
+from tests.helpers import train_in as _train
 
 
 def _checkpoint_steps(workdir):
@@ -54,21 +56,13 @@ def test_train_and_evaluate_on_tfds_mock_data(tmp_path):
   assert last == records[-1] and last['step'] == 6
 
 
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-  return helpers.make_image_folder(tmp_path_factory.mktemp('data'),
-                                   per_class=(12, 12, 12), ext='jpg')
+@pytest.fixture
+def folder(colour_folder):
+  """The folder `full_run` trained on (tests/conftest.py)."""
+  return colour_folder
 
 
-@pytest.fixture(scope='module')
-def full_run(folder, tmp_path_factory):
-  """Three uninterrupted epochs on the generated folder."""
-  workdir = str(tmp_path_factory.mktemp('full'))
-  config = helpers.small_config(f'folder:{folder}', num_epochs=3)
-  last = train.train_and_evaluate(config, workdir)
-  return config, workdir, last
-
-
+@pytest.mark.slow
 def test_folder_run_writes_checkpoints_events_metrics_and_curves(full_run):
   _, workdir, last = full_run
   records = _assert_outputs(workdir, epochs=3, steps_per_epoch=4)
@@ -77,6 +71,7 @@ def test_folder_run_writes_checkpoints_events_metrics_and_curves(full_run):
   assert last['validation_accuracy'] >= 0.5
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_what_eval_needs(full_run):
   config, workdir, _ = full_run
   store = checkpoints.CheckpointStore(workdir)
@@ -92,6 +87,7 @@ def test_checkpoint_holds_what_eval_needs(full_run):
   assert len(metadata['normalization']['mean']) == 3
 
 
+@pytest.mark.slow
 def test_resume_finishes_like_an_uninterrupted_run(full_run, folder, tmp_path):
   config, _, full_last = full_run
   workdir = str(tmp_path)
@@ -107,6 +103,7 @@ def test_resume_finishes_like_an_uninterrupted_run(full_run, folder, tmp_path):
   assert resumed_last['step'] == full_last['step'] == 12
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_run_trains_no_more(full_run):
   config, workdir, full_last = full_run
   before = _records(workdir)
@@ -115,31 +112,22 @@ def test_rerun_of_a_finished_run_trains_no_more(full_run):
   assert last == full_last
 
 
-def test_eval_mode_reproduces_the_final_validation_metrics(full_run, caplog):
-  config, workdir, last = full_run
-  # --mode=eval takes the model from the checkpoint: a config file's other
-  # image_size (a user who trained with --config.image_size=...) is ignored.
-  other_size = config.copy_and_resolve_references()
-  other_size.image_size = config.image_size * 2
-  for given in (None, config, other_size):
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-      result = evaluate.evaluate_checkpoint(given, workdir)
-    warned = '--mode=eval uses the model of the checkpoint' in caplog.text
-    assert warned == (given is other_size), caplog.text
-    assert result['step'] == 12 and result['split'] == 'validation'
-    assert result['accuracy'] == last['validation_accuracy']
-    np.testing.assert_allclose(result['loss'], last['validation_loss'],
-                               rtol=1e-6)
-  with open(os.path.join(workdir, 'eval_validation_step12.json')) as f:
-    assert json.load(f)['accuracy'] == last['validation_accuracy']
-
-
-def test_eval_of_an_earlier_step_and_another_split(full_run, folder):
-  config, workdir, _ = full_run
-  result = evaluate.evaluate_checkpoint(None, workdir, step=8)
-  assert result['step'] == 8 and result['epoch'] == 2
-  other = config.copy_and_resolve_references()
-  other.eval_split = 'train'
-  result = evaluate.evaluate_checkpoint(other, workdir)
-  assert result['split'] == 'train' and result['num_examples'] == 33
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    trained, two_class_folder):
+  _, workdir = trained
+  checkpoints_before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    log_before = f.read()
+  exploding = helpers.small_config(f'folder:{two_class_folder}',
+                                   num_epochs=3, learning_rate=1e30)
+  with pytest.raises(train.TrainingDiverged,
+                     match=r'loss became .*nan.*last good checkpoint \(step 2\)'):
+    _train(exploding, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == (
+      checkpoints_before)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert f.read() == log_before
+  # The kept checkpoint still restores and evaluates.
+  result = evaluate.evaluate_checkpoint(None, workdir)
+  assert result['step'] == 2 and 0 <= result['accuracy'] <= 1

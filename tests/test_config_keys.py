@@ -1,4 +1,5 @@
-"""Every config key can be set from the command line, as main.py parses it."""
+"""config_keys.py: every key has a default that the command line can set (as
+main.py parses it), and the table of key origins names only those keys."""
 
 import os
 
@@ -7,6 +8,7 @@ from ml_collections import config_flags
 import pytest
 
 from configs import default
+from imgclf_jax import config_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,3 +44,14 @@ def test_every_key_can_be_set_on_the_command_line(key):
 def test_data_dir_is_none_unless_given():
   assert _parse().data_dir is None
   assert _parse('--config.data_dir=/data/tfds').data_dir == '/data/tfds'
+
+
+def test_every_origin_names_a_key_of_the_defaults():
+  defaults = config_keys.get_config()
+  assert set(config_keys.KEY_ORIGINS) <= set(defaults.keys())
+  for row in config_keys.KEY_ORIGINS.values():
+    assert row[0] in (None, config_keys.FIXED)
+    assert all(origin in (None, config_keys.FLAGS, config_keys.MODEL)
+               for origin in row[1:])
+  assert set(config_keys.keys_where('resume', config_keys.FIXED)) == {
+      'dataset', 'model', 'image_size', 'normalization', 'batch_size'}

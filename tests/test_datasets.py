@@ -1,0 +1,162 @@
+"""datasets.py: TFDS and image-folder sources (classes, splits, a held-out
+validation split, examples at indices, labels), and a UserError naming every
+dataset that cannot be read."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from imgclf_jax import datasets
+from imgclf_jax import input_pipeline
+from imgclf_jax.errors import UserError
+from tests import helpers
+from tests.helpers import assert_examples_at as _assert_examples_at
+from tests.helpers import pairs as _pairs
+from tests.helpers import train_in as _train
+
+
+def test_folder_source_classes_splits_and_stratified_validation(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(20, 10, 30))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  assert source.info.class_names == ('class_0', 'class_1', 'class_2')
+  assert source.info.num_examples == {'train': 54, 'validation': 6}
+  train = [int(l) for _, l in source.examples('train').as_numpy_iterator()]
+  val = [int(l) for _, l in source.examples('validation').as_numpy_iterator()]
+  assert np.bincount(val).tolist() == [2, 1, 3]  # 10% of every class
+  assert np.bincount(train).tolist() == [18, 9, 27]
+  # The held-out images are the same whatever the training seed.
+  other = datasets.make_source(
+      helpers.small_config(f'folder:{root}', seed=123))
+  np.testing.assert_array_equal(other._scan('validation')[0],
+                                source._scan('validation')[0])
+  assert not set(source._scan('train')[0]) & set(source._scan('validation')[0])
+
+
+def test_folder_with_validation_dir_uses_it(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(6, 6),
+                                   splits=('train', 'val'))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  assert source.info.num_examples == {'train': 12, 'validation': 12}
+
+
+def test_tfds_source_holds_out_validation_from_train():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    assert source.info.channels == 1
+    assert source.info.class_names == tuple(str(i) for i in range(10))
+    assert source._resolve('train') == 'train[:36]'
+    assert source._resolve('validation') == 'train[36:]'
+    pipeline = input_pipeline.InputPipeline(source, config)
+    batch = next(pipeline.train_batches(0))
+  assert batch['image'].shape == (8, 16, 16, 1)
+  assert batch['label'].shape == (8, 10)
+
+
+def test_tfds_sliced_train_split_needs_its_validation_split():
+  # 'train[:50%][k:]' is no TFDS split: the user names both parts.
+  config = helpers.small_config('mnist', train_split='train[:50%]')
+  with tfds.testing.mock_data(num_examples=40):
+    with pytest.raises(UserError, match=r"train_split='train\[:50%\]' is a "
+                       r"slice.*--config.validation_split='train\[90%:\]'"):
+      datasets.make_source(config)
+    summed = helpers.small_config('mnist', train_split='train+test')
+    with pytest.raises(UserError, match=r"'train\+test' is a slice or a sum"):
+      datasets.make_source(summed)
+    config.validation_split = 'train[50%:]'
+    source = datasets.make_source(config)
+    assert source._resolve('train') == 'train[:50%]'
+    assert source._resolve('validation') == 'train[50%:]'
+
+
+def test_folder_examples_at_indices_read_only_those_files(tmp_path):
+  root = helpers.make_image_folder(tmp_path, per_class=(5, 5, 5))
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  full = _pairs(source.examples('train'))
+  # Any order and repeats: the sorted distinct positions, in split order.
+  _assert_examples_at(_pairs(source.examples('train', [7, 1, 11, 1])), full,
+                      (1, 7, 11))
+  # A broken file that is not chosen is never read.
+  with open(source.files('train')[0], 'wb') as f:
+    f.write(b'not an image')
+  _assert_examples_at(_pairs(source.examples('train', [1, 7])), full, (1, 7))
+  with pytest.raises(tf.errors.OpError):
+    _pairs(source.examples('train'))
+
+
+def test_tfds_examples_at_indices():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    full = _pairs(source.examples('validation'))
+    got = _pairs(source.examples('validation', [3, 0]))
+  # (mock_data does not slice: the split holds all 40 mock examples.)
+  assert len(full) > 3
+  _assert_examples_at(got, full, (0, 3))
+
+
+def test_tfds_class_counts_read_labels_only():
+  config = helpers.small_config('mnist', validation_split='')
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    for split in ('train', 'validation'):
+      from_examples = [int(l) for _, l in
+                       source.examples(split).as_numpy_iterator()]
+      np.testing.assert_array_equal(source.labels(split), from_examples)
+      assert len(from_examples) == source.num_examples(split)
+
+
+# ----------------------------------------------------------------------------
+# Datasets that cannot be read
+
+
+def test_unknown_tfds_name(tmp_path):
+  with pytest.raises(UserError, match=r"'no_such_dataset': no TFDS dataset"):
+    _train(helpers.small_config('no_such_dataset'), tmp_path)
+
+
+def test_tfds_dataset_that_cannot_be_downloaded(tmp_path, monkeypatch):
+  # A machine without internet. (Really trying here takes minutes of TFDS
+  # retries before the same failure.)
+  def offline(self, *args, **kwargs):
+    raise ConnectionError(f'cannot reach the download server for {self.name}')
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
+  config = helpers.small_config('mnist', data_dir=str(tmp_path / 'tfds'))
+  with pytest.raises(UserError, match=r"'mnist' is not in data_dir .*tfds.*"
+                     r'ConnectionError.*--config.data_dir=/path'):
+    _train(config, tmp_path / 'run')
+
+
+def test_missing_folder(tmp_path):
+  with pytest.raises(UserError, match=r'no such folder'):
+    _train(helpers.small_config(f'folder:{tmp_path}/nope'), tmp_path / 'run')
+
+
+def test_path_without_folder_prefix(tmp_path):
+  with pytest.raises(UserError, match=r'write --config.dataset=folder:'):
+    _train(helpers.small_config(str(tmp_path)), tmp_path / 'run')
+
+
+def test_folder_without_images(tmp_path):
+  os.makedirs(tmp_path / 'data' / 'train' / 'cats')
+  (tmp_path / 'data' / 'train' / 'cats' / 'notes.txt').write_text('hi')
+  with pytest.raises(UserError, match=r'no images .* under .*train'):
+    _train(helpers.small_config(f'folder:{tmp_path}/data'), tmp_path / 'run')
+
+
+def test_folder_with_one_class(tmp_path):
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(5,))
+  with pytest.raises(UserError, match=r'1 class folder.*at least two'):
+    _train(helpers.small_config(f'folder:{root}'), tmp_path / 'run')
+
+
+def test_corrupt_image_is_named(tmp_path):
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
+  bad = os.path.join(root, 'train', 'class_1', 'broken.jpg')
+  with open(bad, 'wb') as f:
+    f.write(b'\xff\xd8\xff\xe0 this is not really a JPEG')
+  with pytest.raises(UserError, match=r'cannot decode image file .*broken\.jpg'):
+    _train(helpers.small_config(f'folder:{root}'), tmp_path / 'run')

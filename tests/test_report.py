@@ -1,0 +1,213 @@
+"""report.py: the evaluation report's numbers, galleries and TensorBoard
+summaries, the class distribution before training, the overfitting epoch.
+
+Most tests read the session's report run (`run`, tests/conftest.py): one small
+run on a generated folder whose `test` split has a few images painted in
+another class's colour, so the model makes known mistakes. Pictures are
+checked by their pixels at the places their layout reports.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from imgclf_jax import datasets
+from imgclf_jax import input_pipeline
+from imgclf_jax import plots
+from imgclf_jax import report
+from tests import helpers
+from tests.helpers import CLASSES
+from tests.helpers import REPAINTED
+from tests.helpers import hex_rgb as _hex_rgb
+from tests.helpers import pixel as _pixel
+from tests.helpers import read_csv as _csv
+
+
+# ----------------------------------------------------------------------------
+# Evaluation report
+
+
+@pytest.mark.slow
+def test_report_numbers_agree_with_each_other(run):
+  _, workdir, _, result = run
+  assert result['split'] == 'test' and result['num_examples'] == 36
+  matrix = np.array(result['confusion_matrix'])
+  assert matrix.shape == (3, 3) and matrix.sum() == 36
+  assert matrix.sum(axis=1).tolist() == [12, 12, 12]
+  # The repainted images are the mistakes the model must make.
+  assert matrix[0, 1] >= 2 and matrix[2, 0] >= 2
+  for i, name in enumerate(CLASSES):
+    row = result['per_class'][name]
+    assert row['support'] == 12
+    assert row['recall'] == pytest.approx(matrix[i, i] / 12)
+    assert row['precision'] == pytest.approx(matrix[i, i] / matrix[:, i].sum())
+    p, r = row['precision'], row['recall']
+    assert row['f1'] == pytest.approx(2 * p * r / (p + r))
+  assert result['accuracy'] == pytest.approx(np.trace(matrix) / 36)
+  assert result['macro_avg']['recall'] == pytest.approx(
+      np.mean([result['per_class'][n]['recall'] for n in CLASSES]))
+  # Per-example CSV: one row per example, consistent with the matrix.
+  rows = _csv(os.path.join(workdir, result['files']['predictions_csv']))
+  assert len(rows) == 36
+  assert sum(int(r['correct']) for r in rows) == np.trace(matrix)
+  for r in rows:
+    assert os.path.isfile(r['file'])
+    assert r['true'] == os.path.basename(os.path.dirname(r['file']))
+  top2 = np.mean([r['true'] in (r['top1'].split(':')[0],
+                                r['top2'].split(':')[0]) for r in rows])
+  assert result['top_k'] == 2
+  assert result['top_k_accuracy'] == pytest.approx(top2)
+  assert result['top_k_accuracy'] >= result['accuracy']
+  repainted = {os.path.join(run[0], 'test', c, f'{i:03d}.png'): CLASSES[k]
+               for c, i, k in REPAINTED}
+  predicted = {r['file']: r['predicted'] for r in rows}
+  assert sum(predicted[f] == as_class for f, as_class in repainted.items()) >= 4
+  # The JSON on disk is the returned result, less the pictures' layouts
+  # (for tests, not users).
+  with open(os.path.join(workdir, 'eval_test_step12.json')) as f:
+    written = json.load(f)
+  assert 'layout' not in written
+  assert written == json.loads(json.dumps(
+      {k: v for k, v in result.items() if k != 'layout'}))
+
+
+@pytest.mark.slow
+def test_galleries_of_confident_mistakes_and_unsure_right_answers(run):
+  _, workdir, _, result = run
+  rows = _csv(os.path.join(workdir, result['files']['predictions_csv']))
+  confidence = np.array([float(r['confidence']) for r in rows])
+  wrong = [i for i, r in enumerate(rows) if not int(r['correct'])]
+  right = [i for i, r in enumerate(rows) if int(r['correct'])]
+  mistakes = result['examples']['confident_mistakes']
+  unsure = result['examples']['unsure_correct']
+  # The galleries hold the most confident wrong / least confident right
+  # examples, in that order (compared by confidence: ties may go either way).
+  assert set(e['index'] for e in mistakes) <= set(wrong)
+  assert set(e['index'] for e in unsure) <= set(right)
+  assert [confidence[e['index']] for e in mistakes] == sorted(
+      confidence[wrong], reverse=True)[:6]
+  assert [confidence[e['index']] for e in unsure] == sorted(
+      confidence[right])[:6]
+  assert all(not e['correct'] for e in mistakes)
+  assert all(e['correct'] for e in unsure)
+  for e in mistakes + unsure:
+    assert e['confidence'] == pytest.approx(confidence[e['index']], abs=1e-6)
+  for name, entries, colour in (
+      ('confident_mistakes', mistakes, plots.WRONG_COLOUR),
+      ('unsure_correct', unsure, plots.RIGHT_COLOUR)):
+    tiles = result['layout'][name]['tiles']
+    assert len(tiles) == len(entries) > 0
+    with Image.open(os.path.join(workdir, result['files'][name])) as png:
+      assert png.size == (len(entries) * 175 + 20, 255)
+      image = np.asarray(png.convert('RGB'))
+    for x0, y0, x1, y1 in tiles:
+      frame = _pixel(image, x0 - 1.5, (y0 + y1) / 2)
+      assert np.abs(frame - _hex_rgb(colour)).max() < 40
+
+
+@pytest.mark.slow
+def test_report_goes_to_tensorboard(run):
+  _, workdir, _, result = run
+  events = glob.glob(os.path.join(workdir, 'eval_test', 'events.out.*'))
+  assert events
+  tags = {}
+  for path in events:
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags[value.tag] = (event.step, tf.make_ndarray(value.tensor))
+  assert {step for step, _ in tags.values()} == {result['step']}
+  per_class = result['per_class']
+  for tag, want in (('accuracy', result['accuracy']),
+                    ('loss', result['loss']),
+                    ('top_2_accuracy', result['top_k_accuracy']),
+                    ('recall/class_0', per_class['class_0']['recall']),
+                    ('precision/class_2', per_class['class_2']['precision'])):
+    assert float(tags[tag][1]) == pytest.approx(want, rel=1e-6), tag
+  # Each picture is the report's PNG: TensorBoard's image summary holds
+  # [width, height, encoded image].
+  for name in ('confusion_matrix', 'grid', 'confident_mistakes'):
+    width, height, encoded = tags[name][1]
+    with Image.open(os.path.join(workdir, result['files'][name])) as png:
+      want = np.asarray(png.convert('RGB'))
+    assert (int(width), int(height)) == (want.shape[1], want.shape[0])
+    np.testing.assert_array_equal(tf.io.decode_png(encoded).numpy()[..., :3],
+                                  want)
+
+
+# ----------------------------------------------------------------------------
+# Training insights
+
+
+@pytest.mark.slow
+def test_class_distribution_is_written_before_training(run, tmp_path):
+  _, workdir, _, _ = run
+  with open(os.path.join(workdir, 'class_distribution.json')) as f:
+    dist = json.load(f)
+  assert dist['class_names'] == CLASSES and 'layout' not in dist
+  assert dist['train'] == [11, 11, 11] and dist['validation'] == [1, 1, 1]
+  assert dist['imbalance_ratio'] == 1.0 and not dist['warning']
+  # The chart is the one plots.py draws for these counts (whose layout says
+  # where its bars are).
+  again = str(tmp_path / 'again.png')
+  layout = plots.plot_class_distribution(
+      CLASSES, {'train': dist['train'], 'validation': dist['validation']},
+      again, title='examples per class (train imbalance ratio 1.0)')
+  with Image.open(again) as a, Image.open(
+      os.path.join(workdir, 'class_distribution.png')) as b:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _check_bars(again, {**dist, 'layout': layout})
+
+
+def _check_bars(path, dist):
+  with Image.open(path) as png:
+    assert png.size == (600, 450)
+    image = np.asarray(png.convert('RGB'))
+  for s, split in enumerate(('train', 'validation')):
+    colour = _hex_rgb(plots.SPLIT_COLOURS[s])
+    boxes = dist['layout']['bars'][split]
+    heights = np.array([y1 - y0 for _, y0, _, y1 in boxes])
+    np.testing.assert_allclose(heights / heights.max(),
+                               np.array(dist[split]) / max(dist[split]),
+                               atol=0.01)
+    for x0, y0, x1, y1 in boxes:
+      if y1 - y0 > 4:  # drawn in its split's colour, background above it
+        assert np.abs(_pixel(image, (x0 + x1) / 2, y0 + 2) - colour).max() < 8
+        assert _pixel(image, (x0 + x1) / 2, y0 - 3).min() > 200
+
+
+def test_imbalance_warning_and_chart(tmp_path, caplog):
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(40, 8, 40),
+                                   size=(8, 8))
+  config = helpers.small_config(f'folder:{root}')
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  with caplog.at_level('WARNING'):
+    dist = report.write_class_distribution(pipeline, config,
+                                                      str(tmp_path))
+  assert dist['train'] == [36, 7, 36] and dist['validation'] == [4, 1, 4]
+  assert dist['imbalance_ratio'] == pytest.approx(36 / 7) and dist['warning']
+  assert dist['minority_classes'] == ['class_1']
+  warning = [r.getMessage() for r in caplog.records
+             if 'Class imbalance' in r.getMessage()]
+  assert len(warning) == 1 and 'ratio 5.1' in warning[0]
+  assert '--config.class_weights=balanced' in warning[0]
+  _check_bars(str(tmp_path / 'class_distribution.png'), dist)
+
+
+def test_overfitting_epoch():
+  def records(val, tr):
+    return [{'epoch': i + 1, 'validation_loss': v, 'train_loss': t}
+            for i, (v, t) in enumerate(zip(val, tr))]
+  falling = [2.0, 1.5, 1.2, 1.0, 0.9, 0.8]
+  assert report.overfitting_epoch(
+      records([1.9, 1.4, 1.2, 1.25, 1.4, 1.6], falling)) == 4
+  # Still improving, or both losses rising (not overfitting): none.
+  assert report.overfitting_epoch(
+      records([1.9, 1.5, 1.3, 1.2, 1.1, 1.0], falling)) is None
+  assert report.overfitting_epoch(
+      records([1.9, 1.4, 1.5, 1.6], [2.0, 1.5, 1.6, 1.7])) is None
+  assert report.overfitting_epoch(records([1.0], [1.0])) is None
