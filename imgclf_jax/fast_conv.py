@@ -97,9 +97,9 @@ def _dw(x, w, dy):
     # (benchmarks/conv_forms.py, BENCHMARKS.md). Also the form for an odd K.
     r = _mm(d.T, p).T
   else:
-    # split-K batched dot, summed (chosen on the Xeon of the first sessions
-    # over dy^T @ P and nine per-tap dots; level with dy^T @ P on the AMD
-    # EPYC: benchmarks/conv_forms.py).
+    # split-K batched dot, summed (faster than dy^T @ P and nine per-tap
+    # dots on the 2-core Xeon, level with dy^T @ P on the AMD EPYC:
+    # benchmarks/conv_forms.py).
     r = lax.dot_general(p.reshape(2, k // 2, -1), d.reshape(2, k // 2, cout),
               (((1,), (1,)), ((0,), (0,)))).sum(0)
   return r.reshape(kh, kw, cin, cout)
