@@ -3,7 +3,10 @@
 import json
 import math
 import os
+import shutil
+import tempfile
 
+from absl import logging
 from clu import metrics as clu_metrics
 import flax
 import jax
@@ -60,9 +63,13 @@ def to_floats(collection: Metrics, prefix: str) -> dict:
 class EpochLog:
   """`<workdir>/metrics.jsonl`: one JSON object per line, one line per epoch.
 
-  Lines are only ever appended. A resumed run may write an epoch again (if it
-  stopped after logging an epoch but before its checkpoint landed); readers
-  keep the last line of each epoch.
+  The trainer appends each epoch's line before saving its checkpoint, and on
+  resume `resume` cuts the file back to the records of the checkpoint's
+  epochs: a line is never missing for a checkpointed epoch, and one logged by
+  a run killed before its checkpoint landed is cut and written again by the
+  resumed run. `read` skips (with a warning) a line that is no JSON record,
+  e.g. one torn by a kill while it was written, and keeps the last line of
+  each epoch.
   """
 
   def __init__(self, workdir: str):
@@ -74,16 +81,96 @@ class EpochLog:
 
   def read(self) -> list[dict]:
     """The latest record of each epoch, in epoch order."""
-    if not os.path.exists(self.path):
-      return []
     by_epoch = {}
-    with open(self.path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          record = json.loads(line)
-          by_epoch[record['epoch']] = record
+    for number, _, record, _ in _lines(self._text()):
+      if record is None:
+        logging.warning('%s line %d is not a JSON record of an epoch: skipped.',
+                        self.path, number)
+      else:
+        by_epoch[record['epoch']] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+  def resume(self, epoch: int):
+    """Keeps the records of epochs 1..`epoch` (the checkpoint training resumes
+    from), the last line of each, in epoch order; rewrites the file (a new
+    file moved in its place) if that changes it, warning if it cuts anything.
+    """
+    old = self._text()
+    lines = _lines(old)
+    kept, cut, past, repeated = {}, [], set(), set()
+    for number, text, record, torn in lines:
+      if record is None:
+        why = 'cut short, the last line' if torn else 'no JSON record'
+        cut.append(f'line {number} ({why}: {text[:60]!r})')
+      elif record['epoch'] > epoch:
+        past.add(record['epoch'])
+      else:
+        if record['epoch'] in kept:
+          repeated.add(record['epoch'])
+        kept[record['epoch']] = text
+    if past:
+      cut.append(f'the records of epochs {sorted(past)}, past the epoch of '
+                 f'the checkpoint ({epoch})')
+    if repeated:
+      cut.append(f'earlier lines of epochs {sorted(repeated)}')
+    if cut:
+      logging.warning('%s: cut %s; training goes on from epoch %d.',
+                      self.path, '; '.join(cut), epoch + 1)
+    missing = sorted(set(range(1, epoch + 1)) - set(kept))
+    if missing:
+      logging.warning('%s has no record of epochs %s (before the checkpoint '
+                      'of epoch %d): their lines are lost.', self.path,
+                      missing, epoch)
+    content = ''.join(kept[e] + '\n' for e in sorted(kept))
+    if lines and content != old:
+      _replace(self.path, content)
+
+  def _text(self) -> str:
+    try:
+      with open(self.path, errors='replace') as f:  # garbage may be binary
+        return f.read()
+    except FileNotFoundError:
+      return ''
+
+
+def _lines(text: str) -> list:
+  """(line number, stripped text, record or None, torn) of each non-blank
+  line; torn: the last line, without its newline (a kill while writing)."""
+  lines = text.split('\n')
+  return [(number, line.strip(), _parse(line), number == len(lines))
+          for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _parse(text: str):
+  """A line's record (a JSON object with a whole epoch >= 1), or None."""
+  try:
+    record = json.loads(text)
+  except ValueError:
+    return None
+  if not isinstance(record, dict):
+    return None
+  epoch = record.get('epoch')
+  if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    return None
+  return record
+
+
+def _replace(path: str, content: str):
+  """Writes `content` to a new file beside `path` and moves it over `path`:
+  a kill leaves the old file or the new one, never half of either."""
+  fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path),
+                                   prefix=os.path.basename(path) + '.')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(content)
+      f.flush()
+      os.fsync(f.fileno())
+    shutil.copymode(path, temporary)
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
 
 
 def is_finite(values: dict) -> bool:

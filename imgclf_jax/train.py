@@ -24,6 +24,7 @@ from imgclf_jax import plots
 from imgclf_jax import report
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
+from imgclf_jax import workdir_lock
 from imgclf_jax.errors import UserError
 
 
@@ -35,15 +36,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint).
 
   Returns the last epoch's metrics record (also the last line of
-  `<workdir>/metrics.jsonl`).
+  `<workdir>/metrics.jsonl`). Holds the workdir's training lock
+  (workdir_lock.py) throughout: a second trainer there stops at once.
   """
   workdir = os.path.abspath(workdir)
   devices = jax.local_devices()
-  num_devices = len(devices)
-  config = configuration.for_training(config, num_devices)
+  config = configuration.for_training(config, len(devices))
   source = datasets.make_source(config)
+  imbalance.parse_class_weights(config.class_weights, source.info.class_names)
+  with workdir_lock.TrainLock(workdir) as lock:
+    return _train(config, source, workdir, devices, lock)
+
+
+def _train(config, source, workdir: str, devices, lock) -> dict:
+  num_devices = len(devices)
   info = source.info
-  imbalance.parse_class_weights(config.class_weights, info.class_names)
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
 
   split_sizes = source.split_sizes()
@@ -57,7 +64,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpoints.check_split_sizes(metadata['split_sizes'], split_sizes,
                                   store.directory)
     normalization = metadata['normalization']
-  os.makedirs(workdir, exist_ok=True)
+  # Not refused by the checkpoint: from here on this run writes.
+  lock.sign()
+  _check_validation_files(source)
 
   pipeline = input_pipeline.InputPipeline(source, config, normalization)
   steps_per_epoch = pipeline.steps_per_epoch
@@ -76,6 +85,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     f'epoch boundary of {steps_per_epoch} steps: was '
                     '--config.batch_size changed? Use a new --workdir.')
   start_epoch = step // steps_per_epoch
+  epoch_log = metrics_lib.EpochLog(workdir)
+  epoch_log.resume(start_epoch)
 
   logging.info('Dataset %s: %d classes, %s examples; %d devices, %d steps '
                'per epoch.', info.name, info.num_classes, info.num_examples,
@@ -91,7 +102,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.write_hparams(config_keys.to_dict(config))
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
-  epoch_log = metrics_lib.EpochLog(workdir)
   if config.data_on_device:
     resident = device_data.DeviceData(pipeline, config, devices)
     p_train_step, epoch_batches = resident.train_step, resident.train_batches
@@ -137,12 +147,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 'epoch_seconds': round(time.time() - epoch_start, 2)}
       writer.write_scalars(step, {k: v for k, v in record.items()
                                   if k not in ('epoch', 'step')})
+      # Logged before its checkpoint: a kill in between leaves a line past
+      # the checkpoint, which the resumed run cuts (EpochLog.resume).
+      epoch_log.append(record)
       last = epoch + 1 == int(config.num_epochs)
       if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
         store.save(step, state, metadata(epoch, record),
                    metrics={checkpoints.BEST_METRIC:
                             record[checkpoints.BEST_METRIC]})
-      epoch_log.append(record)
       logging.info('epoch %d/%d: %s', epoch + 1, config.num_epochs,
                    ', '.join(f'{k}={v:.4f}' for k, v in record.items()
                              if isinstance(v, float)))
@@ -154,6 +166,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
                       overfit_epoch=report.log_overfitting(records))
   return record or (records[-1] if records else {})
+
+
+def _check_validation_files(source):
+  """Raises UserError naming the first validation image that does not decode,
+  before training spends an epoch on the way to it (a new run's statistics
+  pass decodes the train split). Image folders only: TFDS has no files."""
+  files = source.files('validation')
+  if files is not None and datasets.find_unreadable(files):
+    raise UserError(source.describe_error('validation', None))
 
 
 def _check_finite(values: dict, epoch: int, store):

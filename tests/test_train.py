@@ -1,11 +1,19 @@
 """train_and_evaluate end to end: mock TFDS data and real image folders;
 resumed, rerun, and stopped on a diverged loss with its last good checkpoint
-kept. Most tests read the session's `full_run` (tests/conftest.py)."""
+kept; refused in a workdir another trainer holds or on a corrupt validation
+image; resumed over a damaged metrics.jsonl and after kills with SIGKILL (of
+main.py). Most tests read the session's `full_run` (tests/conftest.py)."""
 
 import glob
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -14,10 +22,16 @@ from PIL import Image
 from imgclf_jax import checkpoints
 from imgclf_jax import config_keys
 from imgclf_jax import configuration
+from imgclf_jax import datasets
 from imgclf_jax import evaluate
+from imgclf_jax import inference
 from imgclf_jax import train
+from imgclf_jax import workdir_lock
+from imgclf_jax.errors import UserError
 from tests import helpers
 from tests.helpers import train_in as _train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _checkpoint_steps(workdir):
@@ -131,3 +145,162 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   # The kept checkpoint still restores and evaluates.
   result = evaluate.evaluate_checkpoint(None, workdir)
   assert result['step'] == 2 and 0 <= result['accuracy'] <= 1
+
+
+# ----------------------------------------------------------------------------
+# Nothing lost, nothing silent: one trainer per workdir, a damaged
+# metrics.jsonl, a corrupt validation image, and kills with SIGKILL.
+
+
+def test_a_second_trainer_stops_before_writing_anything(tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
+  workdir = str(tmp_path / 'run')
+  with workdir_lock.TrainLock(workdir) as lock:
+    lock.sign()
+    with pytest.raises(workdir_lock.WorkdirBusy,
+                       match=rf'--workdir={workdir} is in use by another '
+                       rf'trainer \(pid {os.getpid()} .*lock file '
+                       rf'{lock.path}\)'):
+      _train(helpers.small_config(f'folder:{data}'), workdir)
+  assert os.listdir(workdir) == ['train.lock']
+
+
+def test_a_corrupt_validation_image_stops_training_before_it_starts(tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
+  config = helpers.small_config(f'folder:{data}')
+  # The validation split is carved out of train/: corrupt one of its files.
+  bad = datasets.make_source(config).files('validation')[-1]
+  with open(bad, 'wb') as f:
+    f.write(b'not an image')
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(UserError,
+                     match=rf'^cannot decode image file {bad} \(.*\): remove '
+                     r'or re-save it, then run the same command again\.$'):
+    _train(config, workdir)
+  # No epoch was trained: no checkpoint, metrics line or event file.
+  assert os.listdir(workdir) == ['train.lock']
+
+
+@pytest.mark.slow
+def test_resume_mends_a_torn_and_garbled_log_of_a_kill_during_a_save(
+    full_run, tmp_path, caplog):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  # A kill while epoch 3's checkpoint was saved (its line was logged, the
+  # checkpoint never landed), a garbled line, and a line torn by the kill.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))
+  path = os.path.join(workdir, 'metrics.jsonl')
+  with open(path) as f:
+    lines = f.readlines()
+  with open(path, 'w') as f:
+    f.writelines([lines[0], 'garbage\n', *lines[1:], lines[2][:20]])
+  last = _train(config, workdir)
+  assert f'{path}: cut line 2' in caplog.text
+  assert 'the records of epochs [3], past the epoch of the checkpoint (2)' in (
+      caplog.text)
+  records = _records(workdir)  # every line parses
+  full = _records(full_workdir)
+  assert [(r['epoch'], r['step']) for r in records] == [
+      (r['epoch'], r['step']) for r in full] == [(1, 4), (2, 8), (3, 12)]
+  assert records[:2] == full[:2] and last == records[2]
+  for key in ('train_loss', 'validation_loss', 'validation_accuracy'):
+    np.testing.assert_allclose(last[key], full[2][key], rtol=1e-5,
+                               err_msg=key)
+
+
+# main.py as a user runs it, on one device (tests/test_main.py), killed with
+# SIGKILL and run again: it must end where an uninterrupted run ends.
+KILL_EPOCHS = 5
+
+
+def _main_train(data, workdir, log):
+  """Starts `main.py` training in `workdir`; its output goes to `log`."""
+  args = [sys.executable, 'main.py', '--config=configs/folder.py',
+          f'--workdir={workdir}', f'--config.dataset=folder:{data}',
+          '--config.image_size=16', '--config.batch_size=8',
+          f'--config.num_epochs={KILL_EPOCHS}', '--config.augment=']
+  env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='2')
+  with open(log, 'a') as out:
+    return subprocess.Popen(args, cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=out)
+
+
+def _kill_when(process, ready):
+  """SIGKILLs `process` as soon as `ready()` holds (or it ends by itself)."""
+  while process.poll() is None and not ready():
+    time.sleep(0.005)
+  process.kill()
+  assert process.wait(timeout=600) in (-signal.SIGKILL, 0)
+
+
+def _saving(workdir):
+  return glob.glob(os.path.join(workdir, 'checkpoints',
+                                '*.orbax-checkpoint-tmp*'))
+
+
+def _lines(workdir):
+  try:
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      return f.read().count('\n')
+  except FileNotFoundError:
+    return 0
+
+
+def _finish(data, workdir, log):
+  process = _main_train(data, workdir, log)
+  assert process.wait(timeout=600) == 0, open(log).read()[-3000:]
+
+
+def _final_state(workdir):
+  loaded = inference.load(workdir)
+  assert loaded.step == KILL_EPOCHS * 4
+  return loaded.state
+
+
+@pytest.mark.slow
+def test_runs_killed_in_training_and_in_a_save_end_as_an_uninterrupted_one(
+    tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(12, 12, 12))
+  log = str(tmp_path / 'log.txt')
+  whole = str(tmp_path / 'whole')
+  _finish(data, whole, log)
+  workdir = str(tmp_path / 'killed')
+  # (a) Killed in training, once the first checkpoint has landed.
+  _kill_when(_main_train(data, workdir, log), lambda: os.path.isdir(
+      os.path.join(workdir, 'checkpoints', '4')))
+  # (b) Resumed, and killed in a checkpoint save (or just before it, right
+  # after the epoch's line was logged).
+  saving, lines = set(_saving(workdir)), _lines(workdir)
+  _kill_when(_main_train(data, workdir, log),
+             lambda: set(_saving(workdir)) - saving or _lines(workdir) > lines)
+  _finish(data, workdir, log)
+
+  timing = ('train_seconds', 'epoch_seconds')
+  def untimed(records):
+    return [{k: v for k, v in r.items() if k not in timing} for r in records]
+  assert untimed(_records(workdir)) == untimed(_records(whole))
+  assert [r['epoch'] for r in _records(workdir)] == list(
+      range(1, KILL_EPOCHS + 1))
+  killed, uninterrupted = _final_state(workdir), _final_state(whole)
+  for a, b in zip(jax.tree.leaves(killed), jax.tree.leaves(uninterrupted),
+                  strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_main_py_refuses_a_workdir_in_training_with_one_error_line(tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
+  workdir = str(tmp_path / 'run')
+  log = str(tmp_path / 'log.txt')
+  with workdir_lock.TrainLock(workdir) as lock:
+    lock.sign()
+    process = _main_train(data, workdir, log)
+    assert process.wait(timeout=600) == 2
+  with open(log) as f:
+    stderr = f.read()
+  errors = [l for l in stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'Traceback' not in stderr
+  assert errors[0].startswith(f'error: --workdir={workdir} is in use by '
+                              f'another trainer (pid {os.getpid()} on host ')
+  assert os.listdir(workdir) == ['train.lock']
