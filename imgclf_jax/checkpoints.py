@@ -2,7 +2,8 @@
 
 Each checkpoint step holds two items:
   state     the TrainState arrays (params, optimizer state, step)
-  metadata  JSON: the format version, the config, class names, normalisation
+  metadata  JSON: the format version, the SHA-256 of the state's arrays
+            (`state_sha256`), the config, class names, normalisation
             statistics, image shape, train/validation split sizes, epoch and
             validation metrics, so evaluation and prediction can rebuild the
             model without the original config file, and training can refuse
@@ -10,16 +11,31 @@ Each checkpoint step holds two items:
 
 The metadata's `format_version` is FORMAT_VERSION when written; a checkpoint
 of another version is refused with a clear error rather than read by guess.
+A restored state must match its `state_sha256` and hold finite numbers; one
+that does not, or misses a file, is refused as damaged, with its folder and
+the other steps named.
 
 Kept: the latest `max_to_keep` steps and, besides them, the step with the best
 validation accuracy (Orbax preservation policies LatestN + BestN, ranked by
-the metrics passed to `save`). `--step=best` / `--step=latest` pick them.
+the metrics passed to `save`). `--step=best` / `--step=latest` pick them. A
+training store applies the policy at each save and again at `close` (to the
+steps a run killed before its save had removed the old ones left behind).
+
+`save` returns when the checkpoint is on disk: a write that fails (a full
+disk) is a UserError at its step, its unfinished folder removed, the earlier
+steps kept.
 """
 
 import os
+import shutil
 
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from imgclf_jax import checkpoint_integrity as integrity
 from imgclf_jax import config_keys
 from imgclf_jax.errors import UserError
 
@@ -30,28 +46,41 @@ FORMAT_VERSION = 1
 # The metric (passed to `save`) that ranks checkpoints for --step=best.
 BEST_METRIC = 'validation_accuracy'
 
+# The metadata key of the state's checksum (integrity.state_checksum).
+CHECKSUM_KEY = 'state_sha256'
+
 # Words of Orbax/TensorStore errors that mean files are missing or cut short
 # (as opposed to a checkpoint that does not fit the model).
 _DAMAGE_SIGNS = ('was not found in the checkpoint', 'NOT_FOUND', 'OUT_OF_RANGE',
                  'DATA_LOSS')
 
-class CheckpointStore:
-  """A thin wrapper over ocp.CheckpointManager for (state, metadata) pairs."""
+_policies = ocp.checkpoint_managers
+_formats = ocp.path.format_utils
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
+
+class CheckpointStore:
+  """A thin wrapper over ocp.CheckpointManager for (state, metadata) pairs.
+
+  `max_to_keep`: the retention policy of a training store; None for readers
+  (eval, predict), which never remove a step.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int | None = None):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    policies = ocp.checkpoint_managers
+    self._max_to_keep = max_to_keep
+    self._save_failed = False
+    self._policy = _policies.AnyPreservationPolicy([
+        _policies.LatestN(n=max_to_keep),
+        _policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC],
+                        reverse=False, n=1,
+                        keep_checkpoints_without_metrics=False)])
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             create=False,
             # best_fn makes the manager write and read the metrics of `save`.
             best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max',
-            preservation_policy=policies.AnyPreservationPolicy([
-                policies.LatestN(n=max_to_keep),
-                policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC],
-                               reverse=False, n=1,
-                               keep_checkpoints_without_metrics=False)])),
+            preservation_policy=self._policy),
         item_names=('state', 'metadata'))
 
   def steps(self) -> list[int]:
@@ -91,23 +120,61 @@ class CheckpointStore:
     return step
 
   def save(self, step: int, state, metadata: dict, metrics: dict):
-    """Saves step `step` (`metadata` gets the format version); `metrics` must
-    hold BEST_METRIC (ranks --step=best)."""
+    """Saves step `step` (`metadata` gets the format version and the state's
+    checksum) and waits until it is written; `metrics` must hold BEST_METRIC
+    (ranks --step=best). A failed write raises UserError."""
     os.makedirs(self.directory, exist_ok=True)
-    metadata = {'format_version': FORMAT_VERSION, **metadata}
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                metadata=ocp.args.JsonSave(metadata)),
-        metrics={k: float(v) for k, v in metrics.items()})
+    metadata = {'format_version': FORMAT_VERSION,
+                CHECKSUM_KEY: integrity.state_checksum(state), **metadata}
+    before = self.steps()
+    try:
+      with (integrity.without_orbax_error_logs(),
+            integrity.draining_event_loops()):
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    metadata=ocp.args.JsonSave(metadata)),
+            metrics={k: float(v) for k, v in metrics.items()})
+        # The arrays are written in the background: a failure surfaces here.
+        self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (Orbax, TensorStore)
+      if not integrity.write_failure(e):
+        raise
+      self._save_failed = True
+      raise self._write_failed(step, state, e) from None
+    _log_removed(sorted(set(before) - set(self.steps())), 'at save')
+
+  def _write_failed(self, step: int, state, error: Exception) -> UserError:
+    """Removes step `step`'s unfinished folder; the error to raise."""
+    for tmp in ocp.path.step.all_temporary_paths(self.directory):
+      if ocp.path.step.step_from_checkpoint_name(tmp.get().name) == step:
+        shutil.rmtree(tmp.get(), ignore_errors=True)
+    self._manager.reload()  # the steps on disk: the failed save removed none
+    kept = self.steps()
+    if integrity.disk_full(error):
+      need = (integrity.folder_bytes(os.path.join(self.directory,
+                                                  str(max(kept))))
+              if kept else sum(np.asarray(x).nbytes
+                               for x in jax.tree.leaves(state)))
+      free = shutil.disk_usage(self.directory).free
+      reason = (f'the disk is full (a checkpoint takes about '
+                f'{integrity.size(need)}, {integrity.size(free)} is free '
+                'there): free space there')
+    else:
+      reason = f'({integrity.describe(error)}): make the folder writable'
+    resume = (f'it resumes from step {max(kept)}; steps kept: {kept}' if kept
+              else 'no earlier checkpoint was written')
+    return UserError(
+        f'checkpoint {step} could not be written to {self.directory}: '
+        f'{reason}, or train in a --workdir on another disk, then run the '
+        f'same command again ({resume}).')
 
   def restore_metadata(self, step=None) -> tuple[int, dict]:
     step = self._check_step(step)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          metadata=ocp.args.JsonRestore()))
+      restored = self._restore(step, metadata=ocp.args.JsonRestore())
     except Exception as e:  # pylint: disable=broad-except  (Orbax, TensorStore)
-      raise self._damaged(step, e) from None
+      raise self._damaged(step, integrity.describe(e)) from None
     version = restored.metadata.get('format_version')
     if version != FORMAT_VERSION:
       raise UserError(
@@ -119,41 +186,91 @@ class CheckpointStore:
     return step, restored.metadata
 
   def restore_state(self, step: int, target_state):
-    """Restores into the structure (and shapes) of `target_state`."""
+    """Restores into the structure (and shapes) of `target_state`; refuses a
+    state that differs from its checksum or holds NaN/inf as damaged."""
     step = self._check_step(step)
+    state_dir = epath.Path(self.directory) / str(step) / 'state'
+    if not _formats.is_pytree_checkpoint(state_dir):
+      missing = [name for name in (_formats.PYTREE_METADATA_FILE,
+                                   _formats.OCDBT_MANIFEST_FILE)
+                 if not (state_dir / name).exists()]
+      raise self._damaged(step, 'no ' + ', '.join(f'state/{name}'
+                                                  for name in missing))
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target_state)))
+      restored = self._restore(
+          step, state=ocp.args.StandardRestore(target_state),
+          metadata=ocp.args.JsonRestore())
     except (ValueError, KeyError) as e:
       if any(sign in str(e) for sign in _DAMAGE_SIGNS):
-        raise self._damaged(step, e) from None
+        raise self._damaged(step, integrity.describe(e)) from None
       raise UserError(
           f'checkpoint {step} in {self.directory} does not fit the model of '
-          f'this config ({type(e).__name__}: {_first_line(e)}): '
+          f'this config ({integrity.describe(e)}): '
           'use a new --workdir or the config it was trained with.') from None
     except Exception as e:  # pylint: disable=broad-except  (TensorStore reads)
-      raise self._damaged(step, e) from None
+      raise self._damaged(step, integrity.describe(e)) from None
+    expected = restored.metadata.get(CHECKSUM_KEY)
+    if expected is None:
+      raise self._damaged(step, f'its metadata has no {CHECKSUM_KEY}')
+    if integrity.state_checksum(restored.state) != expected:
+      raise self._damaged(step, 'its arrays differ from the checksum '
+                          'recorded when it was saved')
+    if not integrity.all_finite(restored.state):
+      raise self._damaged(step, 'its arrays hold NaN or infinite values')
     return restored.state
 
-  def _damaged(self, step: int, error: Exception) -> UserError:
+  def _restore(self, step: int, **items):
+    with integrity.draining_event_loops():
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+
+  def _damaged(self, step: int, reason: str) -> UserError:
     others = [s for s in self.steps() if s != step]
     return UserError(
         f'checkpoint {step} in {self.directory} is damaged or incomplete '
-        f'({type(error).__name__}: {_first_line(error)}): move its folder '
+        f'({reason}): move its folder '
         f'{os.path.join(self.directory, str(step))} out of the way (training '
         'then resumes from the latest other step)'
         + (f', or evaluate another with --step ({others})' if others
            else '') + '.')
 
+  def apply_retention(self):
+    """Removes the steps the policy does not keep (never the latest or the
+    best); a no-op for readers."""
+    steps = self.steps()
+    if self._max_to_keep is None or len(steps) <= self._max_to_keep:
+      return
+    keep = self._policy.should_preserve(
+        [_Info(step, self._manager.metrics(step)) for step in steps],
+        context=_policies.PreservationContext())
+    protected = {self.latest_step(), self.best_step()}
+    removed = [s for s, k in zip(steps, keep) if not k and s not in protected]
+    for step in removed:
+      self._manager.delete(step)
+    _log_removed(removed, 'left by an earlier run')
+
   def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the manager; a training store then applies the retention
+    policy, unless a save failed (then nothing more is changed)."""
+    try:
+      self._manager.wait_until_finished()
+      if not self._save_failed:
+        self.apply_retention()
+    finally:
+      with integrity.without_orbax_error_logs():
+        self._manager.close()
 
 
-def _first_line(error: Exception) -> str:
-  text = str(error).split(' See full TensorStore details')[0]
-  lines = text.splitlines()
-  return lines[0][:200] if lines else ''
+class _Info:
+  """What Orbax preservation policies read of a checkpoint."""
+
+  def __init__(self, step: int, metrics):
+    self.step, self.metrics, self.time = step, metrics, None
+
+
+def _log_removed(steps, why: str):
+  if steps:
+    logging.info('Removed checkpoint steps %s (%s): kept are the latest '
+                 'max_checkpoints_to_keep steps and the best.', steps, why)
 
 
 def check_config(saved_config: dict, config, directory: str):
