@@ -8,6 +8,7 @@
 import ctypes
 import ctypes.util
 import os
+import sys
 
 
 def tune_malloc() -> bool:
@@ -45,29 +46,58 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,w
 from imgclf_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', None, 'Config file (e.g. configs/cifar10.py); override keys with '
-    '--config.KEY=VALUE. Optional for --mode=eval (the checkpoint has one).',
-    lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and '
-                    'plots; training resumes from it.')
-flags.DEFINE_enum('mode', 'train', cli.MODES, 'train: train and evaluate '
-                  '(resuming in --workdir); eval: evaluate a checkpoint and '
-                  'write its report; predict: classify --images.')
-flags.DEFINE_string('step', None, 'Checkpoint for --mode=eval/predict: latest '
-                    '(default), best (best validation accuracy) or a step '
-                    'number.')
-flags.DEFINE_string('images', None, 'For --mode=predict: an image file, a '
-                    "folder or a quoted glob ('photos/*.jpg').")
-flags.mark_flags_as_required(['workdir'])
+
+
+def define_flags(flag_values=FLAGS, sys_argv=None):
+  """The flags of main.py, in `flag_values` (`sys_argv`: the command line
+  that --config's overrides are read from, default sys.argv)."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file (e.g. configs/cifar10.py), executed as '
+      'Python: only use files you trust. Override keys with '
+      '--config.KEY=VALUE. Optional for --mode=eval (the checkpoint has one).',
+      flag_values=flag_values, lock_config=True, sys_argv=sys_argv)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and '
+                      'plots; training resumes from it.',
+                      flag_values=flag_values)
+  flags.DEFINE_enum('mode', 'train', cli.MODES, 'train: train and evaluate '
+                    '(resuming in --workdir); eval: evaluate a checkpoint and '
+                    'write its report; predict: classify --images.',
+                    flag_values=flag_values)
+  flags.DEFINE_string('step', None, 'Checkpoint for --mode=eval/predict: '
+                      'latest (default), best (best validation accuracy) or a '
+                      'step number.', flag_values=flag_values)
+  flags.DEFINE_string('images', None, 'For --mode=predict: an image file, a '
+                      "folder or a quoted glob ('photos/*.jpg').",
+                      flag_values=flag_values)
+  flags.mark_flags_as_required(['workdir'], flag_values=flag_values)
+
+
+def parse_flags(argv, flag_values=FLAGS):
+  """absl's flag parsing, where a bad flag value or a config file that cannot
+  be loaded is one `error:` line and exit status 2, as cli.run's errors."""
+  try:
+    rest = flag_values(argv)
+    config = flag_values['config'].value
+    if config is not None:
+      config.keys()  # raises OSError where the file could not be read
+    return rest
+  except Exception as e:  # pylint: disable=broad-except
+    # Only absl's parsers, the config file and its overrides run here.
+    message = cli.flag_error(e, argv, flag_values['config'].value)
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    print(f'error: unexpected argument(s) {argv[1:]}: every option is '
+          "--flag=value; quote a glob (--images='photos/*.jpg') so that the "
+          'shell does not expand it.', file=sys.stderr)
+    sys.exit(2)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
           images=FLAGS.images)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -5,6 +5,9 @@ checkpoint's saved one) into the resolved ConfigDict the rest of the program
 reads; `validate` raises a UserError naming the first invalid value.
 """
 
+import math
+import numbers
+
 from absl import logging
 import jax
 import ml_collections
@@ -20,11 +23,26 @@ from imgclf_jax.errors import UserError
 
 NORMALIZATIONS = ('standardize', 'unit')
 LR_SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+# jax.random.key keeps 32 bits of a seed (2**32 would train as 0), and numpy's
+# SeedSequence (the input pipeline's epoch seeds) refuses negative ones.
+SEED_LIMIT = 2**32
+# Bounds against typos (1e9 epochs) rather than limits of the program.
+MAX_EPOCHS = 10_000
+# The CNN's first dense layer has (image_size / 4)**2 * 64 * 128 weights:
+# 5.4e8 at 1024 (2.1 GB; 8.6 GB with gradients and Adam's moments), and a
+# batch of 128 such images needs 17 GB for the first convolution's output.
+MAX_IMAGE_SIZE = 1024
 
 
 def _require(ok: bool, key: str, value, must: str):
   if not ok:
     raise UserError(f'--config.{key}={value!r} is invalid: it must be {must}.')
+
+
+def _whole(value) -> bool:
+  """A finite number without a fractional part (20 or 20.0, not True)."""
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool) and
+          math.isfinite(value) and int(value) == value)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int,
@@ -40,13 +58,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.dataset.strip() != 'folder:', 'dataset', c.dataset,
            'a TFDS name (e.g. cifar10) or folder:/path/to/root')
   _require(c.learning_rate > 0, 'learning_rate', c.learning_rate, '> 0')
-  _require(int(c.num_epochs) == c.num_epochs and c.num_epochs > 0,
-           'num_epochs', c.num_epochs, 'a whole number > 0')
+  _require(_whole(c.num_epochs) and 0 < c.num_epochs <= MAX_EPOCHS,
+           'num_epochs', c.num_epochs, f'a whole number in [1, {MAX_EPOCHS}]')
+  _require(isinstance(c.seed, numbers.Integral) and
+           not isinstance(c.seed, bool) and 0 <= c.seed < SEED_LIMIT, 'seed',
+           c.seed, f'a whole number in [0, {SEED_LIMIT - 1}]')
   _require(c.batch_size > 0, 'batch_size', c.batch_size, '> 0')
-  _require(int(c.microbatches) == c.microbatches and c.microbatches >= 0,
+  _require(_whole(c.microbatches) and c.microbatches >= 0,
            'microbatches', c.microbatches, 'a whole number >= 0 (0: automatic)')
   _require(c.eval_batch_size > 0, 'eval_batch_size', c.eval_batch_size, '> 0')
-  _require(c.image_size >= 8, 'image_size', c.image_size, '>= 8')
+  _require(_whole(c.image_size) and 8 <= c.image_size <= MAX_IMAGE_SIZE,
+           'image_size', c.image_size,
+           f'a whole number in [8, {MAX_IMAGE_SIZE}] (the model grows with '
+           f'image_size**2: at {MAX_IMAGE_SIZE} its first dense layer alone '
+           'holds 5.4e8 weights, 2.1 GB)')
   _require(0 <= c.dropout_rate < 1, 'dropout_rate', c.dropout_rate,
            'in [0, 1)')
   _require(0 < c.validation_fraction < 1, 'validation_fraction',
@@ -92,9 +117,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
             f'--config.{key}={c[key]!r} is a tf.data pipeline feature and '
             'does not combine with --config.data_on_device=True: turn one of '
             'them off.')
-  _require(int(c.top_k) == c.top_k and c.top_k >= 1, 'top_k', c.top_k,
+  _require(_whole(c.top_k) and c.top_k >= 1, 'top_k', c.top_k,
            'a whole number >= 1')
-  _require(int(c.report_images) == c.report_images and c.report_images >= 1,
+  _require(_whole(c.report_images) and c.report_images >= 1,
            'report_images', c.report_images, 'a whole number >= 1')
   for key in ('batch_size', 'eval_batch_size') if training else (
       'eval_batch_size',):

@@ -5,12 +5,17 @@
 The model, class names, image size and normalisation statistics come from the
 checkpoint; every file goes through the functions of `preprocess.py` that
 training used (decode to the training channels, resize, [0, 1], normalise).
-A file that cannot be read is reported by name and skipped.
+A file that cannot be read is reported by name and skipped. Files are decoded
+and predicted config.eval_batch_size at a time, and their results printed and
+written as they come, so memory does not grow with the number of files.
 """
 
+import collections
 import csv
+import fnmatch
 import glob
 import os
+import sys
 
 from absl import logging
 import numpy as np
@@ -26,27 +31,85 @@ from imgclf_jax.errors import UserError
 
 
 def image_paths(spec: str) -> list[str]:
-  """The files named by --images: a file, a folder (its image files) or a glob."""
+  """The files named by --images, sorted: a file (whatever its extension),
+  the image files of a folder, or the image files a glob matches (links to
+  folders are not followed)."""
   if not spec or not spec.strip():
     raise UserError('--images is required for --mode=predict: an image file, '
                     "a folder or a quoted glob such as 'photos/*.jpg'.")
   path = os.path.expanduser(spec.strip())
-  if os.path.isdir(path):
-    found = [os.path.join(path, f) for f in sorted(os.listdir(path))
-             if f.lower().endswith(datasets.IMAGE_EXTENSIONS)]
-    if not found:
-      raise UserError(f'--images={spec}: the folder holds no image files '
-                      f'({", ".join(datasets.IMAGE_EXTENSIONS)}).')
-    return found
   if os.path.isfile(path):  # a file name may hold glob characters ('a[1].jpg')
     return [path]
-  found = sorted(p for p in glob.glob(path, recursive=True)
-                 if not os.path.isdir(p))
-  if not found:
-    raise UserError(f'--images={spec}: no such file, and no file matches it '
-                    "as a glob: give an image file, a folder or a quoted glob "
-                    "such as 'photos/*.jpg'.")
-  return found
+  if os.path.isdir(path):
+    found = [os.path.join(path, f) for f in sorted(os.listdir(path))
+             if not f.startswith('.')]  # hidden: AppleDouble ._x.jpg files
+    found, kind = [p for p in found if not os.path.isdir(p)], 'the folder holds'
+  else:
+    found, kind = _glob(path, spec), 'it matches'
+    if not found:
+      raise UserError(f'--images={spec}: no such file, and no file matches it '
+                      "as a glob: give an image file, a folder or a quoted "
+                      "glob such as 'photos/*.jpg'.")
+  images = [p for p in found if p.lower().endswith(datasets.IMAGE_EXTENSIONS)]
+  if not images:
+    raise UserError(f'--images={spec}: {kind} no image files '
+                    f'({", ".join(datasets.IMAGE_EXTENSIONS)}), only '
+                    f'{len(found)} other file(s) (e.g. {found[0]}): name a file '
+                    'explicitly to predict it whatever its extension.')
+  if len(images) < len(found):
+    logging.warning('--images=%s: left out %d file(s) without an image '
+                    'extension (name a file to predict it).', spec,
+                    len(found) - len(images))
+  return images
+
+
+def _glob(pattern: str, spec: str) -> list[str]:
+  """The files `pattern` matches as glob.glob(pattern, recursive=True) would
+  find them, sorted, without following links to folders (a '**' over a link
+  to '.' would never end; one to '/' would read the whole disk)."""
+  parts = pattern.split(os.sep)
+  magic = [glob.has_magic(p) for p in parts] + [True]
+  fixed, rest = parts[:magic.index(True)], parts[magic.index(True):]
+  if not rest:
+    return []
+  top = os.sep.join(fixed) or (os.sep if fixed else '.')
+  found, links = [], []
+  for folder, subfolders, files in os.walk(top):
+    below = os.path.relpath(folder, top).split(os.sep)
+    below = [] if below == ['.'] else below
+    subfolders[:] = [d for d in subfolders if _matches(below + [d], rest,
+                                                       folder_only=True)]
+    links += [os.path.join(folder, d) for d in subfolders
+              if os.path.islink(os.path.join(folder, d))]
+    found += [os.path.join(folder, f) if fixed else os.path.join(*below, f)
+              for f in files if _matches(below + [f], rest)]
+  if links:
+    logging.warning('--images=%s: links to folders are not followed (%d, e.g. '
+                    '%s).', spec, len(links), links[0])
+  return sorted(found)
+
+
+def _matches(names, patterns, folder_only=False) -> bool:
+  """Path components `names` match glob components `patterns` ('**': any
+  number of them; a hidden name only matches a pattern starting with '.');
+  `folder_only`: `names` is a folder that may hold a match."""
+  if not patterns:
+    return not names and not folder_only
+  if not names:
+    return folder_only
+  head, tail = patterns[0], patterns[1:]
+  if head == '**':
+    if folder_only and not any(n.startswith('.') for n in names):
+      return True  # '**' takes the folder, and `tail` may match below it
+    for i in range(len(names) + 1):
+      if i and names[i - 1].startswith('.'):
+        return False
+      if _matches(names[i:], tail, folder_only):
+        return True
+    return False
+  return (head.startswith('.') or not names[0].startswith('.')) and (
+      fnmatch.fnmatch(names[0], head)) and _matches(names[1:], tail,
+                                                     folder_only)
 
 
 def load_image(path: str, size: int, channels: int) -> np.ndarray:
@@ -58,29 +121,42 @@ def load_image(path: str, size: int, channels: int) -> np.ndarray:
   return preprocess.resize_image(image, size, channels).numpy()
 
 
-def probabilities(state, images: np.ndarray, normalization: dict,
-                  batch_size: int, devices=None) -> np.ndarray:
-  """Class probabilities [N, K] of uint8 images [N, S, S, C]."""
+def probabilities(state, images, normalization: dict, batch_size: int,
+                  devices=None):
+  """Class probabilities of uint8 images [S, S, C] from the iterable
+  `images`, read `batch_size` at a time: one [n, K] array per batch, in
+  order (a few batches are in memory at once: device_axis.PREFETCH)."""
   devices = device_axis.local_devices(devices)
   p_predict = device_axis.pmap_step(
       steps.predict_step, out_axes=device_axis.PER_EXAMPLE, devices=devices)
 
   def batches():
-    for start in range(0, len(images), batch_size):
-      chunk = preprocess.to_unit_float(images[start:start + batch_size])
-      yield {'image': preprocess.normalize(chunk, normalization).numpy()}
+    chunk = []
+    for image in images:
+      chunk.append(image)
+      if len(chunk) == batch_size:
+        yield _model_input(chunk, normalization)
+        chunk = []
+    if chunk:
+      yield _model_input(chunk, normalization)
 
   padded = device_axis.pad_batches(batches(), len(devices))
-  outputs = [dict(probs=p_predict(state, batch), mask=batch['mask'])
-             for batch in device_axis.to_devices(padded, devices)]
-  return device_axis.real_examples(outputs)['probs']
+  for batch in device_axis.to_devices(padded, devices):
+    yield device_axis.real_examples(
+        [dict(probs=p_predict(state, batch), mask=batch['mask'])])['probs']
+
+
+def _model_input(chunk, normalization):
+  images = preprocess.to_unit_float(np.stack(chunk))
+  return {'image': preprocess.normalize(images, normalization).numpy()}
 
 
 def predict_images(config, workdir: str, images: str, step=None) -> dict:
   """Classifies the files named by `images` with a checkpoint of `workdir`.
 
   Prints one line per file (top-k classes and probabilities, or why it was
-  skipped), writes <workdir>/predictions_step<N>.csv and returns
+  skipped), writes <workdir>/predictions_step<N>.csv (in place of an older
+  one only once it is complete) and returns
   {'step', 'csv', 'predictions': [{'file', 'top_k': [[class, p], ...]}],
    'skipped': [{'file', 'error'}]}.
   """
@@ -88,59 +164,75 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   paths = image_paths(images)
   loaded = inference.load(workdir, step, config, mode='predict')
   step, class_names = loaded.step, loaded.class_names
-  size, channels = loaded.image_shape[0], loaded.image_shape[-1]
-  decoded, readable, skipped = [], [], []
-  for path in paths:
-    try:
-      decoded.append(load_image(path, size, channels))
-      readable.append(path)
-    except tf.errors.OpError as e:
-      reason = preprocess.decode_error_reason(e)
-      logging.warning('Skipping %s: cannot read it as an image (%s).', path,
-                      reason)
-      skipped.append({'file': path, 'error': f'cannot read image: {reason}'})
-  if not decoded:
-    raise UserError(
-        f'none of the {len(paths)} file(s) named by --images={images} could be '
-        f'read as an image (first: {skipped[0]["file"]}: '
-        f'{skipped[0]["error"]}): give JPEG, PNG, BMP or GIF files.')
-
-  probs = probabilities(loaded.state, np.stack(decoded), loaded.normalization,
-                        loaded.config.eval_batch_size)
-  top = report.top_classes(probs, loaded.config.top_k)
-  k = top.shape[1]
-  predictions = [{'file': path,
-                  'top_k': [[class_names[c], float(p[c])] for c in order]}
-                 for path, p, order in zip(readable, probs, top)]
+  k = min(loaded.config.top_k, len(class_names))
   csv_path = os.path.join(workdir, f'predictions_step{step}.csv')
-  _write_csv(csv_path, predictions, skipped, k)
-  for row in _in_order(paths, predictions, skipped):
-    if 'error' in row:
-      print(f'{row["file"]}\tskipped: {row["error"]}')
-    else:
-      print(row['file'] + '\t' + '\t'.join(
-          f'{name} {p:.4f}' for name, p in row['top_k']))
+  partial = csv_path + '.partial'
+  predictions, skipped = [], []
+  try:
+    with open(partial, 'w', newline='') as f:
+      out = csv.writer(f)
+      out.writerow(['file'] + [x for j in range(k)
+                               for x in (f'class_{j + 1}', f'prob_{j + 1}')] +
+                   ['error'])
+      for row in _rows(paths, loaded, k, images):
+        if 'error' in row:
+          skipped.append(row)
+          out.writerow([row['file']] + [''] * (2 * k) + [row['error']])
+          print(f'{row["file"]}\tskipped: {row["error"]}')
+        else:
+          predictions.append(row)
+          out.writerow([row['file']] + [x for name, p in row['top_k']
+                                        for x in (name, f'{p:.6f}')] + [''])
+          print(row['file'] + '\t' + '\t'.join(
+              f'{name} {p:.4f}' for name, p in row['top_k']))
+    os.replace(partial, csv_path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
   logging.info('Predicted %d image(s) with checkpoint step %d (%d skipped); '
                'written to %s', len(predictions), step, len(skipped), csv_path)
   return {'step': step, 'csv': csv_path, 'predictions': predictions,
           'skipped': skipped}
 
 
-def _in_order(paths, predictions, skipped):
-  rows = {r['file']: r for r in predictions + skipped}
-  return [rows[p] for p in paths]
+def _rows(paths, loaded, k: int, spec: str):
+  """{'file', 'top_k'} or {'file', 'error'} for each of `paths`, in order,
+  batch by batch. Raises UserError, before any row, if no file is readable."""
+  size, channels = loaded.image_shape[0], loaded.image_shape[-1]
+  entries = collections.deque()  # (path, error or None), in path order
 
+  def decoded():
+    for path in paths:
+      try:
+        image = load_image(path, size, channels)
+      except tf.errors.OpError as e:
+        reason = preprocess.decode_error_reason(e)
+        logging.warning('Skipping %s: cannot read it as an image (%s).', path,
+                        reason)
+        entries.append((path, f'cannot read image: {reason}'))
+        continue
+      entries.append((path, None))
+      yield image
 
-def _write_csv(path, predictions, skipped, k):
-  with open(path, 'w', newline='') as f:
-    out = csv.writer(f)
-    out.writerow(['file'] + [x for j in range(k)
-                             for x in (f'class_{j + 1}', f'prob_{j + 1}')] +
-                 ['error'])
-    paths = [r['file'] for r in predictions + skipped]
-    for row in _in_order(sorted(paths), predictions, skipped):
-      if 'error' in row:
-        out.writerow([row['file']] + [''] * (2 * k) + [row['error']])
-      else:
-        out.writerow([row['file']] + [x for name, p in row['top_k']
-                                      for x in (name, f'{p:.6f}')] + [''])
+  def skipped_rows():
+    while entries and entries[0][1] is not None:
+      path, error = entries.popleft()
+      yield {'file': path, 'error': error}
+
+  any_read = False
+  for probs in probabilities(loaded.state, decoded(), loaded.normalization,
+                             loaded.config.eval_batch_size):
+    any_read = True
+    for p, order in zip(probs, report.top_classes(probs, k)):
+      yield from skipped_rows()
+      path, _ = entries.popleft()
+      yield {'file': path, 'top_k': [[loaded.class_names[c], float(p[c])]
+                                     for c in order]}
+    sys.stdout.flush()
+  if not any_read:
+    path, error = entries[0]
+    raise UserError(
+        f'none of the {len(paths)} file(s) named by --images={spec} could be '
+        f'read as an image (first: {path}: {error}): give JPEG, PNG, BMP or GIF '
+        'files.')
+  yield from skipped_rows()

@@ -45,6 +45,35 @@ def test_invalid_config_values(folder, tmp_path, overrides, message):
   assert not os.listdir(tmp_path)  # nothing written
 
 
+@pytest.mark.parametrize('key, value, message', [
+    # What jax.random.key and numpy's SeedSequence take without a traceback
+    # or a silent collision (2**32 would train as seed 0).
+    ('seed', -1, r'--config.seed=-1 is invalid: it must be a whole number in '
+                 r'\[0, 4294967295\]\.'),
+    ('seed', 2**32, r'--config.seed=4294967296 is invalid'),
+    ('seed', 10**20, r'--config.seed=100000000000000000000 is invalid'),
+    ('num_epochs', 10**9, r'--config.num_epochs=1000000000 is invalid: it '
+                          r'must be a whole number in \[1, 10000\]\.'),
+    ('image_size', 100_000, r'--config.image_size=100000 is invalid: it must '
+                            r'be a whole number in \[8, 1024\] \(the model '
+                            r'grows with image_size\*\*2'),
+    ('top_k', float('inf'), r'--config.top_k=inf is invalid'),
+])
+def test_out_of_range_values(key, value, message):
+  config = helpers.small_config('cifar10')
+  if isinstance(value, float):  # config files can give any type
+    del config[key]
+  config[key] = value
+  with pytest.raises(UserError, match=message):
+    configuration.validate(config, 4)
+
+
+def test_largest_values_in_range_are_accepted():
+  config = helpers.small_config('cifar10', seed=2**32 - 1, num_epochs=10_000,
+                                image_size=1024)
+  configuration.validate(config, 4)
+
+
 @pytest.mark.parametrize('key, value', [('oversample', True),
                                         ('minority_augment', 'flip')])
 def test_data_on_device_refuses_tf_data_only_features(folder, tmp_path, key,

@@ -1,13 +1,21 @@
-"""main.py: the command line as a user runs it (real files, one device,
-subprocesses), and its malloc tuning in a fresh interpreter."""
+"""main.py and cli.py: the command line as a user runs it (real files, one
+device, subprocesses), its flag errors and workdir checks as one `error:`
+line, and its malloc tuning in a fresh interpreter."""
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
+from imgclf_jax import cli
+from imgclf_jax import inference
+import main
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,14 +86,211 @@ def test_train_then_eval_from_the_command_line(tmp_path):
       f'could be read as an image (first: {tmp_path}/notes.jpg: cannot read')
 
 
+def _one_error_line(result):
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  return errors[0]
+
+
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
   result = _main('--config=configs/cifar10.py', f'--workdir={tmp_path}',
                  '--config.learning_rate=-1')
-  assert result.returncode == 2
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert errors == ['error: --config.learning_rate=-1.0 is invalid: it must be '
-                    '> 0.']
-  assert 'Traceback' not in result.stderr
+  assert _one_error_line(result) == ('error: --config.learning_rate=-1.0 is '
+                                     'invalid: it must be > 0.')
+
+
+@pytest.mark.slow
+def test_bad_config_files_seeds_and_workdirs_from_the_command_line(tmp_path):
+  (tmp_path / 'broken.py').write_text('def get_config(:\n')
+  folder = helpers.make_image_folder(tmp_path / 'data', per_class=(4, 4))
+  (tmp_path / 'a_file').write_text('not a folder')
+  common = ['--config=configs/folder.py', f'--config.dataset=folder:{folder}']
+  run = str(tmp_path / 'run')
+  for args, expected in [
+      ([f'--config={tmp_path}/missing.py', f'--workdir={run}'],
+       f'--config={tmp_path}/missing.py: cannot read the config file'),
+      ([f'--config={tmp_path}/broken.py', f'--workdir={run}'],
+       f'--config={tmp_path}/broken.py: the config file has a syntax error '
+       'at line 1'),
+      ([*common, '--config.seed=1e20', f'--workdir={run}'],
+       "--config.seed=1e20: invalid literal for int() with base 10: '1e20' "
+       '(--config.seed takes a value of type int, e.g. --config.seed=0).'),
+      ([*common, '--config.seed=-1', f'--workdir={run}'],
+       '--config.seed=-1 is invalid: it must be a whole number in '
+       '[0, 4294967295].'),
+      ([*common, f'--workdir={tmp_path}/a_file'],
+       f'--workdir={tmp_path}/a_file is a file, not a folder')]:
+    assert _one_error_line(_main(*args)).startswith('error: ' + expected)
+    assert not os.path.exists(run)  # a refused run writes nothing
+
+
+# ----------------------------------------------------------------------------
+# main.parse_flags, in this process
+
+
+def _parse(*args):
+  """main.parse_flags on `args` with main.py's flags in a fresh flag set:
+  (exit status or None, the error lines, the flag values)."""
+  argv = ['main.py', *args]
+  flag_values = flags.FlagValues()
+  main.define_flags(flag_values, sys_argv=argv)
+  try:
+    main.parse_flags(argv, flag_values)
+  except SystemExit as e:
+    return e.code, flag_values
+  return None, flag_values
+
+
+@pytest.mark.parametrize('text, message', [
+    (None, r'--config=CONFIG: cannot read the config file \(\[Errno 2\] No '
+           r'such file or directory: .CONFIG.\): give the path of a config '
+           r'file, e.g. --config=configs/cifar10.py\.$'),
+    ('def get_config():\n  return [\n',
+     r'--config=CONFIG: the config file has a syntax error at line 2: '),
+    ('def get_config():\n  raise ValueError("no data here")\n',
+     r'--config=CONFIG: the config file raised ValueError: no data here '
+     r'\(line 2\)\. Fix it'),
+    ('import os\ndef get_config():\n  return os.environ["NOT_SET_X"]\n',
+     r"--config=CONFIG: the config file raised KeyError: 'NOT_SET_X' "
+     r'\(line 3\)'),
+])
+def test_a_config_file_that_cannot_be_loaded_is_one_line(tmp_path, capsys,
+                                                         text, message):
+  path = tmp_path / 'config.py'
+  if text is not None:
+    path.write_text(text)
+  status, _ = _parse(f'--config={path}', '--workdir=w')
+  lines = capsys.readouterr().err.splitlines()
+  assert status == 2 and len(lines) == 1, lines
+  assert re.match('error: ' + message.replace('CONFIG', re.escape(str(path))),
+                  lines[0]), lines[0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.seed=1e20'], "error: --config.seed=1e20: invalid literal for "
+     "int() with base 10: '1e20' (--config.seed takes a value of type int, "
+     'e.g. --config.seed=0).'),
+    (['--config.num_epochs=1e9'], 'error: --config.num_epochs=1e9: invalid '
+     "literal for int() with base 10: '1e9' (--config.num_epochs takes a "
+     'value of type int, e.g. --config.num_epochs=20).'),
+    (['--config.sed=3'], "error: --config.sed=3: the config has no key 'sed' "
+     '(did you mean --config.seed?): imgclf_jax/config_keys.py lists the '
+     'keys.'),
+    (['--mode=tune'], 'error: flag --mode=tune: value should be one of '
+     '<train|eval|predict> (python main.py --helpfull lists the flags).'),
+])
+def test_a_bad_flag_value_is_one_line(capsys, args, message):
+  status, _ = _parse(f'--config={ROOT}/configs/cifar10.py', '--workdir=w',
+                     *args)
+  assert status == 2
+  assert capsys.readouterr().err.splitlines() == [message]
+
+
+def test_good_flags_parse(tmp_path):
+  status, values = _parse(f'--config={ROOT}/configs/cifar10.py',
+                          f'--workdir={tmp_path}', '--config.seed=7')
+  assert status is None and values.config.seed == 7
+
+
+def test_unexpected_arguments_are_one_line(capsys):
+  # An unquoted glob: the shell hands main.py the files it matched.
+  with pytest.raises(SystemExit) as exit_info:
+    main.main(['main.py', 'b.jpg', 'c.jpg'])
+  assert exit_info.value.code == 2
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith("error: unexpected argument(s) ['b.jpg', 'c.jpg']: ")
+  assert "quote a glob (--images='photos/*.jpg')" in line
+
+
+# ----------------------------------------------------------------------------
+# cli.check_workdir: refused before any work, nothing written
+
+
+@contextlib.contextmanager
+def _read_only(folder):
+  """`folder` made read-only for this process, root included: chmod for
+  other users, an immutable folder (chattr +i) for root."""
+  folder = str(folder)
+  if os.geteuid() != 0:
+    mode = os.stat(folder).st_mode
+    os.chmod(folder, 0o555)
+    undo = lambda: os.chmod(folder, mode)
+  else:
+    chattr = shutil.which('chattr')
+    if not chattr or subprocess.run([chattr, '+i', folder],
+                                    capture_output=True).returncode:
+      pytest.skip('running as root and chattr +i does not work here')
+    undo = lambda: subprocess.run([chattr, '-i', folder], check=True)
+  try:
+    with pytest.raises(OSError):  # the folder really is read-only
+      open(os.path.join(folder, 'probe'), 'w').close()
+    yield
+  finally:
+    undo()
+
+
+def _run_cli(capsys, mode, config, workdir, **kwargs):
+  """cli.run, which must refuse with one `error:` line: that line."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(mode, config, str(workdir), **kwargs)
+  assert exit_info.value.code == 2
+  (line,) = capsys.readouterr().err.splitlines()
+  return line
+
+
+def test_workdir_that_is_a_file_or_under_one(tmp_path, capsys):
+  config = helpers.small_config(f'folder:{tmp_path}/nothing_read')
+  (tmp_path / 'notes').write_text('keep me')
+  for mode in cli.MODES:
+    line = _run_cli(capsys, mode, config, tmp_path / 'notes', images='x.png')
+    assert line == (f'error: --workdir={tmp_path}/notes is a file, not a '
+                    'folder: give a folder for the checkpoints, logs and '
+                    'reports (training creates it).')
+  line = _run_cli(capsys, 'train', config, tmp_path / 'notes' / 'run')
+  assert line == (f'error: --workdir={tmp_path}/notes/run cannot be created: '
+                  f'{tmp_path}/notes is a file, not a folder.')
+  assert (tmp_path / 'notes').read_text() == 'keep me'
+
+
+def test_read_only_workdir_is_refused_before_any_work(tmp_path, capsys,
+                                                      monkeypatch):
+  def no_work(*args, **kwargs):
+    raise AssertionError('a checkpoint was loaded for a read-only workdir')
+  monkeypatch.setattr(inference, 'load', no_work)
+  config = helpers.small_config(f'folder:{tmp_path}/nothing_read')
+  (tmp_path / 'run').mkdir()
+  with _read_only(tmp_path / 'run'):
+    line = _run_cli(capsys, 'train', config, tmp_path / 'run')
+    assert line == (f'error: --workdir={tmp_path}/run is not writable: '
+                    'training writes its checkpoints and logs there; give a '
+                    'folder you can write to.')
+    line = _run_cli(capsys, 'train', config, tmp_path / 'run' / 'new')
+    assert line.startswith(f'error: --workdir={tmp_path}/run/new cannot be '
+                           f'created: {tmp_path}/run is not writable: ')
+    line = _run_cli(capsys, 'eval', None, tmp_path / 'run')
+    assert line == (f'error: --workdir={tmp_path}/run is not writable, and '
+                    '--mode=eval writes its report (eval_<split>_step<N>.json, '
+                    '.csv, .png) there: make it writable, or copy the run (cp '
+                    f'-r {tmp_path}/run /tmp/run) and give --workdir=/tmp/run.')
+    line = _run_cli(capsys, 'predict', None, tmp_path / 'run',
+                    images=str(tmp_path))
+    assert 'and --mode=predict writes predictions_step<N>.csv there' in line
+  assert os.listdir(tmp_path / 'run') == []
+
+
+@pytest.mark.slow
+def test_eval_and_predict_of_a_read_only_finished_run(run, capsys):
+  data, workdir, _, _ = run
+  before = helpers.snapshot(workdir)
+  with _read_only(workdir):
+    for mode in ('eval', 'predict'):
+      line = _run_cli(capsys, mode, None, workdir,
+                      images=os.path.join(data, 'test'))
+      assert line.startswith(f'error: --workdir={workdir} is not writable, '
+                             f'and --mode={mode} writes ')
+  assert helpers.snapshot(workdir) == before
 
 
 # ----------------------------------------------------------------------------

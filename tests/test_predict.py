@@ -2,7 +2,9 @@
 (`run`, tests/conftest.py): any image kind, unreadable files skipped, the
 same answers as eval, a UserError for what cannot be predicted."""
 
+import glob
 import os
+import weakref
 
 from PIL import Image
 import pytest
@@ -43,6 +45,7 @@ def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
   Image.new('RGB', (16, 16), red).save(tmp_path / 'd.bmp')
   (tmp_path / 'e_broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a JPEG')
   (tmp_path / 'f_notes.txt').write_text('hello')
+  # A glob keeps files with an image extension (f_notes.txt is left out).
   out = predict.predict_images(None, workdir, str(tmp_path / '*'))
   printed = capsys.readouterr().out.splitlines()
   by_file = {os.path.basename(r['file']): r for r in out['predictions']}
@@ -53,19 +56,101 @@ def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
   for r in out['predictions']:
     assert len(r['top_k']) == 2  # config.top_k of the checkpoint
     assert r['top_k'][0][1] >= r['top_k'][1][1]
-  assert sorted(os.path.basename(s['file']) for s in out['skipped']) == [
-      'e_broken.jpg', 'f_notes.txt']
+  assert [os.path.basename(s['file']) for s in out['skipped']] == [
+      'e_broken.jpg']
   # One printed line per file, in order; the skipped ones say so by name.
-  assert len(printed) == 6
+  assert len(printed) == 5
   assert printed[0].startswith(str(tmp_path / 'a_rgba.png') + '\tclass_0 ')
   assert printed[4].startswith(str(tmp_path / 'e_broken.jpg') + '\tskipped: ')
   rows = _csv(out['csv'])
   assert out['csv'] == os.path.join(workdir, 'predictions_step12.csv')
   assert [os.path.basename(r['file']) for r in rows] == [
-      'a_rgba.png', 'b_big.jpg', 'c_gray.png', 'd.bmp', 'e_broken.jpg',
-      'f_notes.txt']
+      'a_rgba.png', 'b_big.jpg', 'c_gray.png', 'd.bmp', 'e_broken.jpg']
   assert rows[0]['class_1'] == 'class_0' and float(rows[0]['prob_1']) > 0.5
   assert rows[4]['class_1'] == '' and 'cannot read image' in rows[4]['error']
+  # A file named explicitly is tried whatever its extension.
+  with pytest.raises(UserError, match=r'f_notes\.txt: cannot read image'):
+    predict.predict_images(None, workdir, str(tmp_path / 'f_notes.txt'))
+  assert _csv(out['csv']) == rows  # the refused run left the CSV as it was
+
+
+@pytest.mark.slow
+def test_predict_streams_in_batches_and_writes_as_it_goes(run, tmp_path,
+                                                          capsys, monkeypatch):
+  data, workdir, config, _ = run
+  files = sorted(glob.glob(os.path.join(data, 'train', '*', '*.png')))[::2]
+  for i, path in enumerate(files):  # 18 images and a broken one, in order
+    os.symlink(path, tmp_path / f'{i:02d}.png')
+  (tmp_path / '07b.png').write_bytes(b'not a png')
+  paths = predict.image_paths(str(tmp_path))
+  batch = config.eval_batch_size  # 8: the checkpoint's
+  assert len(paths) == 19 and batch == 8
+  alive, max_alive, printed, printed_when_read = [], [], [], []
+  real_load = predict.load_image
+
+  def load_image(path, size, channels):
+    printed.extend(capsys.readouterr().out.splitlines())
+    printed_when_read.append(len(printed))
+    image = real_load(path, size, channels)
+    alive[:] = [r for r in alive if r() is not None] + [weakref.ref(image)]
+    max_alive.append(len(alive))
+    return image
+
+  monkeypatch.setattr(predict, 'load_image', load_image)
+  out = predict.predict_images(None, workdir, str(tmp_path))
+  printed.extend(capsys.readouterr().out.splitlines())
+  # Decoded images are let go batch by batch (not all 18 held at once).
+  assert max(max_alive) <= batch
+  # The first batch's lines were out before the last files were read.
+  assert printed_when_read[-1] >= batch
+  assert [line.split('\t')[0] for line in printed] == paths
+  assert printed[8] == f'{tmp_path}/07b.png\tskipped: cannot read image: ' + (
+      out['skipped'][0]['error'][len('cannot read image: '):])
+  assert len(out['predictions']) == 18
+  assert [r['file'] for r in _csv(out['csv'])] == paths
+  # The same answers in batches of 3 (padded to the 4 devices).
+  monkeypatch.setattr(predict, 'load_image', real_load)
+  small = config.copy_and_resolve_references()
+  small.eval_batch_size = 3
+  again = predict.predict_images(small, workdir, str(tmp_path))
+  assert [r['file'] for r in again['predictions']] == [
+      r['file'] for r in out['predictions']]
+  for a, b in zip(again['predictions'], out['predictions']):
+    assert a['top_k'][0][0] == b['top_k'][0][0]
+    assert a['top_k'][0][1] == pytest.approx(b['top_k'][0][1], abs=1e-5)
+
+
+def _touch(root, *names):
+  for name in names:
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    with open(os.path.join(root, name), 'wb'):
+      pass
+
+
+def test_images_keeps_image_files_and_does_not_follow_folder_links(tmp_path,
+                                                                   caplog):
+  photos = tmp_path / 'photos'
+  _touch(photos, 'a.jpg', 'b.PNG', 'notes.txt', 'sub/c.gif', 'sub/d.sh',
+         '._a.jpg', '.hidden/e.jpg')
+  _touch(tmp_path / 'etc', 'passwd.jpg', 'shadow')
+  (photos / 'loop').symlink_to('.')  # glob's '**' would go round it
+  (photos / 'sub' / 'etc').symlink_to(tmp_path / 'etc')
+  (photos / 'linked.jpg').symlink_to(tmp_path / 'etc' / 'passwd.jpg')
+  with caplog.at_level('WARNING'):
+    found = predict.image_paths(f'{photos}/**')
+  assert found == [f'{photos}/{n}' for n in ('a.jpg', 'b.PNG', 'linked.jpg',
+                                             'sub/c.gif')]
+  assert 'left out 2 file(s) without an image extension' in caplog.text
+  assert 'links to folders are not followed (2, e.g.' in caplog.text
+  assert predict.image_paths(f'{photos}/*/*') == [f'{photos}/sub/c.gif']
+  # A folder: its image files, hidden ones (AppleDouble ._a.jpg) left out.
+  assert predict.image_paths(str(photos)) == found[:3]
+  # A file named explicitly is taken whatever its extension.
+  assert predict.image_paths(f'{photos}/notes.txt') == [f'{photos}/notes.txt']
+  with pytest.raises(UserError, match=r'it matches no image files \(\.jpg, '
+                     r'.*\), only 2 other file\(s\) \(e\.g\. .*notes\.txt\): '
+                     r'name a file explicitly'):
+    predict.image_paths(f'{photos}/**/*[th]')
 
 
 def test_images_naming_a_file_with_glob_characters(tmp_path):
