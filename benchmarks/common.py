@@ -90,10 +90,7 @@ def trainer_train_step(config, devices=None):
   """The pmapped train step train.train_and_evaluate builds for `config`
   (resolved): (state, batch [D, B/D, ...], rng) -> (state, metrics)."""
   return device_axis.pmap_step(
-      functools.partial(steps.train_step,
-                        label_smoothing=config.label_smoothing,
-                        microbatches=config.microbatches),
-      in_axes=(None, 0, None), devices=devices)
+      steps.train_step_for(config), in_axes=(None, 0, None), devices=devices)
 
 
 def synthetic_batch(batch_size: int, seed: int = 0) -> dict:

@@ -61,7 +61,7 @@ def augment_batch(images, seed, spec: augment_math.AugmentSpec):
   images = tf.convert_to_tensor(images, tf.float32)
   if not spec:
     return images
-  seeds = tf.random.experimental.stateless_split(seed, num=5)
+  seeds = tf.random.experimental.stateless_split(seed, num=augment_math.num_streams(spec))
 
   def uniform(stream, shape, low, high):
     return tf.random.stateless_uniform(shape, seeds[stream], low, high)

@@ -15,8 +15,8 @@ import types
 
 from imgclf_jax.errors import UserError
 
-AUGMENTATIONS = ('flip', 'rotate', 'zoom', 'shift', 'brightness')
-WARPS = ('flip', 'rotate', 'zoom', 'shift')
+AUGMENTATIONS = ('flip', 'rotate', 'zoom', 'shift', 'translate', 'brightness')
+WARPS = ('flip', 'rotate', 'zoom', 'shift', 'translate')
 
 
 def parse_augment(spec: str, key: str = 'augment') -> tuple[str, ...]:
@@ -37,13 +37,15 @@ class AugmentSpec:
   names: a subset of AUGMENTATIONS; rotation_degrees: rotation uniform in
   [-d, d]; zoom_range: scale uniform in [1 - z, 1 + z]; shift_fraction:
   translation up to this fraction of a side; brightness_delta: added to
-  [0, 1] pixels, uniform in [-d, d].
+  [0, 1] pixels, uniform in [-d, d]; translate_pixels: a whole-pixel
+  translation, uniform in [-p, p] on each axis.
   """
   names: tuple[str, ...] = ()
   rotation_degrees: float = 0.0
   zoom_range: float = 0.0
   shift_fraction: float = 0.0
   brightness_delta: float = 0.0
+  translate_pixels: int = 0
 
   @classmethod
   def from_config(cls, config, key: str = 'augment') -> 'AugmentSpec':
@@ -51,7 +53,8 @@ class AugmentSpec:
     augmentation sizes."""
     return cls(parse_augment(config[key], key=key),
                float(config.rotation_degrees), float(config.zoom_range),
-               float(config.shift_fraction), float(config.brightness_delta))
+               float(config.shift_fraction), float(config.brightness_delta),
+               int(config.translate_pixels))
 
   def scaled(self, factor: float) -> 'AugmentSpec':
     """The same augmentations with every size times `factor`."""
@@ -59,10 +62,17 @@ class AugmentSpec:
         self, rotation_degrees=self.rotation_degrees * factor,
         zoom_range=self.zoom_range * factor,
         shift_fraction=self.shift_fraction * factor,
-        brightness_delta=self.brightness_delta * factor)
+        brightness_delta=self.brightness_delta * factor,
+        translate_pixels=int(round(self.translate_pixels * factor)))
 
   def __bool__(self) -> bool:
     return bool(self.names)
+
+
+def num_streams(spec: AugmentSpec) -> int:
+  """The random streams `augment` draws from (the sixth only for
+  translate, so that the other augmentations' draws do not depend on it)."""
+  return 6 if 'translate' in spec.names else 5
 
 
 @functools.cache
@@ -181,8 +191,9 @@ def augment(ops, images, uniform, spec: AugmentSpec):
   Args:
     ops: tf_ops() or jax_ops().
     images: float32 [N, H, W, C] in [0, 1].
-    uniform: uniform(stream, shape, low, high) -> float32 draws; streams 0-4
-      (flip, rotate, zoom, shift, brightness) must be independent.
+    uniform: uniform(stream, shape, low, high) -> float32 draws; streams 0-5
+      (flip, rotate, zoom, shift, brightness, translate) must be
+      independent.
     spec: which augmentations, and their sizes.
   """
   names = spec.names
@@ -202,6 +213,10 @@ def augment(ops, images, uniform, spec: AugmentSpec):
     size = ops.float32(ops.stack([shape[2], shape[1]]))  # (width, height)
     shifts = (symmetric(3, [n, 2], spec.shift_fraction) * size
               if 'shift' in names else ops.zeros([n, 2], 'float32'))
+    if 'translate' in names:  # whole pixels: the warp reads exact pixels
+      p = spec.translate_pixels
+      shifts = shifts + ops.clip(ops.floor(
+          uniform(5, [n, 2], 0.0, 1.0) * (2 * p + 1)) - p, -p, p)
     images = warp_bilinear(ops, images, affine_matrices(
         ops, angles, scales, shifts, flips, shape[1], shape[2]))
   if 'brightness' in names:

@@ -41,7 +41,7 @@ from imgclf_jax.errors import UserError
 
 # The version of what a checkpoint holds (the metadata's keys and the
 # TrainState's structure). Raise it when either changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # The metric (passed to `save`) that ranks checkpoints for --step=best.
 BEST_METRIC = 'validation_accuracy'
@@ -281,7 +281,7 @@ def check_config(saved_config: dict, config, directory: str):
   diffs = differences(saved_config, config,
                       config_keys.keys_where('resume', config_keys.FIXED))
   if (saved_config['weight_decay'] > 0) != (config.weight_decay > 0):
-    # train_state's rule: AdamW when weight_decay > 0, else Adam.
+    # The optimizer's state differs with and without weight decay.
     diffs += differences(saved_config, config, ('weight_decay',))
   if diffs:
     diffs = ', '.join(diffs)

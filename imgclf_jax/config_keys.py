@@ -49,12 +49,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_on_device = False
 
   # --- Augmentation (training split only) -------------------------------------
-  # Comma-separated subset of: flip, rotate, zoom, shift, brightness ('' = none).
+  # Comma-separated subset of: flip, rotate, zoom, shift, translate,
+  # brightness ('' = none).
   config.augment = 'flip,rotate,zoom,shift,brightness'
   config.rotation_degrees = 15.0    # uniform in [-d, d]
   config.zoom_range = 0.1           # scale uniform in [1 - z, 1 + z]
   config.shift_fraction = 0.1       # translation up to this fraction of a side
   config.brightness_delta = 0.1     # added to [0, 1] pixels, uniform in [-d, d]
+  # translate: a whole-pixel shift, uniform in [-p, p] on each axis, edges
+  # reflected (the random crop of padded images of CIFAR recipes).
+  config.translate_pixels = 2
 
   # --- Class imbalance (training split) -----------------------------------------
   # Before training, class_distribution.png/.json show the examples per class
@@ -80,8 +84,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.minority_fraction = 0.5
 
   # --- Model ------------------------------------------------------------------
+  # 'cnn' (the seed CNN), 'fast_cifar' (airbench94), 'resnet18' (CIFAR
+  # stem), 'resnet50' (ImageNet stem); models.py's table has their sizes.
   config.model = 'cnn'
-  config.dropout_rate = 0.5
+  config.dropout_rate = 0.5         # the CNN's; 0 for the others
+  # Convolutions: 'fast' (fast_conv.py's, whose gradients XLA:CPU runs
+  # faster), 'xla' (nn.Conv / nn.max_pool: cuDNN on GPU, the TPU's own), or
+  # 'auto': 'fast' on CPU for the models that have it, else 'xla'.
+  config.conv_impl = 'auto'
+  # fast_cifar: epochs during which the whitening layer's bias is trained
+  # (its kernel is never trained).
+  config.whiten_bias_epochs = 3.0
   # Compute in bfloat16 (mixed precision): activations, convolutions and
   # matmuls in bfloat16; parameters, optimizer state, loss and metrics in
   # float32. For accelerators with bfloat16 units (TPU, NVIDIA Ampere and
@@ -92,12 +105,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128        # global batch, split over all local devices
   config.eval_batch_size = 256
   config.num_epochs = 20
+  # 'adam' (AdamW when weight_decay > 0), 'adamw' or 'sgd' (with momentum,
+  # Nesterov's if nesterov).
+  config.optimizer = 'adam'
+  config.momentum = 0.9
+  config.nesterov = False
   config.learning_rate = 1e-3
-  # 'constant', 'cosine' or 'warmup_cosine'.
+  # A linear warmup over warmup_epochs from lr_start_fraction x
+  # learning_rate, then 'constant', 'cosine' or 'linear' decay to
+  # lr_end_fraction x learning_rate at the last step.
   config.lr_schedule = 'constant'
   config.warmup_epochs = 0.0
-  config.weight_decay = 0.0      # > 0 uses AdamW (decoupled weight decay)
+  config.lr_start_fraction = 0.0
+  config.lr_end_fraction = 0.0
+  # Decoupled weight decay: each step subtracts lr(t) * weight_decay * w.
+  config.weight_decay = 0.0
+  # Steps of normalisation-layer biases are this many times larger (their
+  # weight decay is not); airbench94 uses 64.
+  config.norm_bias_lr_scale = 1.0
   config.label_smoothing = 0.0
+  # > 0: keep an exponential moving average of the weights (and BatchNorm
+  # statistics) with this decay (min(decay, (1 + t) / (10 + t)) at step t);
+  # eval, predict and the best checkpoint use it; training continues from
+  # the raw weights.
+  config.ema_decay = 0.0
   config.seed = 0
   # Compute each step's gradient as the mean over this many equal
   # microbatches of the per-device batch (same gradient; lets XLA:CPU use
@@ -111,6 +142,10 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Evaluation report and prediction -----------------------------------------
   # --mode=eval reports top-k accuracy; --mode=predict prints the top-k classes.
   config.top_k = 5
+  # Test-time augmentation of eval, the report, predict and training's last
+  # validation: 'none', 'flip' (mean of the image and its mirror) or
+  # 'flip_translate' (also one-pixel shifts; steps.tta_views).
+  config.tta = 'none'
   # Images in the eval report's example grid and in each of its galleries
   # (most confidently wrong, least confident right).
   config.report_images = 24
@@ -149,6 +184,10 @@ KEY_ORIGINS = {
     'eval_batch_size':     (None,  FLAGS, FLAGS),
     'cache':               (None,  FLAGS, None),
     'model':               (FIXED, MODEL, None),
+    'optimizer':           (FIXED, None,  None),
+    'ema_decay':           (FIXED, None,  None),
+    'norm_bias_lr_scale':  (FIXED, None,  None),
+    'tta':                 (None,  FLAGS, FLAGS),
     'image_size':          (FIXED, MODEL, None),
     'normalization':       (FIXED, MODEL, None),
     'batch_size':          (FIXED, None,  None),

@@ -17,12 +17,15 @@ from imgclf_jax import config_keys
 from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import models
+from imgclf_jax import steps
 from imgclf_jax.config_keys import FLAGS
 from imgclf_jax.config_keys import MODEL
 from imgclf_jax.errors import UserError
 
 NORMALIZATIONS = ('standardize', 'unit')
-LR_SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+LR_SCHEDULES = ('constant', 'cosine', 'linear')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+CONV_IMPLS = ('auto', 'fast', 'xla')
 # jax.random.key keeps 32 bits of a seed (2**32 would train as 0), and numpy's
 # SeedSequence (the input pipeline's epoch seeds) refuses negative ones.
 SEED_LIMIT = 2**32
@@ -94,6 +97,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.normalization, f'one of {NORMALIZATIONS}')
   _require(c.lr_schedule in LR_SCHEDULES, 'lr_schedule', c.lr_schedule,
            f'one of {LR_SCHEDULES}')
+  _require(c.optimizer in OPTIMIZERS, 'optimizer', c.optimizer,
+           f'one of {OPTIMIZERS}')
+  _require(0 <= c.momentum < 1, 'momentum', c.momentum, 'in [0, 1)')
+  _require(isinstance(c.nesterov, bool), 'nesterov', c.nesterov,
+           'True or False')
+  for key in ('lr_start_fraction', 'lr_end_fraction'):
+    _require(0 <= c[key] <= 1, key, c[key], 'in [0, 1]')
+  _require(c.norm_bias_lr_scale > 0, 'norm_bias_lr_scale',
+           c.norm_bias_lr_scale, '> 0')
+  _require(0 <= c.ema_decay < 1, 'ema_decay', c.ema_decay,
+           'in [0, 1) (0: no moving average)')
+  _require(c.whiten_bias_epochs >= 0, 'whiten_bias_epochs',
+           c.whiten_bias_epochs, '>= 0')
+  _require(c.conv_impl in CONV_IMPLS, 'conv_impl', c.conv_impl,
+           f'one of {CONV_IMPLS}')
+  _require(c.tta in steps.TTA_MODES, 'tta', c.tta, f'one of {steps.TTA_MODES}')
+  if c.model != 'cnn' and c.model != 'cnn_plain':
+    _require(c.dropout_rate == 0, 'dropout_rate', c.dropout_rate,
+             f'0 for --config.model={c.model} (it has no dropout)')
+  _require(_whole(c.translate_pixels) and c.translate_pixels >= 0,
+           'translate_pixels', c.translate_pixels, 'a whole number >= 0')
   # Raise on unknown augmentation names.
   augment_math.AugmentSpec.from_config(c)
   minority = augment_math.AugmentSpec.from_config(c, key='minority_augment')
@@ -170,18 +194,25 @@ def for_training(config: ml_collections.ConfigDict,
   validate(config, num_devices)
   config = config.copy_and_resolve_references()
   config.dataset = datasets.canonical_dataset(config.dataset)
-  config.microbatches = auto_microbatches(config.microbatches,
-                                          config.batch_size // num_devices)
+  batch_norm = models.has_batch_norm(config.model)
+  if batch_norm and config.microbatches > 1:
+    raise UserError(
+        f'--config.microbatches={config.microbatches}: --config.model='
+        f'{config.model} has BatchNorm, whose statistics are over the whole '
+        'batch; use 0 (automatic) or 1.')
+  config.microbatches = auto_microbatches(
+      config.microbatches, config.batch_size // num_devices, batch_norm)
   return config
 
 
-def auto_microbatches(microbatches: int, per_device_batch: int) -> int:
+def auto_microbatches(microbatches: int, per_device_batch: int,
+                      batch_norm: bool = False) -> int:
   """An explicit value as it is; 0: 2 on CPU when it divides the
-  per-device batch, else 1 (GPU/TPU: 1)."""
+  per-device batch and the model has no BatchNorm, else 1 (GPU/TPU: 1)."""
   if microbatches:
     return int(microbatches)
   on_cpu = jax.default_backend() == 'cpu'
-  return 2 if on_cpu and per_device_batch % 2 == 0 else 1
+  return 2 if on_cpu and not batch_norm and per_device_batch % 2 == 0 else 1
 
 
 def for_inference(saved_config: dict, config, mode: str,

@@ -49,7 +49,7 @@ def make_batch(images, labels, indices, key, spec: augment_math.AugmentSpec,
   batch_labels = jnp.take(labels, indices, axis=0)
   pixels = jnp.take(images, indices, axis=0).astype(jnp.float32) / 255.0
   if spec:
-    keys = jax.random.split(key, 5)
+    keys = jax.random.split(key, augment_math.num_streams(spec))
 
     def uniform(stream, shape, low, high):
       def draw(index):
@@ -68,8 +68,7 @@ def make_batch(images, labels, indices, key, spec: augment_math.AugmentSpec,
   return batch
 
 
-def train_step(state, images, labels, indices, rng, *, batch_fn,
-               label_smoothing: float = 0.0, microbatches: int = 1):
+def train_step(state, images, labels, indices, rng, *, batch_fn, step_fn):
   """Draws this device's batch from the resident data, then train_step.
 
   `rng` is split into the augmentation's and the step's (dropout) keys; the
@@ -82,8 +81,7 @@ def train_step(state, images, labels, indices, rng, *, batch_fn,
   # Materialise the batch: fused into its consumers (the first convolution
   # reads each pixel 9 times), the warp's gathers were recomputed per read.
   batch = jax.lax.optimization_barrier(batch_fn(images, labels, indices, key))
-  return steps.train_step(state, batch, step_rng, label_smoothing,
-                          microbatches)
+  return step_fn(state, batch, step_rng)
 
 
 class DeviceData:
@@ -92,8 +90,8 @@ class DeviceData:
   def __init__(self, pipeline: input_pipeline.InputPipeline, config,
                devices=None):
     """`devices`: those the batches are split over (default: all local
-    devices). Reads config.seed, batch_size, label_smoothing and
-    microbatches (resolved)."""
+    devices). Reads config.seed, batch_size and steps.train_step_for's keys
+    (resolved)."""
     self.seed, self.batch_size = config.seed, config.batch_size
     self.devices = device_axis.local_devices(devices)
     images, labels = pipeline.arrays('train')
@@ -113,8 +111,7 @@ class DeviceData:
                                                                jnp.float32))
     self._p_step = device_axis.pmap_step(
         functools.partial(train_step, batch_fn=batch_fn,
-                          label_smoothing=config.label_smoothing,
-                          microbatches=config.microbatches),
+                          step_fn=steps.train_step_for(config)),
         in_axes=(None, 0, 0, 0, None), devices=self.devices)
 
   def train_batches(self, epoch: int) -> Iterator[np.ndarray]:

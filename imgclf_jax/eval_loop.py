@@ -7,18 +7,20 @@ from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import steps
 
 
-def evaluate_split(state, batches, devices=None):
+def evaluate_split(state, batches, devices=None, tta: str = 'none'):
   """Loss and accuracy (a metrics.Metrics) over every example of the global
   `batches` (InputPipeline.eval_batches), accumulated on `devices` (default:
-  all local devices)."""
-  p_step = _pmapped(steps.eval_step, device_axis.REDUCED, _key(devices))
+  all local devices), of the logits averaged over `tta`'s views
+  (steps.tta_views)."""
+  p_step = _pmapped(steps.eval_step, device_axis.REDUCED, _key(devices), tta)
   total = metrics_lib.Accumulator()
   for batch_metrics in _eval_pass(p_step, state, batches, devices):
     total.add(batch_metrics)
   return total.result()
 
 
-def evaluate_split_with_outputs(state, batches, devices=None):
+def evaluate_split_with_outputs(state, batches, devices=None,
+                                tta: str = 'none'):
   """(metrics, per-example outputs) over every example of `batches`.
 
   The outputs (steps.eval_outputs_step's: probs [N, K], predicted,
@@ -27,7 +29,7 @@ def evaluate_split_with_outputs(state, batches, devices=None):
   """
   p_step = _pmapped(steps.eval_outputs_step,
                     (device_axis.REDUCED, device_axis.PER_EXAMPLE),
-                    _key(devices))
+                    _key(devices), tta)
   total, pieces = metrics_lib.Accumulator(), []
   for batch_metrics, outputs in _eval_pass(p_step, state, batches, devices):
     total.add(batch_metrics)
@@ -48,6 +50,8 @@ def _key(devices):
 
 
 @functools.cache
-def _pmapped(step_fn, out_axes, devices):
-  """One pmapped (and so one compiled) step per step, outputs and devices."""
-  return device_axis.pmap_step(step_fn, out_axes=out_axes, devices=devices)
+def _pmapped(step_fn, out_axes, devices, tta):
+  """One pmapped (and so one compiled) step per step, outputs, devices and
+  test-time augmentation."""
+  return device_axis.pmap_step(functools.partial(step_fn, tta=tta),
+                               out_axes=out_axes, devices=devices)

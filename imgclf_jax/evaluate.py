@@ -44,8 +44,10 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
         'trained (examples per split: then %s, now %s): a validation split '
         'held out of the training images may now hold images it was trained '
         'on.', metadata['split_sizes'], sizes)
+  if config.tta != 'none':
+    logging.info('Test-time augmentation: %s (steps.tta_views).', config.tta)
   total, outputs = eval_loop.evaluate_split_with_outputs(
-      loaded.state, pipeline.eval_batches(split))
+      loaded.state, pipeline.eval_batches(split), tta=config.tta)
   values = metrics_lib.to_floats(total, '')
   numbers = report.build(outputs, source.info.class_names, config.top_k)
   logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,
@@ -56,7 +58,7 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
       outputs, numbers, pipeline, split, prefix, step, config.report_images,
       title=f'{split}, step {step}', values=values)
   result = {'step': step, 'epoch': metadata['epoch'],
-            'dataset': source.info.name, 'split': split,
+            'dataset': source.info.name, 'split': split, 'tta': config.tta,
             'num_examples': source.num_examples(split),
             **values, **numbers, **pictures}
   with open(prefix + '.json', 'w') as f:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from imgclf_jax.fast_conv import FastConv
 from imgclf_jax.fast_conv import max_pool_2x2
+from imgclf_jax.fast_cifar import FastCifar
 
 
 class ExampleDropout(nn.Module):
@@ -64,8 +65,8 @@ class CNN(nn.Module):
   num_classes: int
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
-  conv: Callable[..., nn.Module] = FastConv
-  pool: Callable[[jax.Array], jax.Array] = max_pool_2x2
+  conv: Callable[..., nn.Module] = nn.Conv
+  pool: Callable[[jax.Array], jax.Array] = plain_max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
@@ -80,11 +81,36 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-# name -> (module, keyword arguments); config.model picks one.
+FAST = {'conv': FastConv, 'pool': max_pool_2x2}
+XLA = {'conv': nn.Conv, 'pool': plain_max_pool_2x2}
+
+
+def _resnet(name):
+  from imgclf_jax import resnet  # pylint: disable=g-import-not-at-top
+  return getattr(resnet, name)
+
+
+# name -> (module, keyword arguments, the arguments of its 'fast' convolutions
+# or None where it has none); config.model picks one, config.conv_impl the
+# convolutions. Parameters (float32), counted for 10 classes at 32x32x3:
+#   cnn, cnn_plain      545,098   the seed CNN
+#   fast_cifar        1,971,640   airbench94 (fast_cifar.py)
+#   resnet18         11,173,962   CIFAR stem (resnet.py)
+#   resnet50         23,528,522   ImageNet stem (25,557,032 with 1000 classes)
 MODELS = {
-    'cnn': (CNN, {}),
-    'cnn_plain': (CNN, {'conv': nn.Conv, 'pool': plain_max_pool_2x2}),
+    'cnn': (CNN, XLA, FAST),
+    'cnn_plain': (CNN, XLA, None),
+    'fast_cifar': (FastCifar, XLA, FAST),
+    'resnet18': (lambda **kw: _resnet('ResNet18')(stem='cifar', **kw), {},
+                 None),
+    'resnet50': (lambda **kw: _resnet('ResNet50')(stem='imagenet', **kw), {},
+                 None),
 }
+BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50')
+
+
+def has_batch_norm(name: str) -> bool:
+  return name in BATCH_NORM_MODELS
 
 
 def compute_dtype(config) -> jnp.dtype:
@@ -92,7 +118,27 @@ def compute_dtype(config) -> jnp.dtype:
   return jnp.bfloat16 if config.half_precision else jnp.float32
 
 
+def conv_impl(config) -> str:
+  """'fast' or 'xla': config.conv_impl, 'auto' resolved by backend (fast
+  on CPU where the model has it)."""
+  fast = MODELS[config.model][2]
+  if config.conv_impl == 'auto':
+    return 'fast' if fast and jax.default_backend() == 'cpu' else 'xla'
+  if config.conv_impl == 'fast' and not fast:
+    return 'xla'
+  return config.conv_impl
+
+
 def create_model(config, num_classes: int) -> nn.Module:
-  module, kwargs = MODELS[config.model]
+  module, kwargs, fast = MODELS[config.model]
+  if conv_impl(config) == 'fast':
+    kwargs = {**kwargs, **fast}
   return module(num_classes=num_classes, dropout_rate=config.dropout_rate,
                 dtype=compute_dtype(config), **kwargs)
+
+
+def num_params(model: nn.Module, image_shape) -> int:
+  """The number of parameters of `model` for inputs of `image_shape`."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
+  return sum(x.size for x in jax.tree.leaves(shapes['params']))

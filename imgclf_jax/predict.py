@@ -13,6 +13,7 @@ written as they come, so memory does not grow with the number of files.
 import collections
 import csv
 import fnmatch
+import functools
 import glob
 import os
 import sys
@@ -122,13 +123,15 @@ def load_image(path: str, size: int, channels: int) -> np.ndarray:
 
 
 def probabilities(state, images, normalization: dict, batch_size: int,
-                  devices=None):
+                  devices=None, tta: str = 'none'):
   """Class probabilities of uint8 images [S, S, C] from the iterable
   `images`, read `batch_size` at a time: one [n, K] array per batch, in
-  order (a few batches are in memory at once: device_axis.PREFETCH)."""
+  order (a few batches are in memory at once: device_axis.PREFETCH), from
+  the logits averaged over `tta`'s views (steps.tta_views)."""
   devices = device_axis.local_devices(devices)
   p_predict = device_axis.pmap_step(
-      steps.predict_step, out_axes=device_axis.PER_EXAMPLE, devices=devices)
+      functools.partial(steps.predict_step, tta=tta),
+      out_axes=device_axis.PER_EXAMPLE, devices=devices)
 
   def batches():
     chunk = []
@@ -221,7 +224,8 @@ def _rows(paths, loaded, k: int, spec: str):
 
   any_read = False
   for probs in probabilities(loaded.state, decoded(), loaded.normalization,
-                             loaded.config.eval_batch_size):
+                             loaded.config.eval_batch_size,
+                             tta=loaded.config.tta):
     any_read = True
     for p, order in zip(probs, report.top_classes(probs, k)):
       yield from skipped_rows()

@@ -5,6 +5,8 @@ Each runs on one device's share of a batch under `device_axis.pmap_step`
 devices, so a step's state and metrics are identical on every device.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -27,8 +29,37 @@ def _metrics(per_example_loss, logits, labels, weights):
   return Metrics.from_sums(*sums)
 
 
+def model_variables(state, params=None) -> dict:
+  """The variables the model is applied with: `params` (default
+  state.params), and the BatchNorm statistics when the model has them."""
+  variables = {'params': state.params if params is None else params}
+  if state.batch_stats is not None:
+    variables['batch_stats'] = state.batch_stats
+  return variables
+
+
+def inference_variables(state) -> dict:
+  """The variables of evaluation, prediction and export: the moving average
+  of the weights (and of the BatchNorm statistics) when config.ema_decay > 0,
+  else the trained ones."""
+  return state.ema if state.ema is not None else model_variables(state)
+
+
+def ema_decay_at(step, ema_decay: float):
+  """The EMA's decay at `step` (the number of updates before this one):
+  min(ema_decay, (1 + step) / (10 + step)), as TensorFlow's
+  ExponentialMovingAverage with num_updates, so that the average forgets the
+  initial weights quickly in a short run."""
+  return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema: dict, variables: dict, decay):
+  """ema <- decay * ema + (1 - decay) * variables, leaf by leaf (optax)."""
+  return optax.incremental_update(variables, ema, 1.0 - decay)
+
+
 def train_step(state, batch, rng, label_smoothing: float = 0.0,
-               microbatches: int = 1):
+               microbatches: int = 1, ema_decay: float = 0.0):
   """One optimizer step on this device's share of `batch`.
 
   The dropout key is `rng` folded with the step number (`rng` itself is never
@@ -45,26 +76,38 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
   `microbatches` > 1 computes the gradient of the batch as the mean of the
   gradients of that many equal microbatches, which is the same gradient;
   XLA:CPU runs the independent microbatches on separate cores, where one
-  whole-batch computation keeps about one core busy.
+  whole-batch computation keeps about one core busy. (Models with BatchNorm
+  take 1: their statistics are over the whole batch.)
+
+  With BatchNorm (state.batch_stats) the model runs in training mode with
+  its statistics mutable; the model averages the batch statistics over the
+  devices (its axis_name), so the new statistics are the same on every
+  device. With `ema_decay` > 0 the step also updates state.ema, the moving
+  average of the new weights and statistics (ema_decay_at).
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   per_device = batch['label'].shape[0]
   batch = dict(batch, example_id=jax.lax.axis_index(AXIS) * per_device +
                jnp.arange(per_device))
+  mutable = ['batch_stats'] if state.batch_stats is not None else False
 
   def loss_fn(params, part):
-    logits = state.apply_fn({'params': params}, part['image'], train=True,
-                            example_ids=part['example_id'],
-                            rngs={'dropout': dropout_rng})
+    out = state.apply_fn(model_variables(state, params), part['image'],
+                         train=True, example_ids=part['example_id'],
+                         rngs={'dropout': dropout_rng}, mutable=mutable)
+    logits, updates = out if mutable else (out, {})
     loss = cross_entropy(logits, part['label'], label_smoothing)
-    if 'weight' in part:
-      return (loss * part['weight']).mean(), (loss, logits)
-    return loss.mean(), (loss, logits)
+    weighted = (loss * part['weight']).mean() if 'weight' in part else (
+        loss.mean())
+    return weighted, (loss, logits, updates)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   if microbatches == 1:
-    grads, (loss, logits) = grad_fn(state.params, batch)
+    grads, (loss, logits, updates) = grad_fn(state.params, batch)
   else:
+    if mutable:
+      raise ValueError('BatchNorm models take microbatches=1 (their batch '
+                       'statistics are over the whole batch)')
     split = jax.tree.map(lambda x: jnp.split(x, microbatches), batch)
     parts = [jax.tree.map(lambda pieces, i=i: pieces[i], split,
                           is_leaf=lambda x: isinstance(x, list))
@@ -76,32 +119,75 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
     logits = jnp.concatenate([r[1][1] for r in results])
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads)
+  if mutable:
+    new_state = new_state.replace(batch_stats=updates['batch_stats'])
+  if state.ema is not None:
+    new_state = new_state.replace(ema=update_ema(
+        state.ema, model_variables(new_state),
+        ema_decay_at(state.step, ema_decay)))
   return new_state, _metrics(loss, logits, batch['label'],
                              jnp.ones_like(loss))
 
 
-def eval_step(state, batch):
+def train_step_for(config):
+  """train_step with the config's label smoothing, microbatches and EMA
+  decay: (state, batch, rng) -> (state, metrics)."""
+  return functools.partial(train_step, label_smoothing=config.label_smoothing,
+                           microbatches=config.microbatches,
+                           ema_decay=config.ema_decay)
+
+
+# ----------------------------------------------------------------------------
+# Test-time augmentation: the views of a batch and their weights.
+
+TTA_MODES = ('none', 'flip', 'flip_translate')
+
+
+def tta_views(images, tta: str):
+  """[(weight, images)] whose weighted sum of logits is the prediction.
+
+  'flip': the images and their mirror, 1/2 each. 'flip_translate' (as
+  airbench): those two with weight 1/4 each, and the four views of the
+  images shifted one pixel up-left and down-right (edges reflected), each
+  mirrored or not, 1/8 each.
+  """
+  mirror = images[:, :, ::-1, :]
+  if tta == 'none':
+    return [(1.0, images)]
+  if tta == 'flip':
+    return [(0.5, images), (0.5, mirror)]
+  if tta != 'flip_translate':
+    raise ValueError(f'unknown tta {tta!r}')
+  h, w = images.shape[1:3]
+  padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
+  shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]
+  return ([(0.25, images), (0.25, mirror)] +
+          [(0.125, v) for s in shifted for v in (s, s[:, :, ::-1, :])])
+
+
+def _logits(state, images, tta: str = 'none'):
+  variables = inference_variables(state)
+  return sum(weight * state.apply_fn(variables, view, train=False)
+             for weight, view in tta_views(images, tta))
+
+
+def eval_step(state, batch, tta: str = 'none'):
   """Loss and accuracy sums over the real (mask 1) examples of `batch`."""
-  logits = state.apply_fn({'params': state.params}, batch['image'],
-                          train=False)
+  logits = _logits(state, batch['image'], tta)
   loss = cross_entropy(logits, batch['label'])
   return _metrics(loss, logits, batch['label'], batch['mask'])
 
 
-def _logits(state, images):
-  return state.apply_fn({'params': state.params}, images, train=False)
-
-
-def predict_step(state, batch):
+def predict_step(state, batch, tta: str = 'none'):
   """Class probabilities [B, K] of this device's share of batch['image']."""
-  return jax.nn.softmax(_logits(state, batch['image']))
+  return jax.nn.softmax(_logits(state, batch['image'], tta))
 
 
-def eval_outputs_step(state, batch):
+def eval_outputs_step(state, batch, tta: str = 'none'):
   """eval_step's metrics, and per example: probabilities, predicted class,
   its probability (confidence), true class and mask (for reports: confusion
   matrix, galleries)."""
-  logits = _logits(state, batch['image'])
+  logits = _logits(state, batch['image'], tta)
   loss = cross_entropy(logits, batch['label'])
   probs = jax.nn.softmax(logits)
   outputs = {'probs': probs,

@@ -8,6 +8,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
+import numpy as np
 
 from imgclf_jax import checkpoints
 from imgclf_jax import config_keys
@@ -79,6 +80,8 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     state = store.restore_state(latest, state)
     logging.info('Resumed from checkpoint step %d in %s', latest,
                  store.directory)
+  elif hasattr(model, 'init_from_data'):
+    state = _init_from_data(model, state, pipeline)
   step = int(state.step)
   if step % steps_per_epoch:
     raise UserError(f'checkpoint step {step} in {store.directory} is not at an '
@@ -107,10 +110,8 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     p_train_step, epoch_batches = resident.train_step, resident.train_batches
   else:
     p_train_step = device_axis.pmap_step(
-        functools.partial(steps.train_step,
-                          label_smoothing=config.label_smoothing,
-                          microbatches=config.microbatches),
-        in_axes=(None, 0, None), devices=devices)
+        steps.train_step_for(config), in_axes=(None, 0, None),
+        devices=devices)
     epoch_batches = pipeline.train_batches
   schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
 
@@ -139,8 +140,13 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
       train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
       _check_finite(train_values, epoch, store)
       train_seconds = time.time() - epoch_start
+      last = epoch + 1 == int(config.num_epochs)
       val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
           state, pipeline.eval_batches('validation'), devices), 'validation_')
+      if last and config.tta != 'none':
+        val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
+            state, pipeline.eval_batches('validation'), devices,
+            tta=config.tta), 'validation_tta_'))
       record = {'epoch': epoch + 1, 'step': step, **train_values, **val_values,
                 'learning_rate': float(schedule(step - 1)),
                 'train_seconds': round(train_seconds, 2),
@@ -150,7 +156,6 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
       # Logged before its checkpoint: a kill in between leaves a line past
       # the checkpoint, which the resumed run cuts (EpochLog.resume).
       epoch_log.append(record)
-      last = epoch + 1 == int(config.num_epochs)
       if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
         store.save(step, state, metadata(epoch, record),
                    metrics={checkpoints.BEST_METRIC:
@@ -166,6 +171,22 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
                       overfit_epoch=report.log_overfitting(records))
   return record or (records[-1] if records else {})
+
+
+def _init_from_data(model, state, pipeline, num_images: int = 5000):
+  """`state` with the parameters that `model.init_from_data` computes from
+  the first `num_images` normalised training images (fast_cifar's whitening
+  layer)."""
+  images = []
+  for batch in pipeline.eval_batches('train'):
+    images.append(batch['image'])
+    if sum(len(b) for b in images) >= num_images:
+      break
+  images = np.concatenate(images)[:num_images]
+  logging.info('Initialising %s from %d training images.',
+               type(model).__name__, len(images))
+  return train_state_lib.with_params(
+      state, model.init_from_data(state.params, images))
 
 
 def _check_validation_files(source):

@@ -1,5 +1,8 @@
 """TrainState, optimizer and learning-rate schedule built from the config."""
 
+from typing import Any
+
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -7,31 +10,87 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-  """params, opt_state and step; apply_fn and tx are static."""
+  """params, opt_state and step; apply_fn and tx are static.
+
+  batch_stats: the BatchNorm running statistics (None for models without
+  BatchNorm). ema: {'params', 'batch_stats'?}, the moving average of the
+  weights used by eval, predict and export when config.ema_decay > 0 (else
+  None); the raw weights stay in params, so training resumes exactly.
+  """
+  batch_stats: Any = None
+  ema: Any = None
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  """A linear warmup over `warmup_epochs` from lr_start_fraction x
+  learning_rate to learning_rate, then `lr_schedule` ('constant', 'cosine'
+  or 'linear') down to lr_end_fraction x learning_rate at the last step."""
   total = int(config.num_epochs * steps_per_epoch)
   warmup = int(config.warmup_epochs * steps_per_epoch)
   lr = config.learning_rate
-  if config.lr_schedule == 'warmup_cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup, 1), max(total, warmup + 1))
+  end = lr * config.lr_end_fraction
+  decay_steps = max(total - warmup, 1)
   if config.lr_schedule == 'cosine':
-    main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
+    main = optax.cosine_decay_schedule(lr, decay_steps,
+                                       alpha=config.lr_end_fraction)
+  elif config.lr_schedule == 'linear':
+    main = optax.linear_schedule(lr, end, decay_steps)
   else:
     main = optax.constant_schedule(lr)
   if warmup:
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+        [optax.linear_schedule(lr * config.lr_start_fraction, lr, warmup),
+         main], [warmup])
   return main
 
 
-def create_optimizer(config, steps_per_epoch: int):
+def _path(keys) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in keys)
+
+
+def _mask(params, predicate):
+  return jax.tree_util.tree_map_with_path(
+      lambda keys, _: predicate(_path(keys)), params)
+
+
+def create_optimizer(config, steps_per_epoch: int, norm_paths=(),
+                     frozen_from_epoch=None) -> optax.GradientTransformation:
+  """config.optimizer with decoupled weight decay, all from optax.
+
+  'adam' is optax.adam (optax.adamw when weight_decay > 0), 'adamw'
+  optax.adamw, 'sgd' momentum (Nesterov with config.nesterov) then the
+  decay: the update is -lr(t) (m(t) + weight_decay * params).
+  `norm_paths`: the parameter paths of normalisation layers, whose biases'
+  steps are config.norm_bias_lr_scale times larger (their decay is not).
+  `frozen_from_epoch`: parameter path -> the epoch from which it is no
+  longer updated (0: never trained).
+  """
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  if config.weight_decay > 0:
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
-  return optax.adam(schedule)
+  name, wd = config.optimizer, config.weight_decay
+  if name == 'sgd':
+    core = [optax.trace(config.momentum, nesterov=config.nesterov)]
+  else:
+    core = [optax.scale_by_adam()]
+  scale = config.norm_bias_lr_scale
+  if scale != 1.0:
+    norm_biases = {f'{p}/bias' for p in norm_paths}
+    core.append(optax.masked(optax.scale(scale),
+                             lambda params: _mask(params, norm_biases.__contains__)))
+  if name == 'sgd' or (wd > 0 and scale != 1.0):
+    parts = core + ([optax.add_decayed_weights(wd)] if wd > 0 else []) + [
+        optax.scale_by_learning_rate(schedule)]
+    tx = optax.chain(*parts)
+  elif wd > 0 or name == 'adamw':
+    tx = optax.adamw(schedule, weight_decay=wd)
+  else:
+    tx = optax.adam(schedule)
+  for path, epoch in sorted((frozen_from_epoch or {}).items()):
+    until = int(round(epoch * steps_per_epoch))
+    tx = optax.chain(tx, optax.masked(
+        optax.scale_by_schedule(
+            lambda count, until=until: jnp.where(count < until, 1.0, 0.0)),
+        lambda params, path=path: _mask(params, path.__eq__)))
+  return tx
 
 
 def create_train_state(rng, model, image_shape, config,
@@ -39,8 +98,30 @@ def create_train_state(rng, model, image_shape, config,
   """Initialises parameters with `rng` for inputs of `image_shape` (HWC)."""
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
                          train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           tx=create_optimizer(config, steps_per_epoch))
+  params = variables['params']
+  batch_stats = variables.get('batch_stats')
+  norm_paths = () if batch_stats is None else tuple(
+      '/'.join(k) for k in flax.traverse_util.flatten_dict(
+          batch_stats).keys() if k[-1] == 'mean')
+  norm_paths = tuple(p.rsplit('/', 1)[0] for p in norm_paths)
+  frozen = (model.frozen_paths(config.whiten_bias_epochs)
+            if hasattr(model, 'frozen_paths') else None)
+  tx = create_optimizer(config, steps_per_epoch, norm_paths, frozen)
+  ema = None
+  if config.ema_decay > 0:
+    ema = {'params': params}
+    if batch_stats is not None:
+      ema['batch_stats'] = batch_stats
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           batch_stats=batch_stats, ema=ema)
+
+
+def with_params(state: TrainState, params) -> TrainState:
+  """`state` with new initial `params` (a data-dependent initialisation),
+  the EMA restarted from them."""
+  ema = None if state.ema is None else {**state.ema, 'params': params}
+  return state.replace(params=params, opt_state=state.tx.init(params),
+                       ema=ema)
 
 
 def abstract_train_state(model, image_shape, config, steps_per_epoch: int):
