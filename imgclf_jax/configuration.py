@@ -113,7 +113,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   _require(c.conv_impl in CONV_IMPLS, 'conv_impl', c.conv_impl,
            f'one of {CONV_IMPLS}')
   _require(c.tta in steps.TTA_MODES, 'tta', c.tta, f'one of {steps.TTA_MODES}')
-  if c.model != 'cnn' and c.model != 'cnn_plain':
+  if c.model not in models.DROPOUT_MODELS:
     _require(c.dropout_rate == 0, 'dropout_rate', c.dropout_rate,
              f'0 for --config.model={c.model} (it has no dropout)')
   _require(_whole(c.translate_pixels) and c.translate_pixels >= 0,

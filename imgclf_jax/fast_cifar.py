@@ -131,6 +131,7 @@ def whitening_kernel(images: np.ndarray, size: int, eps: float = 5e-4):
   covariance = flat.T @ flat / len(flat)
   eigenvalues, eigenvectors = np.linalg.eigh(covariance)
   order = np.argsort(eigenvalues)[::-1]
-  scaled = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)
+  scaled = eigenvectors[:, order] / np.sqrt(
+      np.maximum(eigenvalues[order], 0.0) + eps)
   kernel = scaled.reshape(size, size, c, size * size * c)
   return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)

@@ -6,7 +6,12 @@ Add an architecture by writing a linen Module that takes
 that configure it. `example_ids` (int [N]) are
 the examples' positions in the global batch; ExampleDropout uses them so that
 the training step draws the same masks however the batch is split over
-devices and slices.
+devices and slices. BatchNorm layers keep their statistics in the
+'batch_stats' collection and average them over device_axis.AXIS in training
+(list the model in BATCH_NORM_MODELS). Optional hooks, as fast_cifar.py's:
+`init_from_data(params, images)` (a data-dependent initialisation before
+the first step) and `frozen_paths(whiten_bias_epochs)` (parameters not
+trained from a given epoch).
 """
 
 from typing import Callable
@@ -107,6 +112,7 @@ MODELS = {
                  None),
 }
 BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50')
+DROPOUT_MODELS = ('cnn', 'cnn_plain')
 
 
 def has_batch_norm(name: str) -> bool:

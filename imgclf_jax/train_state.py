@@ -100,10 +100,10 @@ def create_train_state(rng, model, image_shape, config,
                          train=False)
   params = variables['params']
   batch_stats = variables.get('batch_stats')
-  norm_paths = () if batch_stats is None else tuple(
-      '/'.join(k) for k in flax.traverse_util.flatten_dict(
-          batch_stats).keys() if k[-1] == 'mean')
-  norm_paths = tuple(p.rsplit('/', 1)[0] for p in norm_paths)
+  # The normalisation layers: the modules holding BatchNorm statistics.
+  norm_paths = () if batch_stats is None else tuple(sorted({
+      '/'.join(keys[:-1])
+      for keys in flax.traverse_util.flatten_dict(batch_stats)}))
   frozen = (model.frozen_paths(config.whiten_bias_epochs)
             if hasattr(model, 'frozen_paths') else None)
   tx = create_optimizer(config, steps_per_epoch, norm_paths, frozen)

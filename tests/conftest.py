@@ -68,3 +68,28 @@ def trained(two_class_folder, tmp_path):
   config = helpers.small_config(f'folder:{two_class_folder}', num_epochs=1)
   helpers.train_in(config, tmp_path)
   return config, str(tmp_path)
+
+
+def strong_config(folder, model, **overrides):
+  """A small run of a BatchNorm `model` with the strong recipes' parts:
+  Nesterov SGD, decoupled weight decay, a warmup then linear decay, the
+  BatchNorm-bias step scale, an EMA, flip-and-translate augmentation and
+  test-time augmentation."""
+  settings = dict(model=model, dropout_rate=0.0, num_epochs=3,
+                  optimizer='sgd', momentum=0.85, nesterov=True,
+                  learning_rate=0.2, weight_decay=5e-3, lr_schedule='linear',
+                  warmup_epochs=1.0, lr_start_fraction=0.2,
+                  lr_end_fraction=0.1, norm_bias_lr_scale=4.0,
+                  ema_decay=0.9, augment='flip,translate', tta='flip',
+                  whiten_bias_epochs=1.0)
+  return helpers.small_config(f'folder:{folder}', **{**settings, **overrides})
+
+
+@pytest.fixture(scope='session')
+def fast_cifar_run(colour_folder, tmp_path_factory):
+  """Three uninterrupted epochs of fast_cifar: (config, workdir, last
+  record)."""
+  workdir = str(tmp_path_factory.mktemp('fast_cifar'))
+  config = strong_config(colour_folder, 'fast_cifar')
+  last = train.train_and_evaluate(config, workdir)
+  return config, workdir, last

@@ -58,11 +58,12 @@ def augment_spec(names, **sizes):
       small_config('cifar10', augment=names, **sizes))
 
 
-def p_train_step(devices=None, label_smoothing=0.0, microbatches=1):
+def p_train_step(devices=None, label_smoothing=0.0, microbatches=1,
+                 ema_decay=0.0):
   """steps.train_step pmapped as the trainer does (state and rng broadcast)."""
   return device_axis.pmap_step(
       functools.partial(steps.train_step, label_smoothing=label_smoothing,
-                        microbatches=microbatches),
+                        microbatches=microbatches, ema_decay=ema_decay),
       in_axes=(None, 0, None), devices=devices)
 
 

@@ -46,15 +46,38 @@ def _fixed_uniform(framework):
   return uniform
 
 
-@pytest.mark.parametrize('names', [ALL, ('flip',), ('rotate', 'brightness')])
+@pytest.mark.parametrize('names', [ALL, ('flip',), ('rotate', 'brightness'),
+                                   ('flip', 'translate')])
 def test_jax_and_tf_run_the_same_augmentation(names):
   images = np.random.default_rng(0).random((16, 12, 12, 3)).astype(np.float32)
   spec = augment_math.AugmentSpec(names, rotation_degrees=40.0,
                                   zoom_range=0.3, shift_fraction=0.3,
-                                  brightness_delta=0.2)
+                                  brightness_delta=0.2, translate_pixels=2)
   in_tf = augment_math.augment(augment_math.tf_ops(), tf.constant(images),
                                _fixed_uniform('tf'), spec).numpy()
   in_jax = jax.jit(lambda x: augment_math.augment(
       augment_math.jax_ops(), x, _fixed_uniform('jax'), spec))(images)
   np.testing.assert_allclose(np.asarray(in_jax), in_tf, atol=2e-5)
   assert not np.allclose(in_tf, images, atol=1e-3)  # it did something
+
+
+@pytest.mark.parametrize('draw, shift', [(0.0, -2), (0.35, -1), (0.5, 0),
+                                         (0.99, 2)])
+def test_translate_moves_whole_pixels_with_reflected_edges(draw, shift):
+  images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+  spec = augment_math.AugmentSpec(('translate',), translate_pixels=2)
+
+  def uniform(stream, shape, low, high):
+    assert stream == 5
+    return jnp.full(shape, low + draw * (high - low), jnp.float32)
+
+  out = np.asarray(augment_math.augment(augment_math.jax_ops(),
+                                        jnp.asarray(images), uniform, spec))
+  # Content moves by `shift` pixels right and down: exact pixel values.
+  expected = np.roll(images, (shift, shift), axis=(1, 2))
+  inner = slice(2, 6)
+  np.testing.assert_allclose(out[:, inner, inner], expected[:, inner, inner],
+                             atol=1e-6)
+  if shift > 0:  # the uncovered border is the image's own edge, mirrored
+    np.testing.assert_allclose(out[:, shift:, 0], images[:, :-shift, shift - 1],
+                               atol=1e-6)

@@ -54,4 +54,5 @@ def test_every_origin_names_a_key_of_the_defaults():
     assert all(origin in (None, config_keys.FLAGS, config_keys.MODEL)
                for origin in row[1:])
   assert set(config_keys.keys_where('resume', config_keys.FIXED)) == {
-      'dataset', 'model', 'image_size', 'normalization', 'batch_size'}
+      'dataset', 'model', 'image_size', 'normalization', 'batch_size',
+      'optimizer', 'ema_decay', 'norm_bias_lr_scale'}

@@ -202,3 +202,26 @@ def test_half_precision_step_keeps_parameters_and_optimizer_in_float32():
   # It did train: the parameters moved.
   assert not np.allclose(new.params['Dense_0']['kernel'],
                          state.params['Dense_0']['kernel'])
+
+
+@pytest.mark.parametrize('tta, views', [('none', 1), ('flip', 2),
+                                        ('flip_translate', 6)])
+def test_tta_logits_are_the_weighted_mean_of_the_views_logits(tta, views):
+  state = _state()
+  images = _batch(n=4)['image']
+  got = steps._logits(state, images, tta)
+  pairs = steps.tta_views(images, tta)
+  assert len(pairs) == views
+  assert sum(w for w, _ in pairs) == pytest.approx(1.0)
+  apply = lambda x: state.apply_fn({'params': state.params}, x, train=False)
+  expected = sum(w * apply(v) for w, v in pairs)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  if tta != 'none':
+    assert not np.allclose(got, apply(images), atol=1e-4)
+  # The views: the mirror, and one-pixel shifts with reflected edges.
+  if tta == 'flip_translate':
+    shifted = np.asarray(pairs[2][1])
+    np.testing.assert_array_equal(shifted[:, 1:, 1:], images[:, :-1, :-1])
+    np.testing.assert_array_equal(shifted[:, 0, 1:], images[:, 1, :-1])
+    np.testing.assert_array_equal(np.asarray(pairs[1][1]),
+                                  images[:, :, ::-1])

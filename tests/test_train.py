@@ -304,3 +304,64 @@ def test_main_py_refuses_a_workdir_in_training_with_one_error_line(tmp_path):
   assert errors[0].startswith(f'error: --workdir={workdir} is in use by '
                               f'another trainer (pid {os.getpid()} on host ')
   assert os.listdir(workdir) == ['train.lock']
+
+
+# --- BatchNorm models with the strong recipes' parts --------------------------
+
+
+def _state_arrays(workdir, step):
+  loaded = inference.load(workdir, step, mode='eval')
+  return loaded.state
+
+
+@pytest.mark.slow
+def test_fast_cifar_trains_and_eval_reproduces_its_last_validation(
+    fast_cifar_run):
+  config, workdir, last = fast_cifar_run
+  records = _records(workdir)
+  assert records[-1]['train_loss'] < records[0]['train_loss']
+  # The last epoch is also validated with test-time augmentation.
+  assert 'validation_tta_accuracy' in records[-1]
+  assert 'validation_tta_accuracy' not in records[0]
+  result = evaluate.evaluate_checkpoint(None, workdir)
+  assert result['tta'] == 'flip'
+  assert result['accuracy'] == last['validation_tta_accuracy']
+  np.testing.assert_allclose(result['loss'], last['validation_tta_loss'],
+                             rtol=1e-6)
+  # The state holds BatchNorm statistics and the moving average, both
+  # trained away from their initial values.
+  state = _state_arrays(workdir, None)
+  assert state.batch_stats is not None and state.ema is not None
+  ema_mean = state.ema['batch_stats']['ConvGroup_0']['BatchNorm_0']['mean']
+  raw_mean = state.batch_stats['ConvGroup_0']['BatchNorm_0']['mean']
+  assert np.abs(raw_mean).max() > 0 and not np.allclose(ema_mean, raw_mean)
+
+
+@pytest.mark.slow
+def test_fast_cifar_resumes_exactly_with_batch_stats_and_ema(
+    fast_cifar_run, colour_folder, tmp_path):
+  config, workdir, full_last = fast_cifar_run
+  from tests.conftest import strong_config
+  first = strong_config(colour_folder, 'fast_cifar', num_epochs=1)
+  train.train_and_evaluate(first, str(tmp_path))
+  resumed_last = train.train_and_evaluate(config, str(tmp_path))
+  for key in ('train_loss', 'validation_loss', 'validation_accuracy',
+              'validation_tta_loss'):
+    np.testing.assert_allclose(resumed_last[key], full_last[key], rtol=1e-6,
+                               err_msg=key)
+  a, b = _state_arrays(workdir, None), _state_arrays(str(tmp_path), None)
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.ema)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.ema))):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_resnet18_trains_on_a_tiny_folder(colour_folder, tmp_path):
+  from tests.conftest import strong_config
+  config = strong_config(colour_folder, 'resnet18', num_epochs=2,
+                         learning_rate=0.05, ema_decay=0.0, tta='none')
+  train.train_and_evaluate(config, str(tmp_path))
+  records = _records(str(tmp_path))
+  assert records[-1]['train_loss'] < records[0]['train_loss']
+  result = evaluate.evaluate_checkpoint(None, str(tmp_path))
+  assert result['accuracy'] == records[-1]['validation_accuracy']

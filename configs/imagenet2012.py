@@ -1,0 +1,89 @@
+"""ImageNet (ILSVRC 2012): ResNet-50, 90 epochs of SGD with Nesterov
+momentum at batch 1024, cosine schedule with 5 warmup epochs, bfloat16.
+
+    python main.py --config=configs/imagenet2012.py --workdir=runs/imagenet2012
+
+Not measured here (no ImageNet copy and no accelerator). For several GPUs or a
+TPU host: the global batch of 1024 is split over all local devices.
+
+Data: TFDS 'imagenet2012' needs a manual download. Get ILSVRC2012_img_train.tar
+and ILSVRC2012_img_val.tar from https://image-net.org/ into a folder, then
+prepare it once (about 156 GiB of TFRecords in the TFDS data_dir):
+
+    python -c "import tensorflow_datasets as tfds; \
+      tfds.builder('imagenet2012').download_and_prepare(download_config= \
+      tfds.download.DownloadConfig(manual_dir='/path/to/downloads'))"
+
+and pass --config.data_dir=... if it is not TFDS's default. The 50,000
+'validation' images are the validation split (validation_split below); TFDS's
+'test' split has no labels.
+
+The optimisation is the Flax ImageNet example's (github.com/google/flax,
+examples/imagenet: configs/tpu.py and train.py; its README reports 76.3-76.7%
+top-1 on TPUs and GPUs after its 100 epochs; this config keeps the standard
+90):
+
+* SGD, momentum 0.9, Nesterov; learning rate 0.1 per 256 images (the example's
+  `config.learning_rate * config.batch_size / 256`), so 0.4 at batch 1024;
+  5 warmup epochs, then cosine decay to 0.
+* weight decay: the example adds 0.5 * 1e-4 * |w|^2 of the kernels (ndim > 1)
+  to the loss, a coupled L2 that goes through the momentum buffer. This
+  program's weight decay is decoupled (added to the update after the momentum,
+  times the learning rate), where 1e-4 / (1 - 0.9) = 1e-3 decays the weights
+  as much while they change little over the ~10 steps the buffer remembers
+  (see configs/cifar10_resnet18.py); with a coupled optimizer it would be
+  1e-4. The example leaves BatchNorm scales and biases and the Dense bias
+  undecayed; this program decays every parameter (as PyTorch's SGD does).
+* No label smoothing and no dropout (the example has neither), no EMA.
+* bfloat16 computation (half_precision, as the example's TPU config),
+  parameters and BatchNorm in float32.
+
+Differences from the example's input pipeline, which this program does not
+have yet: it trains on random-resized crops (Inception-style) and evaluates
+a 224 center crop of the image resized to 256; here every image is resized to
+224 x 224 (aspect ratio not kept), and the only augmentation is a horizontal
+flip, so expect a lower accuracy than the example's.
+
+normalization 'unit' ([0, 1] pixels): 'standardize' would first decode all
+1.28M training images to measure their statistics, and the stem convolution
+(no bias) is followed by BatchNorm, which removes a per-channel shift and scale
+of the input anyway (up to the zero padding at the borders). No cache (the
+resized training split is about 190 GB); a 10,000-image shuffle buffer (1.5 GB
+of 224 x 224 images) on top of TFDS's shuffled files.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = 'imagenet2012'
+  config.train_split = 'train'
+  config.validation_split = 'validation'
+  config.image_size = 224
+  config.normalization = 'unit'
+  config.cache = False
+  config.shuffle_buffer_size = 10_000
+  config.data_on_device = False
+
+  config.model = 'resnet50'
+  config.dropout_rate = 0.0
+  config.half_precision = True
+
+  config.optimizer = 'sgd'
+  config.momentum = 0.9
+  config.nesterov = True
+  config.batch_size = 1024
+  config.eval_batch_size = 1024
+  config.learning_rate = 0.4        # 0.1 * batch_size / 256
+  config.weight_decay = 1e-3        # decoupled; = the example's coupled 1e-4
+  config.lr_schedule = 'cosine'
+  config.warmup_epochs = 5.0
+  config.num_epochs = 90
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0
+
+  config.augment = 'flip'
+  config.tta = 'none'
+  config.log_every_steps = 100
+  return config
