@@ -8,6 +8,7 @@ it sets nothing up. A script calls `tune_malloc()` first thing in its main
 
 import argparse
 import functools
+import importlib
 import os
 import platform
 import subprocess
@@ -36,6 +37,14 @@ IMAGE_SHAPE = (32, 32, 3)
 
 # Config keys renamed since results were recorded under the old name.
 RENAMED = {'train_step_slices': 'microbatches'}
+
+# The networks the harness measures (`--model`), each with the config it is
+# trained with: name -> (module in configs/, or None for the defaults of
+# config_keys.get_config(); the batch the train step is measured at).
+BENCH_MODELS = {
+    'cnn': (None, 128),                 # the seed CNN, Adam
+    'fast_cifar': ('cifar10_fast', 1024),  # airbench94 and its recipe
+}
 
 
 def tune_malloc() -> bool:
@@ -69,13 +78,26 @@ def override_args(overrides: dict) -> list:
   return [f'--set={k}={v}' for k, v in overrides.items()]
 
 
-def make_config(batch_size: int, overrides: dict | None = None, **more):
-  """The default config at `batch_size` (train and eval) with `overrides` and
+def base_config(base: str = 'cnn'):
+  """The config `base` (a BENCH_MODELS name) is trained with, unresolved:
+  config_keys.get_config() for 'cnn', configs/cifar10_fast.py's for
+  'fast_cifar'."""
+  module = BENCH_MODELS[base][0]
+  if module is None:
+    return config_keys.get_config()
+  if ROOT not in sys.path:  # the config files import `configs.default`
+    sys.path.insert(0, ROOT)
+  return importlib.import_module(f'configs.{module}').get_config()
+
+
+def make_config(batch_size: int, overrides: dict | None = None,
+                base: str = 'cnn', **more):
+  """base_config(base) at `batch_size` (train and eval) with `overrides` and
   `more` applied, checked and resolved as the trainer resolves it
   (configuration.for_training: e.g. microbatches=3 at batch 128 is refused,
   as main.py would refuse it; microbatches 0 becomes this backend's value)."""
   from imgclf_jax import configuration  # pylint: disable=import-outside-toplevel
-  config = config_keys.get_config()
+  config = base_config(base)
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
   for k, v in {**(overrides or {}), **more}.items():
@@ -104,6 +126,9 @@ def synthetic_batch(batch_size: int, seed: int = 0) -> dict:
   }
 
 
+STEPS_PER_EPOCH = 100  # jax_setup's, for its schedule (any will do)
+
+
 class Setup(NamedTuple):
   state: train_state_lib.TrainState
   batch: dict          # on the devices, [D, B/D, ...]
@@ -111,13 +136,16 @@ class Setup(NamedTuple):
   eval_step: object    # pmapped steps.eval_step
 
 
-def jax_setup(batch_size: int, overrides: dict | None = None) -> Setup:
+def jax_setup(batch_size: int, overrides: dict | None = None,
+              base: str = 'cnn') -> Setup:
   """State, a synthetic batch on the devices and the pmapped steps, as the
-  trainer has them for make_config(batch_size, overrides)."""
-  config = make_config(batch_size, overrides)
+  trainer has them for make_config(batch_size, overrides, base) (the learning
+  rate schedule and timed freezes of a 100-step epoch)."""
+  config = make_config(batch_size, overrides, base)
   model = models.create_model(config, NUM_CLASSES)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, IMAGE_SHAPE, config, steps_per_epoch=100)
+      jax.random.key(0), model, IMAGE_SHAPE, config,
+      steps_per_epoch=STEPS_PER_EPOCH)
   # Moved to the devices the way the trainer moves its batches.
   batch = next(device_axis.to_devices(iter([synthetic_batch(batch_size)])))
   return Setup(state, batch, trainer_train_step(config),

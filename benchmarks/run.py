@@ -5,8 +5,11 @@ From the repository root:
     python -m benchmarks.run                 # full run (several minutes)
     python -m benchmarks.run --quick         # under a minute
     python -m benchmarks.run --json out.json --set microbatches=1
+    python -m benchmarks.run --model=fast_cifar --json out.json
+    python -m benchmarks.run --model=fast_cifar --check   # the peer is ours
 
-(`python benchmarks/run.py ...` works too.) Measures, on this machine:
+(`python benchmarks/run.py ...` works too.) Measures, on this machine, for
+`--model=cnn` (the default: the seed CNN, the default config):
   1. train-step throughput of the step the trainer uses (imgclf_jax.steps,
      pmapped over all local devices) at batch 128 and a large batch;
   2. the same model/loss/optimizer/batch in PyTorch (CPU eager in its default
@@ -23,6 +26,14 @@ From the repository root:
   6. time to the first step (imports + compile) and peak memory (RSS);
   7. achieved GFLOP/s (XLA's own FLOP count of the step) and this machine's
      float32 matmul rate as the practical ceiling.
+
+`--model=fast_cifar` (the airbench94 network with configs/cifar10_fast.py's
+recipe: Nesterov SGD, decoupled weight decay, BatchNorm biases' 64x steps,
+label smoothing, EMA) measures 1, at batch 1024 (--batch), against its
+PyTorch peer (benchmarks/torch_models.py, started from our initial weights
+on the same batch), 3 and 7; the other sections are the CNN's only.
+`--check` runs both from the same weights for a few steps and compares the
+losses, parameters, statistics and EMA.
 
 The fresh processes of 5 and 6 are this script again, as
 `python -m benchmarks.run --child=epochs|first_step [--set ...]`; each
@@ -52,28 +63,44 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from imgclf_jax import device_axis
 from imgclf_jax import steps
 from imgclf_jax.errors import UserError
 
 NUM_CLASSES = common.NUM_CLASSES
+# fast_cifar's parameters for 10 classes at 32x32x3 (models.py, the paper).
+FAST_CIFAR_PARAMS = 1_971_640
+# The sections of a full run that --model=fast_cifar does not measure.
+CNN_ONLY = ('batch_512', 'pipeline', 'epochs', 'data_on_device', 'first_step')
 
 
 # --- the step's FLOPs and this machine's ceiling -------------------------------
 
 
 def step_flops(setup):
-  """FLOPs of one train step, as counted by XLA for the compiled step."""
+  """FLOPs per image of a train step's gradient (forward and backward), as
+  counted by XLA for the compiled computation of one device's share of the
+  batch. A BatchNorm model runs in training mode (batch statistics over the
+  pmap axis, here of one device)."""
   state, batch, _, _ = setup
-  single = {k: v[0] for k, v in batch.items()}
-  lowered = jax.jit(
-      lambda s, b: jax.grad(lambda p: steps.cross_entropy(
-          s.apply_fn({'params': p}, b['image'], train=True,
-                     rngs={'dropout': jax.random.key(0)}),
-          b['label']).mean())(s.params)).lower(state, single)
+  share = {k: v[:1] for k, v in batch.items()}  # [1, B / D, ...]
+  mutable = ['batch_stats'] if state.batch_stats is not None else False
+
+  def grad(s, b):
+    def loss(p):
+      out = s.apply_fn(steps.model_variables(s, p), b['image'], train=True,
+                       rngs={'dropout': jax.random.key(0)}, mutable=mutable)
+      return steps.cross_entropy(out[0] if mutable else out,
+                                 b['label']).mean()
+    return jax.grad(loss)(s.params)
+
+  lowered = jax.pmap(grad, axis_name=device_axis.AXIS, in_axes=(None, 0),
+                     devices=jax.local_devices()[:1]).lower(state, share)
   cost = lowered.compile().cost_analysis()
   if isinstance(cost, list):
     cost = cost[0]
-  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  return flops / share['image'].shape[1]
 
 
 def matmul_gflops(n=2048, repeats=5):
@@ -144,6 +171,48 @@ def torch_setup(batch_size, kind='eager', half=False):
   return step
 
 
+def torch_fast_cifar_setup(setup, config, kind='eager', half=False):
+  """fast_cifar's step in PyTorch (torch_models.train_step) from the weights
+  of `setup` (ours, from jax_setup) on the same synthetic batch, for the
+  resolved `config`; None if torch is absent. kind: as torch_setup's
+  ('compile': the network torch.compile'd; the optimizer and EMA eager)."""
+  try:
+    import torch
+    from benchmarks import torch_models
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  device = torch_device()
+  if device == 'cpu':
+    torch.set_num_threads(os.cpu_count() or 1)
+  net = torch_models.FastCifar(NUM_CLASSES)
+  torch_models.load_flax(net, setup.state.params, setup.state.batch_stats)
+  ours = sum(x.size for x in jax.tree.leaves(setup.state.params))
+  theirs = torch_models.num_params(net)
+  assert theirs == ours == FAST_CIFAR_PARAMS, (
+      f'parameters: PyTorch peer {theirs:,}, ours {ours:,}, published '
+      f'{FAST_CIFAR_PARAMS:,}')
+  net = net.to(device)
+  host = common.synthetic_batch(setup.batch['image'].shape[0] *
+                                setup.batch['image'].shape[1])
+  x = torch.from_numpy(host['image'].transpose(0, 3, 1, 2).copy()).to(device)
+  y = torch.from_numpy(host['label'].argmax(-1)).to(device)
+  if kind == 'channels_last':
+    net = net.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  forward = torch.compile(net) if kind == 'compile' else None
+  return torch_models.train_step(
+      net, x, y, torch_models.recipe(config, common.STEPS_PER_EPOCH),
+      device=device, half=half, forward=forward)
+
+
+def torch_peer(base, batch_size, kind, half, setup, config):
+  """The PyTorch peer of `base` ('cnn' or 'fast_cifar'), or None."""
+  if base == 'cnn':
+    return torch_setup(batch_size, kind, half)
+  return torch_fast_cifar_setup(setup, config, kind, half)
+
+
 def time_torch(step, num_steps):
   start = time.perf_counter()
   for _ in range(num_steps):
@@ -155,18 +224,22 @@ def time_torch(step, num_steps):
 # --- measurements ----------------------------------------------------------------
 
 
-def alternate(batch_size, num_steps, repeats, torch_kinds, overrides):
+def alternate(batch_size, num_steps, repeats, torch_kinds, overrides,
+              base='cnn'):
   """Median img/s of ours and each PyTorch kind, timed in alternation."""
-  setup = common.jax_setup(batch_size, overrides)
+  setup = common.jax_setup(batch_size, overrides, base)
   common.time_jax_train(setup, 3)  # compile + warm-up
-  half = bool(common.make_config(batch_size, overrides).half_precision)
+  config = common.make_config(batch_size, overrides, base)
+  half = bool(config.half_precision)
   peers = {}
   for kind in torch_kinds:
     try:
-      peer = torch_setup(batch_size, kind, half)
+      peer = torch_peer(base, batch_size, kind, half, setup, config)
       if peer is not None:
         time_torch(peer, 3)
         peers[kind] = peer
+    except AssertionError:  # the peer is not the same network
+      raise
     except Exception as e:  # pylint: disable=broad-except
       print(f'  torch {kind} unavailable: {type(e).__name__}: '
             f'{str(e).splitlines()[0][:120]}')
@@ -178,12 +251,108 @@ def alternate(batch_size, num_steps, repeats, torch_kinds, overrides):
       p = batch_size * num_steps / time_torch(peer, num_steps)
       theirs[kind].append(p)
       ratios[kind].append(t / p)
-  result = {'batch_size': batch_size, 'jax_img_s': statistics.median(ours),
-            'jax_img_s_all': ours}
+  result = {'batch_size': batch_size, 'steps': num_steps, 'rounds': repeats,
+            'jax_img_s': statistics.median(ours), 'jax_img_s_all': ours}
   for kind in peers:
     result[f'torch_{kind}_img_s'] = statistics.median(theirs[kind])
+    result[f'torch_{kind}_img_s_all'] = theirs[kind]
     result[f'ratio_vs_torch_{kind}'] = statistics.median(ratios[kind])
   return result, setup
+
+
+def _max_diff(a, b, relative=False):
+  """The largest |a - b| (relative: over |b|) over two trees of arrays."""
+  diffs = jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)) /
+                                (np.abs(np.asarray(y)) if relative else 1.0))),
+      a, b)
+  return max(jax.tree.leaves(diffs))
+
+
+def _max_update_diff(theirs, ours, before):
+  """The largest, over the leaves, of max |theirs - ours| over max |ours -
+  before|: how far the peer's change from `before` is from ours, as a
+  fraction of ours (a leaf that did not change must be equal)."""
+  def leaf(t, o, b):
+    t, o, b = (np.asarray(x, np.float64) for x in (t, o, b))
+    diff, change = np.max(np.abs(t - o)), np.max(np.abs(o - b))
+    return float(diff / change) if change else (0.0 if diff == 0 else np.inf)
+  return max(jax.tree.leaves(jax.tree.map(leaf, theirs, ours, before)))
+
+
+def check_peer(batch_size, overrides, num_steps=3, kinds=('eager',)):
+  """fast_cifar against its PyTorch peers (`kinds`) from the same initial
+  weights on the same batch: the loss of each of `num_steps` steps, and after
+  them the largest differences of the parameters, BatchNorm statistics and
+  EMA.
+
+  Returns the comparison, whose 'mismatches' lists what differs (empty:
+  the peers are ours): a loss by 1e-4 or more (the first step's: the
+  networks differ; a later one's: the recipes), or the change of the
+  parameters, BatchNorm running means or EMA by 3% of ours or more. The
+  running variances are compared as they are: PyTorch averages the unbiased
+  batch variance, Flax the biased one (n / (n - 1) apart, n the pixels per
+  channel the BatchNorm averages over, fewest at the last BatchNorm: the
+  batch's 3 x 3).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
+  setup = common.jax_setup(batch_size, overrides, 'fast_cifar')
+  config = common.make_config(batch_size, overrides, 'fast_cifar')
+  state, rng = setup.state, jax.random.key(1)
+  ours = []
+  for _ in range(num_steps):
+    state, metrics = setup.train_step(state, setup.batch, rng)
+    ours.append(float(metrics.loss.compute()))
+
+  def means(tree):
+    return jax.tree.map(lambda x: x['mean'], tree, is_leaf=lambda x: 'mean' in x)
+
+  def variances(tree):
+    return jax.tree.map(lambda x: x['var'], tree, is_leaf=lambda x: 'var' in x)
+
+  result = {'batch_size': batch_size, 'steps': num_steps,
+            'torch': torch.__version__, 'loss_ours': ours, 'peers': {},
+            'mismatches': []}
+  # A parameter's (or statistic's) change over the steps may differ from
+  # ours by float32 rounding, which the steps amplify (at learning rate 1.5,
+  # the BatchNorm biases' x 64): under 1% of the change at batch 64 over 3
+  # steps, where a recipe's mistake (momentum, Nesterov, the biases' step,
+  # the decay, the EMA's weight) changes it by several %.
+  limits = {'loss_abs_diff': 1e-4, 'params_update_rel_diff': 0.03,
+            'batch_stats_mean_update_rel_diff': 0.03,
+            'batch_stats_var_max_rel_diff': 1 / (batch_size * 9 - 1) + 1e-3,
+            'ema_params_update_rel_diff': 0.03,
+            'ema_batch_stats_mean_update_rel_diff': 0.03}
+  for kind in kinds:
+    peer = torch_fast_cifar_setup(setup, config, kind)
+    theirs = [float(peer().detach()) for _ in range(num_steps)]
+    params, stats = torch_models.to_flax(peer.model)
+    ema_params, ema_stats = torch_models.to_flax(peer.model, peer.ema)
+    diffs = {
+        'num_params': torch_models.num_params(peer.model),
+        'loss_torch': theirs,
+        'loss_abs_diff': [abs(a - b) for a, b in zip(ours, theirs)],
+        'params_max_abs_diff': _max_diff(params, state.params),
+        'params_update_rel_diff': _max_update_diff(params, state.params,
+                                                   setup.state.params),
+        'batch_stats_mean_update_rel_diff': _max_update_diff(
+            means(stats), means(state.batch_stats),
+            means(setup.state.batch_stats)),
+        'batch_stats_var_max_rel_diff': _max_diff(
+            variances(stats), variances(state.batch_stats), relative=True),
+        'ema_params_update_rel_diff': _max_update_diff(
+            ema_params, state.ema['params'], setup.state.ema['params']),
+        'ema_batch_stats_mean_update_rel_diff': _max_update_diff(
+            means(ema_stats), means(state.ema['batch_stats']),
+            means(setup.state.ema['batch_stats'])),
+    }
+    result['peers'][kind] = diffs
+    for key, limit in limits.items():
+      if not np.max(diffs[key]) < limit:
+        result['mismatches'].append(
+            f'{kind}: {key} {diffs[key]} (limit {limit:.2g})')
+  return result
 
 
 def pipeline_throughput(dataset, overrides, batch_size=128):
@@ -302,6 +471,11 @@ def machine(malloc_tuned):
 
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--model', choices=tuple(common.BENCH_MODELS),
+                      default='cnn',
+                      help='the network measured: cnn (the seed CNN, the '
+                      'default config) or fast_cifar (airbench94, '
+                      'configs/cifar10_fast.py)')
   parser.add_argument('--quick', action='store_true', help='short mode (<1 min)')
   parser.add_argument('--json', help='write the results to this file')
   parser.add_argument('--dataset', default=None,
@@ -310,20 +484,46 @@ def parse_args():
   parser.add_argument('--set', action='append', default=[],
                       type=common.parse_override, metavar='KEY=VALUE',
                       help='config override, repeatable')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='the batch of the train-step comparison (default: '
+                      '128 for cnn, 1024 for fast_cifar; --check: 64); with '
+                      '--child=epochs, the epochs\' batch (default 128)')
+  parser.add_argument('--rounds', type=int, default=None,
+                      help='alternating rounds of the train-step comparison '
+                      '(default: cnn 7, quick 3; fast_cifar 5, quick 3)')
+  parser.add_argument('--steps', type=int, default=None,
+                      help='steps per timing in each round (default: cnn 20, '
+                      'quick 5; fast_cifar 3, quick 2; --check: 3)')
+  parser.add_argument('--torch-kinds', default=None,
+                      help='comma-separated PyTorch peers: eager, '
+                      'channels_last, compile (default: all three, quick: '
+                      'eager)')
+  parser.add_argument('--check', action='store_true',
+                      help='fast_cifar only: run ours and the PyTorch peer '
+                      'from the same weights on the same batch for a few '
+                      'steps, compare losses, parameters, statistics and '
+                      'EMA, print them and exit (1 if they differ)')
   child = parser.add_argument_group(
       'child processes (started by the harness itself)')
   child.add_argument('--child', choices=('epochs', 'first_step'),
                      help='measure one thing in this fresh process and '
                      'print it as the last line')
-  child.add_argument('--batch', type=int, default=128,
-                     help='--child=epochs: the batch size')
   child.add_argument('--epochs', type=int, default=4,
                      help='--child=epochs: epochs to train')
   child.add_argument('--train-set', action='append', default=[],
                      type=common.parse_override, metavar='KEY=VALUE',
                      help='--child=epochs: override of the trained config '
                      'only, repeatable')
-  return parser.parse_args()
+  args = parser.parse_args()
+  if args.torch_kinds is not None:
+    args.torch_kinds = [k for k in args.torch_kinds.split(',') if k]
+    unknown = set(args.torch_kinds) - {'eager', 'channels_last', 'compile'}
+    if unknown:
+      parser.error(f'--torch-kinds: unknown {", ".join(sorted(unknown))}')
+  if args.check and args.model != 'fast_cifar':
+    parser.error('--check compares fast_cifar with its peer: add '
+                 '--model=fast_cifar')
+  return args
 
 
 def main():
@@ -332,64 +532,100 @@ def main():
   overrides = dict(args.set)
   if args.child == 'epochs':
     print(json.dumps(epochs_in_this_process(
-        args.dataset, args.batch, args.epochs, overrides, dict(args.train_set))))
+        args.dataset, args.batch or 128, args.epochs, overrides,
+        dict(args.train_set))))
     return
   if args.child == 'first_step':
     print(first_step_in_this_process(overrides))
     return
 
+  base = args.model
+  batch = args.batch or (64 if args.check else common.BENCH_MODELS[base][1])
   try:  # the overrides as the trainer would check them, before any work
-    common.make_config(128, overrides)
+    common.make_config(batch, overrides, base)
   except UserError as e:
     sys.exit(f'error: {e}')
+  if args.check:
+    try:
+      import torch  # pylint: disable=unused-import
+    except ImportError:
+      sys.exit('--check needs PyTorch (import torch failed)')
+    result = check_peer(batch, overrides, num_steps=args.steps or 3,
+                        kinds=args.torch_kinds or ['eager'])
+    ok = not result['mismatches']
+    print(json.dumps(result, indent=2))
+    print('the PyTorch peers match ours' if ok else
+          'MISMATCH: the PyTorch peer differs from ours:\n  ' +
+          '\n  '.join(result['mismatches']))
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump(result, f, indent=2)
+    sys.exit(0 if ok else 1)
+
   quick = args.quick
-  if args.dataset:
+  cnn = base == 'cnn'
+  if not cnn:
+    dataset = None  # no pipeline or epochs
+  elif args.dataset:
     dataset = args.dataset
   elif not quick and os.path.isdir(common.SHARED_CIFAR):
     dataset = f'folder:{common.SHARED_CIFAR}'
   else:
     dataset = make_dataset(200 if quick else 500)
-  results = {'machine': machine(malloc_tuned), 'quick': quick,
+  results = {'model': base, 'machine': machine(malloc_tuned), 'quick': quick,
              'dataset': dataset, 'overrides': overrides,
              'date': time.strftime('%Y-%m-%d')}
-  kinds = ['eager'] if quick else ['eager', 'channels_last', 'compile']
-  repeats, num_steps = (3, 5) if quick else (7, 20)
+  kinds = args.torch_kinds or (
+      ['eager'] if quick else ['eager', 'channels_last', 'compile'])
+  if cnn:
+    repeats, num_steps = (3, 5) if quick else (7, 20)
+  else:  # a step is ~0.7 GFLOP per image, seconds at batch 1024 on a CPU
+    repeats, num_steps = (3, 2) if quick else (5, 3)
+  repeats, num_steps = args.rounds or repeats, args.steps or num_steps
 
-  print('train step, batch 128 ...', flush=True)
-  b128, setup = alternate(128, num_steps, repeats, kinds, overrides)
-  results['batch_128'] = b128
-  results['train_img_s'] = b128['jax_img_s']
-  results['torch_train_img_s'] = b128.get('torch_eager_img_s')
-  results['ratio_vs_torch'] = b128.get('ratio_vs_torch_eager')
-  flops = step_flops(setup)
-  results['step_gflop_per_image'] = flops / 128 / 1e9
-  results['achieved_gflops'] = flops / 128 * b128['jax_img_s'] / 1e9
+  print(f'train step, {base}, batch {batch} ...', flush=True)
+  main_batch, setup = alternate(batch, num_steps, repeats, kinds, overrides,
+                                base)
+  results['train_batch'] = batch
+  results[f'batch_{batch}'] = main_batch
+  results['train_img_s'] = main_batch['jax_img_s']
+  results['torch_train_img_s'] = main_batch.get('torch_eager_img_s')
+  results['ratio_vs_torch'] = main_batch.get('ratio_vs_torch_eager')
+  per_image = step_flops(setup)
+  results['step_gflop_per_image'] = per_image / 1e9
+  results['achieved_gflops'] = per_image * main_batch['jax_img_s'] / 1e9
   results['matmul_gflops'] = matmul_gflops(1024 if quick else 2048)
 
   print('eval step ...', flush=True)
-  common.time_jax_eval(setup, 3)
+  common.time_jax_eval(setup, 1 if not cnn else 3)
   results['eval_img_s'] = statistics.median(
-      128 * num_steps / common.time_jax_eval(setup, num_steps)
+      batch * num_steps / common.time_jax_eval(setup, num_steps)
       for _ in range(repeats))
 
-  if not quick:
-    print('train step, batch 512 ...', flush=True)
-    results['batch_512'], _ = alternate(512, max(num_steps // 4, 5), repeats,
-                                        ['eager'], overrides)
+  if not cnn:
+    results['skipped'] = {k: 'skipped for this model' for k in CNN_ONLY}
+    for k in CNN_ONLY:
+      print(f'{k}: skipped for this model', flush=True)
+  else:
+    if not quick:
+      print('train step, batch 512 ...', flush=True)
+      results['batch_512'], _ = alternate(512, max(num_steps // 4, 5), repeats,
+                                          ['eager'], overrides)
 
-  print('input pipeline ...', flush=True)
-  results.update(pipeline_throughput(dataset, overrides))
-  results['pipeline_vs_step'] = results['pipeline_img_s'] / results['train_img_s']
+    print('input pipeline ...', flush=True)
+    results.update(pipeline_throughput(dataset, overrides))
+    results['pipeline_vs_step'] = (results['pipeline_img_s'] /
+                                   results['train_img_s'])
 
-  print('real training epochs ...', flush=True)
-  results.update(epoch_overhead(dataset, overrides))
-  if not quick:
-    print('real training epochs, data_on_device ...', flush=True)
-    results['data_on_device'] = epoch_overhead(dataset, overrides, epochs=3,
-                                               data_on_device=True)
+    print('real training epochs ...', flush=True)
+    results.update(epoch_overhead(dataset, overrides))
+    if not quick:
+      print('real training epochs, data_on_device ...', flush=True)
+      results['data_on_device'] = epoch_overhead(dataset, overrides, epochs=3,
+                                                 data_on_device=True)
 
-  print('time to first step ...', flush=True)
-  results.update(first_step(overrides))
+    print('time to first step ...', flush=True)
+    results.update(first_step(overrides))
   results['peak_rss_mb'] = resource.getrusage(
       resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -400,45 +636,50 @@ def main():
     print(f'written to {args.json}')
 
 
+KIND_NAMES = {'eager': 'PyTorch eager (NCHW)',
+              'channels_last': 'PyTorch eager channels_last',
+              'compile': 'PyTorch compile'}
+
+
 def print_table(r):
   def fmt(v, spec='.0f'):
     return 'skipped (no torch)' if v is None else format(v, spec)
-  rows = [
-      ('train step, batch 128 (img/s)', fmt(r['train_img_s'])),
-      ('PyTorch eager, batch 128 (img/s)', fmt(r['torch_train_img_s'])),
-      ('ratio ours / PyTorch eager', fmt(r['ratio_vs_torch'], '.2f')),
-  ]
-  if 'torch_channels_last_img_s' in r['batch_128']:
-    rows += [('PyTorch eager channels_last, batch 128 (img/s)',
-              fmt(r['batch_128']['torch_channels_last_img_s'])),
-             ('ratio ours / PyTorch channels_last',
-              fmt(r['batch_128']['ratio_vs_torch_channels_last'], '.2f'))]
-  if 'torch_compile_img_s' in r['batch_128']:
-    rows += [('PyTorch compile, batch 128 (img/s)',
-              fmt(r['batch_128']['torch_compile_img_s'])),
-             ('ratio ours / PyTorch compile',
-              fmt(r['batch_128']['ratio_vs_torch_compile'], '.2f'))]
+  b = r.get('train_batch', 128)
+  main_batch = r[f'batch_{b}']
+  rows = [('model', r.get('model', 'cnn')),
+          (f'train step, batch {b} (img/s)', fmt(r['train_img_s']))]
+  kinds = [k for k in KIND_NAMES if f'torch_{k}_img_s' in main_batch]
+  if not kinds:
+    rows += [(f'{KIND_NAMES["eager"]}, batch {b} (img/s)', fmt(None)),
+             (f'ratio ours / {KIND_NAMES["eager"]}', fmt(None))]
+  for kind in kinds:
+    rows += [(f'{KIND_NAMES[kind]}, batch {b} (img/s)',
+              fmt(main_batch[f'torch_{kind}_img_s'])),
+             (f'ratio ours / {KIND_NAMES[kind]}',
+              fmt(main_batch[f'ratio_vs_torch_{kind}'], '.2f'))]
   if 'batch_512' in r:
-    b = r['batch_512']
-    rows += [('train step, batch 512 (img/s)', fmt(b['jax_img_s'])),
+    b512 = r['batch_512']
+    rows += [('train step, batch 512 (img/s)', fmt(b512['jax_img_s'])),
              ('ratio ours / PyTorch eager, batch 512',
-              fmt(b.get('ratio_vs_torch_eager'), '.2f'))]
-  rows += [
-      ('eval step, batch 128 (img/s)', fmt(r['eval_img_s'])),
-      ('input pipeline, all augmentations (img/s)', fmt(r['pipeline_img_s'])),
-      ('  first epoch, decoding files (img/s)',
-       fmt(r['pipeline_first_epoch_img_s'])),
-      ('pipeline / train step', fmt(r['pipeline_vs_step'], '.2f')),
-      ('epoch (median of epochs 2-4): train wall (s)',
-       fmt(r['epoch_train_seconds'], '.1f')),
-      ('bare epoch, same steps on one device batch (s)',
-       ' / '.join(fmt(t, '.1f') for t in r['epoch_bare_seconds_each'])
-       + ' (before / after)'),
-      ('  as a step rate (img/s)', fmt(r['epoch_step_img_s'])),
-      ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'
-       + (' (quick mode: a few steps on a tiny dataset, not a measure of '
-          'the pipeline)' if r['quick'] else '')),
-  ]
+              fmt(b512.get('ratio_vs_torch_eager'), '.2f'))]
+  rows.append((f'eval step, batch {b} (img/s)', fmt(r['eval_img_s'])))
+  if 'pipeline_img_s' in r:
+    rows += [
+        ('input pipeline, all augmentations (img/s)',
+         fmt(r['pipeline_img_s'])),
+        ('  first epoch, decoding files (img/s)',
+         fmt(r['pipeline_first_epoch_img_s'])),
+        ('pipeline / train step', fmt(r['pipeline_vs_step'], '.2f')),
+        ('epoch (median of epochs 2-4): train wall (s)',
+         fmt(r['epoch_train_seconds'], '.1f')),
+        ('bare epoch, same steps on one device batch (s)',
+         ' / '.join(fmt(t, '.1f') for t in r['epoch_bare_seconds_each'])
+         + ' (before / after)'),
+        ('  as a step rate (img/s)', fmt(r['epoch_step_img_s'])),
+        ('epoch overhead', fmt(100 * r['epoch_overhead'], '.1f') + ' %'
+         + (' (quick mode: a few steps on a tiny dataset, not a measure of '
+            'the pipeline)' if r['quick'] else '')),
+    ]
   if 'data_on_device' in r:
     rows += [
         ('data_on_device epoch (median of epochs 2-3): train wall (s)',
@@ -446,8 +687,10 @@ def print_table(r):
         ('data_on_device epoch vs plain bare epochs',
          fmt(100 * r['data_on_device']['epoch_overhead'], '.1f') + ' %'),
     ]
+  if 'first_step_s' in r:
+    rows.append(('time to first step (s)', fmt(r['first_step_s'], '.1f')))
+  rows += [(k.replace('_', ' '), v) for k, v in r.get('skipped', {}).items()]
   rows += [
-      ('time to first step (s)', fmt(r['first_step_s'], '.1f')),
       ('peak RSS (MB)', fmt(r['peak_rss_mb'])),
       ('train step GFLOP/image (XLA count)',
        fmt(r['step_gflop_per_image'], '.4f')),

@@ -1,0 +1,70 @@
+"""benchmarks/run.py --model=fast_cifar: its PyTorch peer is our network and
+recipe (skipped where torch is not installed), and the table of a
+fast_cifar run."""
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import common
+from benchmarks import run
+from imgclf_jax import models
+
+
+def test_fast_cifar_config_is_the_recipe():
+  config = common.make_config(64, {}, 'fast_cifar')
+  assert (config.model, config.optimizer, config.nesterov) == (
+      'fast_cifar', 'sgd', True)
+  assert config.batch_size == 64 and config.microbatches == 1
+  assert common.make_config(128).model == 'cnn'
+
+
+def test_peer_has_our_parameters_and_layout():
+  pytest.importorskip('torch')
+  from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
+  model = models.create_model(common.make_config(64, {}, 'fast_cifar'), 10)
+  variables = jax.jit(lambda key: model.init(
+      key, np.zeros((1, 32, 32, 3), np.float32), train=False))(
+          jax.random.key(0))
+  net = torch_models.FastCifar(10)
+  assert (torch_models.num_params(net) == models.num_params(model, (32, 32, 3))
+          == run.FAST_CIFAR_PARAMS)
+  # Our weights in, and back out unchanged (HWIO <-> OIHW, [in, out] <->
+  # [out, in]).
+  torch_models.load_flax(net, variables['params'], variables['batch_stats'])
+  params, stats = torch_models.to_flax(net)
+  jax.tree.map(np.testing.assert_array_equal, params, variables['params'])
+  jax.tree.map(np.testing.assert_array_equal, stats, variables['batch_stats'])
+  assert net.groups[1].conv0.weight.shape == (256, 64, 3, 3)
+  # Frozen: the whitening weight and BatchNorm's scale (ours has none).
+  assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
+  assert all(not m.weight.requires_grad and m.momentum == pytest.approx(0.4)
+             and m.eps == 1e-12 for m in net.norms())
+
+
+@pytest.mark.slow  # compiles the full-size network's train step
+def test_peer_trains_as_ours_from_the_same_weights():
+  """The same loss at each step (the first: the same network; the second:
+  the same optimizer step), parameters, statistics and EMA."""
+  pytest.importorskip('torch')
+  result = run.check_peer(16, {}, num_steps=2)
+  assert not result['mismatches'], result
+  assert result['peers']['eager']['loss_abs_diff'][0] < 1e-4
+
+
+def test_table_of_a_fast_cifar_run(capsys):
+  main_batch = {'batch_size': 64, 'jax_img_s': 200.0,
+                'torch_eager_img_s': 100.0, 'ratio_vs_torch_eager': 2.0,
+                'torch_channels_last_img_s': 400.0,
+                'ratio_vs_torch_channels_last': 0.5}
+  run.print_table({
+      'model': 'fast_cifar', 'quick': True, 'train_batch': 64,
+      'batch_64': main_batch, 'train_img_s': 200.0,
+      'torch_train_img_s': 100.0, 'ratio_vs_torch': 2.0, 'eval_img_s': 600.0,
+      'skipped': {k: 'skipped for this model' for k in run.CNN_ONLY},
+      'peak_rss_mb': 1000.0, 'step_gflop_per_image': 0.63,
+      'achieved_gflops': 126.0, 'matmul_gflops': 250.0})
+  out = capsys.readouterr().out
+  assert 'fast_cifar' in out and 'train step, batch 64 (img/s)' in out
+  assert 'ratio ours / PyTorch eager channels_last' in out and '0.50' in out
+  assert out.count('skipped for this model') == len(run.CNN_ONLY)
