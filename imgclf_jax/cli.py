@@ -42,6 +42,10 @@ def run(mode: str, config, workdir: str, step=None, images=None):
     logging.flush()
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.Interrupted as e:
+    logging.flush()
+    print(f'interrupted: {e}', file=sys.stderr)
+    sys.exit(130)
 
 
 def check_workdir(mode: str, workdir: str):

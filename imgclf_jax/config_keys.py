@@ -152,6 +152,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Checkpoints and logging --------------------------------------------------
   config.checkpoint_every_epochs = 1
+  # Stop when early_stopping_metric ('validation_loss' or
+  # 'validation_accuracy') has not improved for this many epochs (0: never);
+  # the last and the best checkpoints are kept as always.
+  config.early_stopping_patience = 0
+  config.early_stopping_metric = 'validation_loss'
   # The latest checkpoints kept; the one with the best validation accuracy is
   # kept besides them (--mode=eval --step=best).
   config.max_checkpoints_to_keep = 3

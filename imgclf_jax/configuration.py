@@ -26,6 +26,7 @@ NORMALIZATIONS = ('standardize', 'unit')
 LR_SCHEDULES = ('constant', 'cosine', 'linear')
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 CONV_IMPLS = ('auto', 'fast', 'xla')
+EARLY_STOPPING_METRICS = ('validation_loss', 'validation_accuracy')
 # jax.random.key keeps 32 bits of a seed (2**32 would train as 0), and numpy's
 # SeedSequence (the input pipeline's epoch seeds) refuses negative ones.
 SEED_LIMIT = 2**32
@@ -110,6 +111,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            'in [0, 1) (0: no moving average)')
   _require(c.whiten_bias_epochs >= 0, 'whiten_bias_epochs',
            c.whiten_bias_epochs, '>= 0')
+  _require(_whole(c.early_stopping_patience) and
+           c.early_stopping_patience >= 0, 'early_stopping_patience',
+           c.early_stopping_patience, 'a whole number >= 0 (0: off)')
+  _require(c.early_stopping_metric in EARLY_STOPPING_METRICS,
+           'early_stopping_metric', c.early_stopping_metric,
+           f'one of {EARLY_STOPPING_METRICS}')
   _require(c.conv_impl in CONV_IMPLS, 'conv_impl', c.conv_impl,
            f'one of {CONV_IMPLS}')
   _require(c.tta in steps.TTA_MODES, 'tta', c.tta, f'one of {steps.TTA_MODES}')

@@ -6,7 +6,6 @@ import time
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import jax
 import numpy as np
 
@@ -22,6 +21,7 @@ from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import plots
+from imgclf_jax import progress as progress_lib
 from imgclf_jax import report
 from imgclf_jax import steps
 from imgclf_jax import train_state as train_state_lib
@@ -49,14 +49,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return _train(config, source, workdir, devices, lock)
 
 
+class Interrupted(Exception):
+  """Training stopped by Ctrl-C (SIGINT); the message says what is kept."""
+
+
 def _train(config, source, workdir: str, devices, lock) -> dict:
   num_devices = len(devices)
+  num_epochs = int(config.num_epochs)
   info = source.info
   store = checkpoints.CheckpointStore(workdir, config.max_checkpoints_to_keep)
 
   split_sizes = source.split_sizes()
   latest = store.latest_step()
   normalization = None
+  epoch_log = metrics_lib.EpochLog(workdir)
+  stopper = EarlyStopping(config.early_stopping_metric,
+                          config.early_stopping_patience)
   if latest is not None:
     _, metadata = store.restore_metadata(latest)
     checkpoints.check_config(metadata['config'], config, store.directory)
@@ -65,13 +73,21 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     checkpoints.check_split_sizes(metadata['split_sizes'], split_sizes,
                                   store.directory)
     normalization = metadata['normalization']
+    done = metadata['epoch']
+    records = [r for r in epoch_log.read() if r['epoch'] <= done]
+    for r in records:
+      stopper.update(r)
+    finished = _finished(done, num_epochs, stopper)
+    if finished:  # nothing to do: write nothing
+      logging.info('%s', finished)
+      store.close()
+      return records[-1] if records else metadata['metrics']
   # Not refused by the checkpoint: from here on this run writes.
   lock.sign()
   _check_validation_files(source)
 
   pipeline = input_pipeline.InputPipeline(source, config, normalization)
   steps_per_epoch = pipeline.steps_per_epoch
-  num_steps = int(config.num_epochs) * steps_per_epoch
   model = models.create_model(config, info.num_classes)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = train_state_lib.create_train_state(
@@ -88,23 +104,20 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
                     f'epoch boundary of {steps_per_epoch} steps: was '
                     '--config.batch_size changed? Use a new --workdir.')
   start_epoch = step // steps_per_epoch
-  epoch_log = metrics_lib.EpochLog(workdir)
   epoch_log.resume(start_epoch)
 
-  logging.info('Dataset %s: %d classes, %s examples; %d devices, %d steps '
-               'per epoch.', info.name, info.num_classes, info.num_examples,
-               num_devices, steps_per_epoch)
+  logging.info('Dataset %s: %d classes, %s examples; model %s; %d device(s), '
+               '%d steps of %d per epoch.', info.name, info.num_classes,
+               info.num_examples, config.model, num_devices, steps_per_epoch,
+               config.batch_size)
   report.write_class_distribution(pipeline, config, workdir)
   weights = pipeline.loss_weights()
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
         f'{n}={w:.3g}' for n, w in zip(info.class_names, weights)))
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+  writer = _tensorboard_writer(workdir)
   if start_epoch == 0:
     writer.write_hparams(config_keys.to_dict(config))
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer)
   if config.data_on_device:
     resident = device_data.DeviceData(pipeline, config, devices)
     p_train_step, epoch_batches = resident.train_step, resident.train_batches
@@ -123,26 +136,36 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
             'split_sizes': split_sizes,
             'dataset': info.name, 'epoch': epoch + 1, 'metrics': record}
 
-  record = {}
+  record, started = {}, time.time()
+  progress, epoch = None, start_epoch
   try:
-    for epoch in range(start_epoch, int(config.num_epochs)):
+    for epoch in range(start_epoch, num_epochs):
       epoch_start = time.time()
       train_metrics = metrics_lib.Accumulator()
+      progress = progress_lib.EpochProgress(epoch, num_epochs,
+                                            steps_per_epoch, config.batch_size)
       for batch in device_axis.to_devices(epoch_batches(epoch), devices):
         state, step_metrics = p_train_step(state, batch, dropout_rng)
         train_metrics.add(step_metrics)
         step += 1
-        report_progress(step)
+        progress.step()
         if step % config.log_every_steps == 0:
           running = metrics_lib.to_floats(train_metrics.result(), 'train_')
           _check_finite(running, epoch, store)
-          writer.write_scalars(step, running)
+          rate = progress.show(running['train_loss'],
+                               running['train_accuracy'])
+          writer.write_scalars(step, {
+              'train_loss_running': running['train_loss'],
+              'train_accuracy_running': running['train_accuracy'],
+              'train_images_per_second': rate['images_per_second']})
+      progress.close()
       train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
       _check_finite(train_values, epoch, store)
       train_seconds = time.time() - epoch_start
-      last = epoch + 1 == int(config.num_epochs)
       val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
           state, pipeline.eval_batches('validation'), devices), 'validation_')
+      stop = stopper.update({**val_values, 'epoch': epoch + 1})
+      last = epoch + 1 == num_epochs or stop
       if last and config.tta != 'none':
         val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
             state, pipeline.eval_batches('validation'), devices,
@@ -160,17 +183,96 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
         store.save(step, state, metadata(epoch, record),
                    metrics={checkpoints.BEST_METRIC:
                             record[checkpoints.BEST_METRIC]})
-      logging.info('epoch %d/%d: %s', epoch + 1, config.num_epochs,
-                   ', '.join(f'{k}={v:.4f}' for k, v in record.items()
-                             if isinstance(v, float)))
+      logging.info('%s', progress_lib.epoch_line(record, num_epochs))
+      if stop:
+        logging.info('%s', stopper.reason())
+        break
+  except KeyboardInterrupt:
+    if progress is not None:
+      progress.close()
+    latest = store.latest_step()
+    kept = (f'the last checkpoint (step {latest}) is kept in '
+            f'{store.directory}: run the same command to resume from it'
+            if latest is not None else 'no checkpoint was written yet')
+    _finish(epoch_log, workdir)
+    raise Interrupted(f'training stopped in epoch {epoch + 1}; {kept}.'
+                      ) from None
   finally:
     store.close()
     writer.flush()
+  records = _finish(epoch_log, workdir)
+  _summary(records, workdir, time.time() - started)
+  return record or (records[-1] if records else {})
+
+
+def _finished(done: int, num_epochs: int, stopper) -> str | None:
+  """Why a run with `done` epochs checkpointed has nothing left to train,
+  or None."""
+  if done >= num_epochs:
+    return (f'Already trained {done}/{num_epochs} epochs: nothing to do. '
+            'Raise --config.num_epochs to continue.')
+  if stopper.stopped:
+    return (f'{stopper.reason()} Nothing to do: raise '
+            '--config.early_stopping_patience (or set it to 0) to continue.')
+  return None
+
+
+def _finish(epoch_log, workdir: str) -> list:
+  """Draws curves.png of the epochs in metrics.jsonl; returns them."""
   records = epoch_log.read()
   if records:
     plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
                       overfit_epoch=report.log_overfitting(records))
-  return record or (records[-1] if records else {})
+  return records
+
+
+def _summary(records: list, workdir: str, seconds: float):
+  if not records:
+    return
+  best = max(records, key=lambda r: r[checkpoints.BEST_METRIC])
+  last = records[-1]
+  tta = (f' ({last["validation_tta_accuracy"]:.1%} with test-time '
+         'augmentation)' if 'validation_tta_accuracy' in last else '')
+  logging.info(
+      'Done in %s. Last epoch %d: validation accuracy %.1f%%%s. Best epoch '
+      '%d: %.1f%% (--mode=eval --step=best). In %s: checkpoints/, '
+      'metrics.jsonl, curves.png, class_distribution.png, TensorBoard '
+      'events.', progress_lib.format_seconds(seconds), last['epoch'],
+      100 * last['validation_accuracy'], tta, best['epoch'],
+      100 * best[checkpoints.BEST_METRIC], workdir)
+
+
+def _tensorboard_writer(workdir: str):
+  """TensorBoard events in `workdir` on the first process (the log has its
+  own epoch lines); nothing on the others."""
+  if jax.process_index() > 0:
+    return metric_writers.MultiWriter([])
+  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+
+
+class EarlyStopping:
+  """Stops when `metric` ('validation_loss': lower is better,
+  'validation_accuracy': higher) has not improved for `patience` epochs
+  (0: never stops)."""
+
+  def __init__(self, metric: str, patience: int):
+    self.metric, self.patience = metric, int(patience)
+    self.best, self.best_epoch, self.stopped = None, None, False
+
+  def update(self, record: dict) -> bool:
+    """Takes an epoch's record; True when training should stop now."""
+    value = record[self.metric]
+    sign = -1.0 if self.metric.endswith('loss') else 1.0
+    if self.best is None or sign * value > sign * self.best:
+      self.best, self.best_epoch = value, record['epoch']
+    self.stopped = bool(self.patience) and (
+        record['epoch'] - self.best_epoch >= self.patience)
+    return self.stopped
+
+  def reason(self) -> str:
+    return (f'Stopped early: {self.metric} has not improved for '
+            f'{self.patience} epochs since epoch {self.best_epoch} '
+            f'({self.best:.4f}).')
 
 
 def _init_from_data(model, state, pipeline, num_images: int = 5000):

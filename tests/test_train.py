@@ -118,12 +118,104 @@ def test_resume_finishes_like_an_uninterrupted_run(full_run, folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_of_a_finished_run_trains_no_more(full_run):
+def test_rerun_of_a_finished_run_trains_no_more_and_writes_nothing(
+    full_run, caplog):
   config, workdir, full_last = full_run
-  before = _records(workdir)
-  last = train.train_and_evaluate(config, workdir)
-  assert _records(workdir) == before
+  before = helpers.snapshot(workdir)
+  with caplog.at_level('INFO'):
+    last = train.train_and_evaluate(config, workdir)
+  assert helpers.snapshot(workdir) == before   # no new events file either
   assert last == full_last
+  assert 'Already trained 3/3 epochs: nothing to do. Raise --config.num_epochs' \
+      in caplog.text
+
+
+@pytest.mark.slow
+def test_tensorboard_keeps_running_and_epoch_values_apart(full_run):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = full_run
+  steps_of = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps_of.setdefault(value.tag, []).append(event.step)
+  # 4 steps per epoch, log_every_steps 2: running values at steps 2, 4, ...;
+  # epoch means at the epochs' last steps only.
+  assert sorted(steps_of['train_loss']) == [4, 8, 12]
+  assert sorted(steps_of['train_loss_running']) == [2, 4, 6, 8, 10, 12]
+  assert 'train_images_per_second' in steps_of
+
+
+def _interrupt_at(monkeypatch, epoch, step):
+  real = train.progress_lib.EpochProgress.step
+
+  def step_or_interrupt(self):
+    if self.epoch == epoch and self.done == step:
+      raise KeyboardInterrupt
+    real(self)
+  monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
+                      step_or_interrupt)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_checkpoint_draws_the_curves_and_resumes(
+    full_run, folder, tmp_path, monkeypatch, capsys):
+  from imgclf_jax import cli  # pylint: disable=g-import-not-at-top
+  config, _, full_last = full_run
+  workdir = str(tmp_path)
+  _interrupt_at(monkeypatch, epoch=1, step=2)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run('train', config, workdir)
+  assert exit_info.value.code == 130
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1] == (
+      f'interrupted: training stopped in epoch 2; the last checkpoint (step '
+      f'4) is kept in {workdir}/checkpoints: run the same command to resume '
+      'from it.')
+  assert _checkpoint_steps(workdir) == [4]
+  assert [r['epoch'] for r in _records(workdir)] == [1]
+  assert os.path.exists(os.path.join(workdir, 'curves.png'))
+  monkeypatch.undo()
+  resumed_last = train.train_and_evaluate(config, workdir)
+  np.testing.assert_allclose(resumed_last['validation_loss'],
+                             full_last['validation_loss'], rtol=1e-5)
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+  stopper = train.EarlyStopping('validation_loss', patience=2)
+  losses = [1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.8]
+  stops = [stopper.update({'epoch': i + 1, 'validation_loss': v})
+           for i, v in enumerate(losses)]
+  assert stops == [False, False, False, True, False, False, True]
+  assert stopper.best_epoch == 5 and stopper.best == 0.7
+  accuracy = train.EarlyStopping('validation_accuracy', patience=1)
+  assert not accuracy.update({'epoch': 1, 'validation_accuracy': 0.5})
+  assert not accuracy.update({'epoch': 2, 'validation_accuracy': 0.6})
+  assert accuracy.update({'epoch': 3, 'validation_accuracy': 0.6})
+  never = train.EarlyStopping('validation_loss', patience=0)
+  assert not any(never.update({'epoch': e, 'validation_loss': 1.0})
+                 for e in range(1, 5))
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_keeps_its_checkpoint_and_reruns_say_so(
+    folder, tmp_path, caplog):
+  # A learning rate too small to change anything: the accuracy of epoch 1
+  # is never beaten.
+  config = helpers.small_config(
+      f'folder:{folder}', num_epochs=4, learning_rate=1e-12,
+      early_stopping_patience=1, early_stopping_metric='validation_accuracy')
+  last = train.train_and_evaluate(config, str(tmp_path))
+  assert last['epoch'] == 2 and _checkpoint_steps(str(tmp_path))[-1] == 8
+  before = helpers.snapshot(str(tmp_path))
+  with caplog.at_level('INFO'):
+    again = train.train_and_evaluate(config, str(tmp_path))
+  assert again == last and helpers.snapshot(str(tmp_path)) == before
+  assert 'Stopped early: validation_accuracy has not improved for 1 epochs' \
+      in caplog.text
+  assert 'raise --config.early_stopping_patience' in caplog.text
+  config.early_stopping_patience = 0
+  assert train.train_and_evaluate(config, str(tmp_path))['epoch'] == 4
 
 
 @pytest.mark.slow
