@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from imgclf_jax import preprocess
+from imgclf_jax import tfds_download
 from imgclf_jax.errors import UserError
 
 # TF must leave any GPU to JAX: tf.data runs on the host.
@@ -200,17 +201,7 @@ def _tfds_builder(name: str, data_dir):
         'from tfds.list_builders() (e.g. cifar10, mnist, fashion_mnist) or '
         'folder:/path/to/root for your own images.') from None
   if not builder.is_prepared():
-    logging.info('TFDS dataset %s is not in %s: downloading and preparing it '
-                 '(needs internet).', name, builder.data_dir_root)
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # pylint: disable=broad-except
-      raise UserError(
-          f'TFDS dataset {name!r} is not in data_dir {builder.data_dir_root!r} '
-          f'and could not be downloaded ({type(e).__name__}: {e}). On a '
-          'machine with internet run tfds.builder(name).download_and_prepare() '
-          'and pass its data_dir with --config.data_dir=/path, or use '
-          '--config.dataset=folder:/path/to/images.') from None
+    tfds_download.prepare(builder, name)
   return builder
 
 
