@@ -3,7 +3,8 @@
 The evaluation report of --mode=eval: from the outputs of one pass over a
 split (eval_loop.evaluate_split_with_outputs: per-example probabilities next
 to the usual device-side loss/accuracy sums) it computes, on the host,
-per-class precision, recall, F1 and support, macro and weighted averages,
+per-class precision, recall, F1 and support, macro and weighted averages
+over the classes present in the split (n/a for a class without examples),
 top-k accuracy and the confusion matrix (rows: true class, columns:
 predicted), and picks the examples to show: a fixed random sample (the
 predictions grid), the most confidently wrong predictions and the least
@@ -12,8 +13,9 @@ JSON and into TensorBoard.
 
 Training's insights: class_distribution.png/.json (examples per class of the
 training and validation splits, written before training, with a warning when
-the imbalance is large) and the epoch where overfitting starts (a sustained
-trend of the smoothed curves; curves.png, the log).
+the imbalance is large or a class has no validation example) and the epoch
+where overfitting starts (a sustained trend of the smoothed curves;
+curves.png, the log).
 """
 
 import csv
@@ -55,7 +57,13 @@ def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
 
 
 def per_class_metrics(matrix, class_names) -> dict:
-  """{class: {precision, recall, f1, support}} (0 where undefined)."""
+  """{class: {precision, recall, f1, support}}.
+
+  A class without support (no example of it in the split) has no recall
+  and no F1: they are None (n/a), and so is its precision unless the model
+  predicted it (then 0: every such prediction is wrong). A class with
+  support but no prediction has precision 0.
+  """
   matrix = np.asarray(matrix, np.float64)
   tp = np.diag(matrix)
   support = matrix.sum(axis=1)
@@ -66,14 +74,23 @@ def per_class_metrics(matrix, class_names) -> dict:
   denom = precision + recall
   f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp),
                  where=denom > 0)
-  return {name: {'precision': float(precision[i]), 'recall': float(recall[i]),
-                 'f1': float(f1[i]), 'support': int(support[i])}
-          for i, name in enumerate(class_names)}
+  result = {}
+  for i, name in enumerate(class_names):
+    supported = support[i] > 0
+    result[name] = {
+        'precision': (float(precision[i]) if supported or predicted[i] > 0
+                      else None),
+        'recall': float(recall[i]) if supported else None,
+        'f1': float(f1[i]) if supported else None,
+        'support': int(support[i])}
+  return result
 
 
 def averages(per_class: dict) -> dict:
-  """Macro (unweighted) and support-weighted means of precision/recall/F1."""
-  rows = list(per_class.values())
+  """Macro (unweighted) and support-weighted means of precision/recall/F1
+  over the classes with support (a class absent from the split has nothing
+  to average), and which classes those left out."""
+  rows = [r for r in per_class.values() if r['support'] > 0]
   support = np.array([r['support'] for r in rows], np.float64)
   result = {}
   for name, weights in (('macro_avg', np.ones_like(support)),
@@ -81,7 +98,9 @@ def averages(per_class: dict) -> dict:
     total = weights.sum()
     result[name] = {
         key: float(np.dot(weights, [r[key] for r in rows]) / total)
-        if total else 0.0 for key in ('precision', 'recall', 'f1')}
+        if total else None for key in ('precision', 'recall', 'f1')}
+  result['classes_without_support'] = [
+      name for name, r in per_class.items() if r['support'] == 0]
   return result
 
 
@@ -126,21 +145,31 @@ def build(outputs, class_names, top_k: int) -> dict:
           'confusion_matrix': matrix.tolist()}
 
 
+def _number(value, width: int) -> str:
+  return f'{"n/a":>{width}}' if value is None else f'{value:{width}.4f}'
+
+
 def format_table(report: dict, accuracy: float, loss: float) -> str:
-  """The per-class table as aligned text, for the log."""
+  """The per-class table as aligned text, for the log (n/a: undefined for
+  a class without support; the averages leave such classes out)."""
   names = list(report['per_class'])
   width = max(12, *(len(n) for n in names))
   lines = [f'{"class":<{width}}  precision  recall      f1  support']
   for name, row in report['per_class'].items():
-    lines.append(f'{name:<{width}}  {row["precision"]:9.4f}  '
-                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}  {row["support"]:7d}')
+    lines.append(f'{name:<{width}}  {_number(row["precision"], 9)}  '
+                 f'{_number(row["recall"], 6)}  {_number(row["f1"], 6)}  '
+                 f'{row["support"]:7d}')
   for avg in ('macro_avg', 'weighted_avg'):
     row = report[avg]
-    lines.append(f'{avg:<{width}}  {row["precision"]:9.4f}  '
-                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}')
+    lines.append(f'{avg:<{width}}  {_number(row["precision"], 9)}  '
+                 f'{_number(row["recall"], 6)}  {_number(row["f1"], 6)}')
   total = sum(r['support'] for r in report['per_class'].values())
   lines.append(f'accuracy {accuracy:.4f}, loss {loss:.4f}, top-{report["top_k"]}'
                f' accuracy {report["top_k_accuracy"]:.4f}, {total} examples')
+  missing = report.get('classes_without_support')
+  if missing:
+    lines.append(f'no examples of {", ".join(missing)} in this split: n/a, '
+                 'left out of the averages')
   return '\n'.join(lines)
 
 
@@ -254,7 +283,8 @@ def _write_tensorboard(workdir, split, step, report, written, values):
   for name, row in report['per_class'].items():
     scalars[f'recall/{name}'] = row['recall']
     scalars[f'precision/{name}'] = row['precision']
-  writer.write_scalars(step, scalars)
+  writer.write_scalars(step, {k: v for k, v in scalars.items()
+                              if v is not None})  # n/a: not written
   images = {}
   for name in ('confusion_matrix', 'grid', 'confident_mistakes',
                'unsure_correct'):
@@ -359,17 +389,39 @@ def log_overfitting(records: list[dict]):
   return None
 
 
+def warn_unvalidated_classes(validation_counts, train_counts,
+                             class_names) -> list[str]:
+  """Logs a warning naming the classes that have no validation example
+  (the validation accuracy says nothing about them, and the eval report
+  marks their precision, recall and F1 n/a); returns their names."""
+  missing = [i for i, n in enumerate(validation_counts) if n == 0]
+  names = [class_names[i] for i in missing]
+  if names:
+    logging.warning(
+        'No validation examples of %d class(es): %s. Validation says nothing '
+        'about them, and the eval report marks them n/a (left out of the '
+        'macro averages). Give each class at least 2 images (a folder holds '
+        'out validation_fraction of each, at least one where it has 2), or '
+        'images in its validation folder.', len(names), ', '.join(
+            f'{class_names[i]} ({int(train_counts[i])} training)'
+            for i in missing))
+  return names
+
+
 def write_class_distribution(pipeline, config, workdir: str) -> dict:
   """class_distribution.png and .json for the training and validation splits.
 
   Logs a warning (imbalance.describe) when the training split's largest class
-  has more than config.imbalance_warning_ratio times the smallest's examples.
+  has more than config.imbalance_warning_ratio times the smallest's examples,
+  and one naming the classes without validation examples.
   Returns the JSON's content and, not written, the chart's layout.
   """
   class_names = list(pipeline.source.info.class_names)
   counts = {split: pipeline.class_counts(split)
             for split in ('train', 'validation')}
   summary = imbalance.describe(counts['train'], class_names, config)
+  summary['classes_without_validation'] = warn_unvalidated_classes(
+      counts['validation'], counts['train'], class_names)
   path = os.path.join(workdir, CLASS_DISTRIBUTION + '.png')
   ratio = summary['imbalance_ratio']
   layout = plots.plot_class_distribution(

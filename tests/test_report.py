@@ -182,6 +182,58 @@ def _check_bars(path, dist):
         assert _pixel(image, (x0 + x1) / 2, y0 - 3).min() > 200
 
 
+def test_a_class_without_support_is_na_and_left_out_of_the_averages():
+  # class_2 has no example in the split; the model predicts it once
+  # (a class_0 image), and never class_3.
+  labels = [0, 0, 0, 1, 1, 0]
+  predicted = [0, 0, 1, 1, 1, 2]
+  probs = np.eye(4)[predicted]
+  names = ['class_0', 'class_1', 'class_2', 'class_3']
+  numbers = report.build({'label': np.array(labels),
+                          'predicted': np.array(predicted), 'probs': probs},
+                         names, top_k=1)
+  per_class = numbers['per_class']
+  assert per_class['class_2'] == {'precision': 0.0, 'recall': None,
+                                  'f1': None, 'support': 0}
+  assert per_class['class_3'] == {'precision': None, 'recall': None,
+                                  'f1': None, 'support': 0}
+  assert numbers['classes_without_support'] == ['class_2', 'class_3']
+  # Macro: the mean over class_0 (recall 2/4) and class_1 (recall 1) only.
+  assert numbers['macro_avg']['recall'] == pytest.approx(0.75)
+  assert numbers['macro_avg']['precision'] == pytest.approx((1 + 2 / 3) / 2)
+  # Weighted recall is the accuracy (4 of 6).
+  assert numbers['weighted_avg']['recall'] == pytest.approx(4 / 6)
+  table = report.format_table(numbers, accuracy=0.5, loss=1.0).splitlines()
+  assert table[3].split() == ['class_2', '0.0000', 'n/a', 'n/a', '0']
+  assert table[4].split() == ['class_3', 'n/a', 'n/a', 'n/a', '0']
+  assert table[-1] == ('no examples of class_2, class_3 in this split: n/a, '
+                       'left out of the averages')
+  json.dumps(numbers, allow_nan=False)  # n/a is JSON null
+
+
+def test_a_class_without_validation_examples_is_warned_before_training(
+    tmp_path, caplog):
+  # One image in class_1's folder: the held-out validation gets none of it.
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 1, 10),
+                                   size=(8, 8))
+  config = helpers.small_config(f'folder:{root}')
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  with caplog.at_level('WARNING'):
+    dist = report.write_class_distribution(pipeline, config, str(tmp_path))
+  assert dist['validation'] == [1, 0, 1]
+  assert dist['classes_without_validation'] == ['class_1']
+  warnings = [r.getMessage() for r in caplog.records
+              if 'No validation examples' in r.getMessage()]
+  assert warnings == [
+      'No validation examples of 1 class(es): class_1 (1 training). '
+      'Validation says nothing about them, and the eval report marks them '
+      'n/a (left out of the macro averages). Give each class at least 2 '
+      'images (a folder holds out validation_fraction of each, at least one '
+      'where it has 2), or images in its validation folder.']
+  with open(tmp_path / 'class_distribution.json') as f:
+    assert json.load(f)['classes_without_validation'] == ['class_1']
+
+
 def test_imbalance_warning_and_chart(tmp_path, caplog):
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(40, 8, 40),
                                    size=(8, 8))
