@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 
 from absl import logging
+import tensorflow_datasets as tfds
 
 from imgclf_jax.errors import UserError
 
@@ -26,6 +27,10 @@ PROBE_TIMEOUT = 5.0
 # Where TFDS looks first for prepared data (try_download_gcs), and the host
 # probed for a dataset whose download URLs are not listed.
 TFDS_GCS_HOST = 'storage.googleapis.com'
+
+# TFDS's own download_and_prepare, as imported.
+_TFDS_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.__dict__[
+    'download_and_prepare']
 
 UNAVAILABLE_ADVICE = (
     'On a machine with internet run tfds.builder(name).download_and_prepare() '
@@ -96,10 +101,10 @@ def prepare(builder, name: str):
              if not os.path.lexists(p)]
   where = (f'TFDS dataset {name!r} is not in data_dir {root!r} and could not '
            'be downloaded')
-  hosts = download_hosts(builder)
-  why = unreachable(hosts)
-  if why:
-    raise UserError(f'{where} ({why}). {UNAVAILABLE_ADVICE}')
+  if _downloads(builder):
+    why = unreachable(download_hosts(builder))
+    if why:
+      raise UserError(f'{where} ({why}). {UNAVAILABLE_ADVICE}')
   logging.info('TFDS dataset %s is not in %s: downloading and preparing it.',
                name, root)
   try:
@@ -111,6 +116,19 @@ def prepare(builder, name: str):
   except BaseException:  # Ctrl-C during a download
     _remove(created)
     raise
+
+
+def _downloads(builder) -> bool:
+  """Whether builder.download_and_prepare is TFDS's own, which downloads
+  (tfds.testing.mock_data puts a no-op in its place: nothing to probe)."""
+  return _attribute(type(builder), 'download_and_prepare') is (
+      _TFDS_DOWNLOAD_AND_PREPARE)
+
+
+def _attribute(cls, name: str):
+  """`name` as defined on `cls` or its bases, not bound (TFDS wraps its
+  methods in wrappers that are new objects at every access)."""
+  return next(k.__dict__[name] for k in cls.__mro__ if name in k.__dict__)
 
 
 def _remove(paths):
