@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Data -----------------------------------------------------------------
   # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
-  # for an image folder laid out root/<split>/<class_name>/<image file>.
+  # for an image folder laid out root/<class_name>/<image file> or
+  # root/<split>/<class_name>/<image file> (datasets.FolderSource).
   config.dataset = 'cifar10'
   # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets). A typed
   # placeholder, so that --config.data_dir=/path can set it.

@@ -18,6 +18,7 @@ from imgclf_jax import inference
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import report
+from imgclf_jax.errors import UserError
 
 
 def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
@@ -30,20 +31,18 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
   workdir = os.path.abspath(workdir)
   loaded = inference.load(workdir, step, config, mode='eval')
   config, step, metadata = loaded.config, loaded.step, loaded.metadata
-  source = datasets.make_source(config)
+  split = config.eval_split
+  logging.info('Evaluating checkpoint step %d on dataset %s, split %s%s.',
+               step, config.dataset, split,
+               '' if config.dataset == metadata['dataset'] else
+               f' (trained on {metadata["dataset"]})')
+  source = datasets.make_source(config, class_names=loaded.class_names)
   checkpoints.check_class_names(source.info.class_names, loaded.class_names,
                                 loaded.directory)
   pipeline = input_pipeline.InputPipeline(source, config,
                                           loaded.normalization)
-  split = config.eval_split
-  sizes = source.split_sizes()
-  if (split == 'validation' and config.dataset == metadata['dataset'] and
-      metadata['split_sizes'] != sizes):
-    logging.warning(
-        'The dataset or its split settings changed since this checkpoint was '
-        'trained (examples per split: then %s, now %s): a validation split '
-        'held out of the training images may now hold images it was trained '
-        'on.', metadata['split_sizes'], sizes)
+  if split == 'validation' and config.dataset == metadata['dataset']:
+    _warn_if_splits_changed(source, metadata['split_sizes'])
   total, outputs = eval_loop.evaluate_split_with_outputs(
       loaded.state, pipeline.eval_batches(split))
   values = metrics_lib.to_floats(total, '')
@@ -63,6 +62,22 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     json.dump(result, f, indent=2)
   logging.info('Evaluation results written to %s.json', prefix)
   return {**result, 'layout': layouts}
+
+
+def _warn_if_splits_changed(source, saved_sizes: dict):
+  """Warns when the checkpoint's own dataset no longer has the split sizes
+  it was trained with (a held-out validation split may then hold training
+  images); silent where its train split is no longer there to count."""
+  try:
+    sizes = source.split_sizes()
+  except UserError:
+    return
+  if saved_sizes != sizes:
+    logging.warning(
+        'The dataset or its split settings changed since this checkpoint was '
+        'trained (examples per split: then %s, now %s): a validation split '
+        'held out of the training images may now hold images it was trained '
+        'on.', saved_sizes, sizes)
 
 
 def summary(result: dict) -> dict:
