@@ -94,8 +94,10 @@ def main(argv):
           "--flag=value; quote a glob (--images='photos/*.jpg') so that the "
           'shell does not expand it.', file=sys.stderr)
     sys.exit(2)
+  set_keys = (set(config_flags.get_override_values(FLAGS['config']))
+              if FLAGS.config is not None else None)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
-          images=FLAGS.images)
+          images=FLAGS.images, set_keys=set_keys)
 
 
 if __name__ == '__main__':

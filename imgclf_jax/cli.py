@@ -15,11 +15,13 @@ from imgclf_jax.errors import UserError
 MODES = ('train', 'eval', 'predict')
 
 
-def run(mode: str, config, workdir: str, step=None, images=None):
+def run(mode: str, config, workdir: str, step=None, images=None,
+        set_keys=None):
   """Runs `mode`; a UserError is printed as one line and exits with status 2.
 
   `step`: None/'latest', 'best' or a step number (eval and predict);
-  `images`: a file, folder or glob (predict).
+  `images`: a file, folder or glob (predict); `set_keys`: the keys of
+  `config` set on the command line (--config.KEY=; None: all of them).
   """
   # Imported here so that `--help` and flag errors stay fast.
   from imgclf_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -35,7 +37,7 @@ def run(mode: str, config, workdir: str, step=None, images=None):
       return train.train_and_evaluate(config, workdir)
     if mode == 'predict':
       return predict.predict_images(config, workdir, images, step)
-    result = evaluate.evaluate_checkpoint(config, workdir, step)
+    result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
     print(json.dumps(evaluate.summary(result), indent=2))
     return result
   except UserError as e:

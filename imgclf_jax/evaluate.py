@@ -21,15 +21,20 @@ from imgclf_jax import report
 from imgclf_jax.errors import UserError
 
 
-def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
+def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
+                        ) -> dict:
   """Evaluates checkpoint `step` of `workdir` on config.eval_split.
 
   `config` may be None: then the checkpoint's own config is used as is.
+  `set_keys`: the keys of `config` set on the command line; a config file
+  whose dataset is not the checkpoint's does not replace it unless
+  'dataset' is among them (None: every key of `config` counts as set).
   Writes `<workdir>/eval_<split>_step<step>.json` and returns its content
   and, under 'layout', where the report's pictures show what (plots.py).
   """
   workdir = os.path.abspath(workdir)
-  loaded = inference.load(workdir, step, config, mode='eval')
+  loaded = inference.load(workdir, step, config, mode='eval',
+                          set_keys=set_keys)
   config, step, metadata = loaded.config, loaded.step, loaded.metadata
   split = config.eval_split
   logging.info('Evaluating checkpoint step %d on dataset %s, split %s%s.',

@@ -50,6 +50,29 @@ def test_train_then_eval_from_the_command_line(tmp_path):
   assert result['accuracy'] == last['validation_accuracy']
   assert result['num_examples'] == 3
 
+  # The README's eval command after training on a folder: configs/cifar10.py
+  # names TFDS cifar10, but --config.dataset is not on the command line, so
+  # the checkpoint's folder is evaluated, and the log says so.
+  readme = _main('--config=configs/cifar10.py', f'--workdir={workdir}',
+                 '--mode=eval')
+  assert readme.returncode == 0, readme.stderr[-3000:]
+  assert json.loads(readme.stdout)['dataset'] == f'folder:{data}'
+  assert json.loads(readme.stdout)['accuracy'] == last['validation_accuracy']
+  assert (f"--mode=eval evaluates on the checkpoint's dataset folder:{data}, "
+          "not on --config's cifar10") in readme.stderr
+  assert (f'Evaluating checkpoint step 6 on dataset folder:{data}, split '
+          'validation.') in readme.stderr
+  # Set on the command line, another dataset is: here a folder holding only
+  # a test split (its classes are the checkpoint's).
+  shutil.copytree(os.path.join(data, 'train'), tmp_path / 'eval_only' / 'test')
+  other = _main('--config=configs/cifar10.py', f'--workdir={workdir}',
+                '--mode=eval', f'--config.dataset=folder:{tmp_path}/eval_only',
+                '--config.eval_split=test')
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert json.loads(other.stdout)['num_examples'] == 30
+  assert (f'Evaluating checkpoint step 6 on dataset folder:{tmp_path}/'
+          f'eval_only, split test (trained on folder:{data}).') in other.stderr
+
   # Without --config the checkpoint's own config is used; on 2 devices, which
   # its training batch of 9 does not divide (only evaluation batches must).
   bare = _main(f'--workdir={workdir}', '--mode=eval', devices=2)
