@@ -1,4 +1,5 @@
-"""What main.py runs: dispatch on --mode, and one-line errors for users."""
+"""What the command runs (command_line.py, main.py): dispatch on --mode, and
+one-line errors for users."""
 
 import json
 import logging as pylogging
@@ -100,7 +101,7 @@ def _quiet_library_logs():
 
 
 # ----------------------------------------------------------------------------
-# Flag errors (main.parse_flags)
+# Flag errors (command_line.parse_flags)
 
 
 def flag_error(error: Exception, argv, config) -> str:
@@ -117,8 +118,9 @@ def flag_error(error: Exception, argv, config) -> str:
     while cause.__cause__ is not None:
       cause = cause.__cause__
     reason = str(cause).strip().splitlines()[-1].strip()
-    return (f'--config={path}: cannot read the config file ({reason}): give '
-            'the path of a config file, e.g. --config=configs/cifar10.py.')
+    return (f'--config={path}: cannot read the config file ({reason})'
+            f'{_relative_to(path)}: give the path of a config file, e.g. '
+            f'--config={_example_config(path)}.')
   raised = _raised_in(error, text, path)
   if raised:
     return (f'--config={path}: the config file raised {raised}. Fix it '
@@ -140,9 +142,26 @@ def flag_error(error: Exception, argv, config) -> str:
       guess = re.search(r'Did you mean "(\w+)"', text)
       hint = f' (did you mean --config.{guess.group(1)}?)' if guess else ''
       return (f'{arg}: the config has no key {key.group(1)!r}{hint}: '
-              'imgclf_jax/config_keys.py lists the keys.')
-  return (' '.join(text.split()) + ' (python main.py --helpfull lists the '
-          'flags).')
+              '--help lists the keys.')
+  return ' '.join(text.split()) + ' (--help lists the flags).'
+
+
+
+def _relative_to(path: str) -> str:
+  """Where a relative config path was looked for ('' for an absolute one)."""
+  if os.path.isabs(path):
+    return ''
+  return f', looked for in the current folder {os.getcwd()}'
+
+
+def _example_config(path: str) -> str:
+  """`path` in the checkout this package lies in, where it is there (a
+  relative --config given from another folder), else configs/cifar10.py."""
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  there = os.path.join(checkout, path)
+  if not os.path.isabs(path) and os.path.isfile(there):
+    return there
+  return 'configs/cifar10.py'
 
 
 def _config_path(argv):
