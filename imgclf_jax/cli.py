@@ -13,16 +13,17 @@ from absl import logging
 
 from imgclf_jax.errors import UserError
 
-MODES = ('train', 'eval', 'predict')
+MODES = ('train', 'eval', 'predict', 'export')
 
 
 def run(mode: str, config, workdir: str, step=None, images=None,
-        set_keys=None):
+        set_keys=None, export_dir=None):
   """Runs `mode`; a UserError is printed as one line and exits with status 2.
 
-  `step`: None/'latest', 'best' or a step number (eval and predict);
+  `step`: None/'latest', 'best' or a step number (eval, predict, export);
   `images`: a file, folder or glob (predict); `set_keys`: the keys of
-  `config` set on the command line (--config.KEY=; None: all of them).
+  `config` set on the command line (--config.KEY=; None: all of them);
+  `export_dir`: where export writes (None: <workdir>/export/step<N>).
   """
   # Imported here so that `--help` and flag errors stay fast.
   from imgclf_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -38,6 +39,11 @@ def run(mode: str, config, workdir: str, step=None, images=None,
       return train.train_and_evaluate(config, workdir)
     if mode == 'predict':
       return predict.predict_images(config, workdir, images, step)
+    if mode == 'export':
+      from imgclf_jax import export  # pylint: disable=g-import-not-at-top
+      result = export.export_checkpoint(config, workdir, step, export_dir)
+      print(json.dumps(result, indent=2))
+      return result
     result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
     print(json.dumps(evaluate.summary(result), indent=2))
     return result
@@ -62,7 +68,8 @@ def check_workdir(mode: str, workdir: str):
   if mode != 'train':
     if os.path.isdir(path) and not _writable(path):
       written = {'eval': 'its report (eval_<split>_step<N>.json, .csv, .png)',
-                 'predict': 'predictions_step<N>.csv'}[mode]
+                 'predict': 'predictions_step<N>.csv',
+                 'export': 'the SavedModel (export/step<N>/)'}[mode]
       raise UserError(
           f'--workdir={workdir} is not writable, and --mode={mode} writes '
           f'{written} there: make it writable, or copy the run (cp -r '

@@ -3,6 +3,7 @@
     imgclf-jax --config=configs/cifar10.py --workdir=runs/cifar10
     imgclf-jax --workdir=runs/cifar10 --mode=eval --step=best
     imgclf-jax --workdir=runs/cifar10 --mode=predict --images='photos/*.jpg'
+    imgclf-jax --workdir=runs/cifar10 --mode=export
 
 (`python main.py` in a checkout takes the same flags.)
 """
@@ -20,7 +21,7 @@ from imgclf_jax import config_keys
 from imgclf_jax import malloc_tuning
 
 FLAGS = flags.FLAGS
-FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images')
+FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir')
 # Asking for help: exits 0 after the usage, the flags and the config keys.
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
 # absl's own, longer help (every library's flags); exits 0 after it.
@@ -41,14 +42,18 @@ def define_flags(flag_values=FLAGS, sys_argv=None):
                       flag_values=flag_values)
   flags.DEFINE_enum('mode', 'train', cli.MODES, 'train: train and evaluate '
                     '(resuming in --workdir); eval: evaluate a checkpoint and '
-                    'write its report; predict: classify --images.',
+                    'write its report; predict: classify --images; export: '
+                    'write a checkpoint as a TensorFlow SavedModel.',
                     flag_values=flag_values)
-  flags.DEFINE_string('step', None, 'Checkpoint for --mode=eval/predict: '
-                      'latest (default), best (best validation accuracy) or a '
-                      'step number.', flag_values=flag_values)
+  flags.DEFINE_string('step', None, 'Checkpoint for --mode=eval/predict/'
+                      'export: latest (default), best (best validation '
+                      'accuracy) or a step number.', flag_values=flag_values)
   flags.DEFINE_string('images', None, 'For --mode=predict: an image file, a '
                       "folder or a quoted glob ('photos/*.jpg').",
                       flag_values=flag_values)
+  flags.DEFINE_string('export_dir', None, 'For --mode=export: the folder to '
+                      'write the SavedModel to (default: '
+                      '<workdir>/export/step<N>).', flag_values=flag_values)
   flags.mark_flags_as_required(['workdir'], flag_values=flag_values)
 
 
@@ -103,7 +108,8 @@ def main(argv):
   set_keys = (set(config_flags.get_override_values(FLAGS['config']))
               if FLAGS.config is not None else None)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
-          images=FLAGS.images, set_keys=set_keys)
+          images=FLAGS.images, set_keys=set_keys,
+          export_dir=FLAGS.export_dir)
 
 
 def run():

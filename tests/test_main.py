@@ -205,7 +205,7 @@ def test_a_config_file_that_cannot_be_loaded_is_one_line(tmp_path, capsys,
      "no key 'num_epoch' (did you mean --config.num_epochs?): --help lists "
      'the keys.'),
     (['--mode=tune'], 'error: flag --mode=tune: value should be one of '
-     '<train|eval|predict> (--help lists the flags).'),
+     '<train|eval|predict|export> (--help lists the flags).'),
 ])
 def test_a_bad_flag_value_is_one_line(capsys, args, message):
   status, _ = _parse(f'--config={ROOT}/configs/cifar10.py', '--workdir=w',
