@@ -129,6 +129,11 @@ def flag_error(error: Exception, argv, config) -> str:
             f'{_relative_to(path)}: give the path of a config file, e.g. '
             f'--config={_example_config(path)}.')
   raised = _raised_in(error, text, path)
+  if raised and "No module named 'configs'" in raised:
+    return (f'--config={path}: the config file raised {raised}: configs/ is '
+            'not importable here. Start from the package\'s defaults instead: '
+            'from imgclf_jax import config_keys; config = '
+            'config_keys.get_config().')
   if raised:
     return (f'--config={path}: the config file raised {raised}. Fix it '
             '(config files are Python; get_config() must return the config).')

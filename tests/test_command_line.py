@@ -76,3 +76,13 @@ def test_the_command_without_the_checkout(tmp_path):
   assert typo.stderr.splitlines() == [
       "error: --config.num_epoch=3: the config has no key 'num_epoch' (did "
       'you mean --config.num_epochs?): --help lists the keys.']
+  # One that imports configs/ (not on the path here) is told what to import.
+  (tmp_path / 'old.py').write_text(
+      'from configs import default\n\n\ndef get_config():\n'
+      '  return default.get_config()\n')
+  old = _alone(tmp_path, '--config=old.py', '--workdir=w', code=run)
+  assert old.returncode == 2 and old.stderr.splitlines() == [
+      "error: --config=old.py: the config file raised ModuleNotFoundError: No "
+      "module named 'configs' (line 1): configs/ is not importable here. "
+      "Start from the package's defaults instead: from imgclf_jax import "
+      'config_keys; config = config_keys.get_config().']
