@@ -86,6 +86,17 @@ class _Served(tf.Module):
                                     tf.argmax(probabilities, axis=-1))}
 
 
+def _save(served, path: str, signatures: dict):
+  """tf.saved_model.save, which sets absl's logger to WARNING on its way:
+  its level is put back (later INFO lines of this process still show)."""
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  try:
+    tf.saved_model.save(served, path, signatures=signatures)
+  finally:
+    absl_logger.setLevel(level)
+
+
 def export_checkpoint(config, workdir: str, step=None, export_dir=None
                       ) -> dict:
   """Writes checkpoint `step` of `workdir` as a SavedModel to `export_dir`
@@ -108,7 +119,7 @@ def export_checkpoint(config, workdir: str, step=None, export_dir=None
     served = _Served(loaded, asset)
     signatures = {'serving_default': served.uint8_images,
                   'float_images': served.float_images}
-    tf.saved_model.save(served, partial, signatures=signatures)
+    _save(served, partial, signatures)
     os.remove(asset)  # copied into assets/
     os.replace(partial, path)
   finally:

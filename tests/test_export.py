@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+from absl import logging as absl_logging
 import numpy as np
 import pytest
 
@@ -90,8 +91,11 @@ def test_exported_model_gives_predicts_probabilities(run, tmp_path, capsys):
 def test_export_to_a_folder_of_choice(run, tmp_path):
   _, trained, _, _ = run
   target = tmp_path / 'served' / 'model'
+  level = absl_logging.get_absl_logger().level
   result = export.export_checkpoint(None, trained, step='best',
                                     export_dir=str(target))
+  # (TensorFlow's save sets absl's logger to WARNING; export puts it back.)
+  assert absl_logging.get_absl_logger().level == level
   assert result['path'] == str(target)
   assert os.path.isfile(target / 'saved_model.pb')
   assert not os.path.exists(os.path.join(trained, 'export'))
