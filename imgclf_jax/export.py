@@ -13,7 +13,8 @@ normalisation), converted by jax2tf and saved in <workdir>/export/step<N>/
     model.class_names  (tf.Variable, [K] strings; also assets/class_names.txt)
 
 S and C are the checkpoint's image size and channels: resize images to S x S
-first (as predict.load_image does).
+first (as predict.load_image does). It runs on CPU, GPU (CUDA) and TPU
+wherever it was exported.
 """
 
 import os
@@ -30,6 +31,10 @@ from imgclf_jax import inference
 from imgclf_jax.errors import UserError
 
 CLASS_NAMES_ASSET = 'class_names.txt'
+# The model is lowered for each of these, so that the SavedModel runs on any
+# of them whatever machine exported it (jax2tf's default: only the exporting
+# machine's platform).
+PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 def inference_variables(state) -> dict:
@@ -67,7 +72,8 @@ class _Served(tf.Module):
     self.class_names_file = tf.saved_model.Asset(asset_path)
     self._probabilities = jax2tf.convert(
         probabilities_fn(loaded), with_gradient=False,
-        polymorphic_shapes=[None, f'(b, {size}, {size}, {channels})'])
+        polymorphic_shapes=[None, f'(b, {size}, {size}, {channels})'],
+        native_serialization_platforms=PLATFORMS)
     shape = [None, size, size, channels]
     self.uint8_images = tf.function(
         self._from_uint8, autograph=False,

@@ -12,6 +12,7 @@ import sys
 from absl import logging as absl_logging
 import numpy as np
 import pytest
+from tensorflow.core.protobuf import saved_model_pb2
 
 from imgclf_jax import cli
 from imgclf_jax import export
@@ -100,3 +101,11 @@ def test_export_to_a_folder_of_choice(run, tmp_path):
   assert os.path.isfile(target / 'saved_model.pb')
   assert not os.path.exists(os.path.join(trained, 'export'))
   assert not os.path.exists(str(target) + '.partial')
+  # Lowered for every platform, whatever exported it (here a CPU).
+  saved = saved_model_pb2.SavedModel()
+  with open(target / 'saved_model.pb', 'rb') as f:
+    saved.ParseFromString(f.read())
+  platforms = {tuple(p.decode() for p in node.attr['platforms'].list.s)
+               for function in saved.meta_graphs[0].graph_def.library.function
+               for node in function.node_def if node.op == 'XlaCallModule'}
+  assert platforms == {('CPU', 'CUDA', 'TPU')}
