@@ -19,11 +19,11 @@ program trains on 45,000 images (5,000 are held out for validation) and
 has neither airbench's alternating flip nor its lookahead.
 """
 
-from configs import default
+from imgclf_jax import config_keys
 
 
 def get_config():
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = 'cifar10'
   config.image_size = 32
   config.model = 'fast_cifar'

@@ -33,11 +33,11 @@ The recipe is the common short CIFAR ResNet-18 one:
   weights; test-time augmentation averages each image with its mirror image.
 """
 
-from configs import default
+from imgclf_jax import config_keys
 
 
 def get_config():
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = 'cifar10'
   config.image_size = 32
 

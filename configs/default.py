@@ -6,8 +6,10 @@ Result: the same config as configs/cifar10.py (TFDS 'cifar10', 20 epochs);
 see its docstring.
 
 The defaults live in the package, in imgclf_jax/config_keys.py, which
-documents each key. The other files in this folder start from this one. Any
-key can be overridden on the command line:
+documents each key. The other files in this folder start from them too
+(importing the package, not this folder, so that they load wherever the
+command runs from; `--help` lists the keys). Any key can be overridden on
+the command line:
 
     python main.py --config=configs/cifar10.py --config.num_epochs=5
 """

@@ -5,11 +5,11 @@
 Not measured: TFDS downloads it, and the measuring machines are offline.
 """
 
-from configs import default
+from imgclf_jax import config_keys
 
 
 def get_config():
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = 'fashion_mnist'
   config.image_size = 28
   config.augment = 'flip,shift,zoom'

@@ -1,4 +1,5 @@
-"""Your own images: a folder laid out root/<split>/<class_name>/<image file>.
+"""Your own images: a folder laid out root/<class_name>/<image file>, or
+root/<split>/<class_name>/<image file> (README.md, "Your own images").
 
     python main.py --config=configs/folder.py --workdir=runs/photos \
       --config.dataset=folder:/path/to/root
@@ -7,14 +8,14 @@ Not measured: the result depends on your images.
 
 JPEG, PNG, BMP or GIF, any size, grayscale/RGB/RGBA (decoded to RGB). Without
 a root/validation (or root/val, root/valid) folder, `validation_fraction` of
-every class in root/train is held out for validation.
+every class (of root/train, or of root) is held out for validation.
 """
 
-from configs import default
+from imgclf_jax import config_keys
 
 
 def get_config():
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = 'folder:'  # set the root: --config.dataset=folder:/path
   config.image_size = 64
   config.batch_size = 64

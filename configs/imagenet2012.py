@@ -52,11 +52,11 @@ resized training split is about 190 GB); a 10,000-image shuffle buffer (1.5 GB
 of 224 x 224 images) on top of TFDS's shuffled files.
 """
 
-from configs import default
+from imgclf_jax import config_keys
 
 
 def get_config():
-  config = default.get_config()
+  config = config_keys.get_config()
   config.dataset = 'imagenet2012'
   config.train_split = 'train'
   config.validation_split = 'validation'

@@ -1,4 +1,5 @@
-"""What main.py runs: dispatch on --mode, and one-line errors for users."""
+"""What the command runs (command_line.py, main.py): dispatch on --mode, and
+one-line errors for users."""
 
 import json
 import logging as pylogging
@@ -12,14 +13,17 @@ from absl import logging
 
 from imgclf_jax.errors import UserError
 
-MODES = ('train', 'eval', 'predict')
+MODES = ('train', 'eval', 'predict', 'export')
 
 
-def run(mode: str, config, workdir: str, step=None, images=None):
+def run(mode: str, config, workdir: str, step=None, images=None,
+        set_keys=None, export_dir=None):
   """Runs `mode`; a UserError is printed as one line and exits with status 2.
 
-  `step`: None/'latest', 'best' or a step number (eval and predict);
-  `images`: a file, folder or glob (predict).
+  `step`: None/'latest', 'best' or a step number (eval, predict, export);
+  `images`: a file, folder or glob (predict); `set_keys`: the keys of
+  `config` set on the command line (--config.KEY=; None: all of them);
+  `export_dir`: where export writes (None: <workdir>/export/step<N>).
   """
   # Imported here so that `--help` and flag errors stay fast.
   from imgclf_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -35,7 +39,12 @@ def run(mode: str, config, workdir: str, step=None, images=None):
       return train.train_and_evaluate(config, workdir)
     if mode == 'predict':
       return predict.predict_images(config, workdir, images, step)
-    result = evaluate.evaluate_checkpoint(config, workdir, step)
+    if mode == 'export':
+      from imgclf_jax import export  # pylint: disable=g-import-not-at-top
+      result = export.export_checkpoint(config, workdir, step, export_dir)
+      print(json.dumps(result, indent=2))
+      return result
+    result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
     print(json.dumps(evaluate.summary(result), indent=2))
     return result
   except UserError as e:
@@ -63,7 +72,8 @@ def check_workdir(mode: str, workdir: str):
   if mode != 'train':
     if os.path.isdir(path) and not _writable(path):
       written = {'eval': 'its report (eval_<split>_step<N>.json, .csv, .png)',
-                 'predict': 'predictions_step<N>.csv'}[mode]
+                 'predict': 'predictions_step<N>.csv',
+                 'export': 'the SavedModel (export/step<N>/)'}[mode]
       raise UserError(
           f'--workdir={workdir} is not writable, and --mode={mode} writes '
           f'{written} there: make it writable, or copy the run (cp -r '
@@ -102,7 +112,7 @@ def _quiet_library_logs():
 
 
 # ----------------------------------------------------------------------------
-# Flag errors (main.parse_flags)
+# Flag errors (command_line.parse_flags)
 
 
 def flag_error(error: Exception, argv, config) -> str:
@@ -119,9 +129,15 @@ def flag_error(error: Exception, argv, config) -> str:
     while cause.__cause__ is not None:
       cause = cause.__cause__
     reason = str(cause).strip().splitlines()[-1].strip()
-    return (f'--config={path}: cannot read the config file ({reason}): give '
-            'the path of a config file, e.g. --config=configs/cifar10.py.')
+    return (f'--config={path}: cannot read the config file ({reason})'
+            f'{_relative_to(path)}: give the path of a config file, e.g. '
+            f'--config={_example_config(path)}.')
   raised = _raised_in(error, text, path)
+  if raised and "No module named 'configs'" in raised:
+    return (f'--config={path}: the config file raised {raised}: configs/ is '
+            'not importable here. Start from the package\'s defaults instead: '
+            'from imgclf_jax import config_keys; config = '
+            'config_keys.get_config().')
   if raised:
     return (f'--config={path}: the config file raised {raised}. Fix it '
             '(config files are Python; get_config() must return the config).')
@@ -142,9 +158,26 @@ def flag_error(error: Exception, argv, config) -> str:
       guess = re.search(r'Did you mean "(\w+)"', text)
       hint = f' (did you mean --config.{guess.group(1)}?)' if guess else ''
       return (f'{arg}: the config has no key {key.group(1)!r}{hint}: '
-              'imgclf_jax/config_keys.py lists the keys.')
-  return (' '.join(text.split()) + ' (python main.py --helpfull lists the '
-          'flags).')
+              '--help lists the keys.')
+  return ' '.join(text.split()) + ' (--help lists the flags).'
+
+
+
+def _relative_to(path: str) -> str:
+  """Where a relative config path was looked for ('' for an absolute one)."""
+  if os.path.isabs(path):
+    return ''
+  return f', looked for in the current folder {os.getcwd()}'
+
+
+def _example_config(path: str) -> str:
+  """`path` in the checkout this package lies in, where it is there (a
+  relative --config given from another folder), else configs/cifar10.py."""
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  there = os.path.join(checkout, path)
+  if not os.path.isabs(path) and os.path.isfile(there):
+    return there
+  return 'configs/cifar10.py'
 
 
 def _config_path(argv):

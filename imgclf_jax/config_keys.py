@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Data -----------------------------------------------------------------
   # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
-  # for an image folder laid out root/<split>/<class_name>/<image file>.
+  # for an image folder laid out root/<class_name>/<image file> or
+  # root/<split>/<class_name>/<image file> (datasets.FolderSource).
   config.dataset = 'cifar10'
   # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets). A typed
   # placeholder, so that --config.data_dir=/path can set it.
@@ -172,19 +173,23 @@ def get_config() -> ml_collections.ConfigDict:
 #            value (shapes, data or step positions depend on it); other keys
 #            may change on resume.
 #   eval     FLAGS: --mode=eval takes the value of --config (when given);
+#            DATA: as FLAGS when --config's dataset is the checkpoint's or
+#            --config.dataset is set on the command line; otherwise (a config
+#            file for another dataset) the checkpoint's value, unless the key
+#            is set on the command line;
 #            MODEL: the checkpoint's value, with a warning when --config's
 #            differs; other keys: the checkpoint's value.
 #   predict  FLAGS or (others) the checkpoint's value, as for eval.
 
-FIXED, FLAGS, MODEL = 'fixed', 'flags', 'model'
+FIXED, FLAGS, DATA, MODEL = 'fixed', 'flags', 'data', 'model'
 
 KEY_ORIGINS = {
     # key                  resume  eval   predict
-    'dataset':             (FIXED, FLAGS, None),
-    'data_dir':            (None,  FLAGS, None),
-    'train_split':         (None,  FLAGS, None),
-    'validation_split':    (None,  FLAGS, None),
-    'validation_fraction': (None,  FLAGS, None),
+    'dataset':             (FIXED, DATA,  None),
+    'data_dir':            (None,  DATA,  None),
+    'train_split':         (None,  DATA,  None),
+    'validation_split':    (None,  DATA,  None),
+    'validation_fraction': (None,  DATA,  None),
     'eval_split':          (None,  FLAGS, None),
     'eval_batch_size':     (None,  FLAGS, FLAGS),
     'cache':               (None,  FLAGS, None),

@@ -18,6 +18,7 @@ from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import models
 from imgclf_jax import steps
+from imgclf_jax.config_keys import DATA
 from imgclf_jax.config_keys import FLAGS
 from imgclf_jax.config_keys import MODEL
 from imgclf_jax.errors import UserError
@@ -222,8 +223,8 @@ def auto_microbatches(microbatches: int, per_device_batch: int,
   return 2 if on_cpu and not batch_norm and per_device_batch % 2 == 0 else 1
 
 
-def for_inference(saved_config: dict, config, mode: str,
-                  num_devices: int) -> ml_collections.ConfigDict:
+def for_inference(saved_config: dict, config, mode: str, num_devices: int,
+                  set_keys=None) -> ml_collections.ConfigDict:
   """The config of --mode=eval or --mode=predict (`mode`) for a checkpoint.
 
   The checkpoint's saved config, with the keys that `mode` takes from the
@@ -231,6 +232,10 @@ def for_inference(saved_config: dict, config, mode: str,
   `config`, eval's batch is the checkpoint's eval_batch_size rounded down to a
   multiple of `num_devices` (a checkpoint from a machine with another device
   count evaluates here; the metrics do not depend on the batch).
+
+  `set_keys`: the keys of `config` set on the command line (--config.KEY=),
+  which decide where the DATA keys come from; None: all of them (a config
+  built in code).
   """
   merged = ml_collections.ConfigDict(saved_config)
   if config is not None:
@@ -239,7 +244,9 @@ def for_inference(saved_config: dict, config, mode: str,
     if ignored:
       logging.warning('--mode=%s uses the model of the checkpoint, not that '
                       'of --config (%s).', mode, ', '.join(ignored))
-    for key in config_keys.keys_where(mode, FLAGS):
+    taken = [*config_keys.keys_where(mode, FLAGS),
+             *_data_keys(saved_config, config, mode, set_keys)]
+    for key in taken:
       merged[key] = config[key]
   elif mode == 'eval' and merged.eval_batch_size % num_devices:
     merged.eval_batch_size = max(
@@ -253,3 +260,20 @@ def for_inference(saved_config: dict, config, mode: str,
   return merged
 
 
+def _data_keys(saved_config: dict, config, mode: str, set_keys) -> list:
+  """The DATA keys (KEY_ORIGINS) that `mode` takes from `config`: all of
+  them where its dataset is the checkpoint's or was set on the command line,
+  else only those set there (a config file for another dataset does not
+  replace the checkpoint's)."""
+  keys = config_keys.keys_where(mode, DATA)
+  if not keys:
+    return []
+  same = (datasets.canonical_dataset(config.dataset) ==
+          datasets.canonical_dataset(saved_config['dataset']))
+  if set_keys is None or 'dataset' in set_keys or same:
+    return list(keys)
+  logging.warning(
+      "--mode=%s evaluates on the checkpoint's dataset %s, not on --config's "
+      '%s (set --config.dataset on the command line to evaluate on another '
+      'dataset).', mode, saved_config['dataset'], config.dataset)
+  return [k for k in keys if k in set_keys]

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from imgclf_jax import preprocess
+from imgclf_jax import tfds_download
 from imgclf_jax.errors import UserError
 
 # TF must leave any GPU to JAX: tf.data runs on the host.
@@ -29,6 +30,11 @@ tf.config.set_visible_devices([], 'GPU')
 FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 FOLDER_VALIDATION_NAMES = ('validation', 'val', 'valid')
+# A root with a subfolder of one of these names is in the splits layout
+# (root/<split>/<class>/<file>); any other root in the classes layout
+# (root/<class>/<file>). See FolderSource.
+FOLDER_SPLIT_NAMES = ('train', *FOLDER_VALIDATION_NAMES, 'test')
+SPLITS, CLASSES = 'splits', 'classes'
 # The held-out validation part of a folder's train split is drawn with this
 # seed, whatever config.seed is, so every run validates on the same images.
 FOLDER_SPLIT_SEED = 20_240_613
@@ -39,7 +45,9 @@ class DatasetInfo:
   name: str                     # config.dataset as given
   class_names: tuple[str, ...]
   channels: int                 # channels of the decoded images (1 or 3)
-  num_examples: dict            # logical split name -> number of examples
+  # 'train' and 'validation' -> number of examples; {} for a folder whose
+  # classes come from a checkpoint (its splits are read when asked for).
+  num_examples: dict
 
   @property
   def num_classes(self) -> int:
@@ -200,17 +208,7 @@ def _tfds_builder(name: str, data_dir):
         'from tfds.list_builders() (e.g. cifar10, mnist, fashion_mnist) or '
         'folder:/path/to/root for your own images.') from None
   if not builder.is_prepared():
-    logging.info('TFDS dataset %s is not in %s: downloading and preparing it '
-                 '(needs internet).', name, builder.data_dir_root)
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # pylint: disable=broad-except
-      raise UserError(
-          f'TFDS dataset {name!r} is not in data_dir {builder.data_dir_root!r} '
-          f'and could not be downloaded ({type(e).__name__}: {e}). On a '
-          'machine with internet run tfds.builder(name).download_and_prepare() '
-          'and pass its data_dir with --config.data_dir=/path, or use '
-          '--config.dataset=folder:/path/to/images.') from None
+    tfds_download.prepare(builder, name)
   return builder
 
 
@@ -232,61 +230,140 @@ def _supervised_keys(info, name):
 
 
 class FolderSource(Source):
-  """Images in root/<split>/<class_name>/<file>, decoded to RGB."""
+  """Images of an image folder, decoded to RGB, in one of two layouts:
 
-  def __init__(self, root: str, config):
+    splits   root/<split>/<class_name>/<file>: when one of root's subfolders
+             is named train, validation, val, valid or test (or the config's
+             train_split, validation_split or eval_split). Training reads
+             root/<train_split>; validation is root/<validation_split>, else
+             root/validation, root/val or root/valid, else validation_fraction
+             of each class of the train split. Any other split is its folder.
+    classes  root/<class_name>/<file> (the Keras / torchvision layout): any
+             other root. Its splits are 'train' and 'validation', the latter
+             validation_fraction of each class.
+
+  Training takes the classes from the train split's (or root's) folders.
+  With `class_names` (eval and predict: the checkpoint's) those are the
+  classes: a split's class folders must be among them (it may lack some),
+  and a split is read without the train split (root/test/<class>/ alone).
+  """
+
+  def __init__(self, root: str, config, class_names=None):
     self._root = root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
       raise UserError(f'--config.dataset=folder:{root}: no such folder. Point '
-                      'it at a folder laid out root/<split>/<class>/<image>.')
-    split_dirs = sorted(d.name for d in os.scandir(root) if _is_dir(d))
-    if config.train_split not in split_dirs:
+                      'it at a folder laid out root/<class>/<image> or '
+                      'root/<split>/<class>/<image>.')
+    self._subfolders = sorted(d.name for d in os.scandir(root) if _is_dir(d))
+    names = {*FOLDER_SPLIT_NAMES, config.train_split, config.validation_split,
+             config.eval_split} - {''}
+    self.layout = SPLITS if names & set(self._subfolders) else CLASSES
+    self._config = config
+    self._files = {}  # logical split or ('folder', name) -> (paths, labels)
+    self._splits = {}
+    self._from_checkpoint = class_names is not None
+    if class_names is None:
+      self._class_names = self._training_classes()
+      sizes = {k: self.num_examples(k) for k in ('train', 'validation')}
+    else:
+      self._class_names, sizes = tuple(class_names), {}
+    self.info = DatasetInfo(name=f'{FOLDER_PREFIX}{root}',
+                            class_names=self._class_names, channels=3,
+                            num_examples=sizes)
+
+  def _train_dir(self) -> str:
+    """The folder of the training images (and classes): root/<train_split>,
+    or root itself in the classes layout."""
+    if self.layout == CLASSES:
+      return self._root
+    train = self._config.train_split
+    if train not in self._subfolders:
+      found = [d for d in self._subfolders if not d.startswith('.')]
       raise UserError(
-          f'image folder {root} has no {config.train_split!r} subfolder '
-          f'(found {split_dirs or "none"}): lay it out as '
-          f'{root}/{config.train_split}/<class_name>/<image>.')
-    train_dir = os.path.join(root, config.train_split)
-    class_names = tuple(name for name, _ in _class_folders(train_dir, {}))
-    self._class_names = class_names
-    self._files = {}  # split name -> (paths, labels)
-    train_files = self._scan(config.train_split)
-    if len(class_names) < 2:
+          f'image folder {self._root} has split folders {found} but no '
+          f'{train!r} subfolder: lay it out as {self._root}/{train}/'
+          f'<class_name>/<image>, or with no split folders as '
+          f'{self._root}/<class_name>/<image>.')
+    return os.path.join(self._root, train)
+
+  def _training_classes(self) -> tuple[str, ...]:
+    """The class folders of the train split, checked: at least two, each
+    holding images."""
+    train_dir = self._train_dir()
+    self._class_names = tuple(name for name, _ in _class_folders(train_dir, {}))
+    labels = self._scan_folder(train_dir)[1]
+    if len(self._class_names) < 2:
       raise UserError(
-          f'image folder {train_dir} has {len(class_names)} class '
-          f'folder(s) {list(class_names)}: a classifier needs at least two, '
-          f'as {train_dir}/<class_name>/<image>.')
-    counts = np.bincount(train_files[1], minlength=len(class_names))
-    empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
+          f'image folder {train_dir} has {len(self._class_names)} class '
+          f'folder(s) {list(self._class_names)}: a classifier needs at least '
+          f'two, as {train_dir}/<class_name>/<image>.')
+    counts = np.bincount(labels, minlength=len(self._class_names))
+    empty = [self._class_names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
       raise UserError(f'class folder(s) {empty} in {train_dir} hold no '
                       f'images ({", ".join(IMAGE_EXTENSIONS)}).')
+    return self._class_names
 
-    validation = config.validation_split or next(
-        (d for d in FOLDER_VALIDATION_NAMES if d in split_dirs), None)
-    if validation:
-      self._files['train'] = train_files
-      self._files['validation'] = self._scan(validation)
-    else:
-      self._files['train'], self._files['validation'] = _stratified_split(
-          train_files, config.validation_fraction)
-    self._splits = {}
-    self.info = DatasetInfo(
-        name=f'{FOLDER_PREFIX}{root}', class_names=class_names, channels=3,
-        num_examples={k: len(self._files[k][0])
-                      for k in ('train', 'validation')})
+  def _validation_dir(self):
+    """root/<validation folder> where there is one, else None (held out)."""
+    if self.layout == CLASSES:
+      if self._config.validation_split:
+        raise UserError(
+            f'--config.validation_split={self._config.validation_split!r}: '
+            f'image folder {self._root} has no split folders (its subfolders '
+            'are the classes): leave validation_split empty to hold out '
+            'validation_fraction of each class.')
+      return None
+    name = self._config.validation_split or next(
+        (d for d in FOLDER_VALIDATION_NAMES if d in self._subfolders), None)
+    return os.path.join(self._root, name) if name else None
 
   def _scan(self, split: str):
+    """(paths, labels) of a logical split ('train', 'validation') or of the
+    split folder root/<split>."""
     if split in self._files:
       return self._files[split]
-    split_dir = os.path.join(self._root, split)
+    if split in ('train', 'validation'):
+      validation_dir = self._validation_dir()
+      if split == 'validation' and validation_dir:
+        self._files[split] = self._scan_folder(validation_dir)
+      elif validation_dir:
+        self._files[split] = self._scan_folder(self._train_dir())
+      else:
+        try:
+          everything = self._scan_folder(self._train_dir())
+        except UserError as e:
+          if split == 'train' or not self._from_checkpoint:
+            raise
+          raise UserError(
+              f'{e} It holds no validation folder either: evaluate one of '
+              'its splits, e.g. --config.eval_split=test.') from None
+        self._files['train'], self._files['validation'] = _stratified_split(
+            everything, self._config.validation_fraction)
+      return self._files[split]
+    if self.layout == CLASSES:
+      raise UserError(
+          f'image folder {self._root} has no split {split!r}: its subfolders '
+          "are classes, so its splits are 'train' and 'validation' "
+          '(validation_fraction of each class held out). Use one of them, or '
+          f'lay the folder out as {self._root}/<split>/<class_name>/<image>.')
+    return self._scan_folder(os.path.join(self._root, split))
+
+  def _scan_folder(self, split_dir: str):
+    key = ('folder', split_dir)
+    if key in self._files:
+      return self._files[key]
     if not os.path.isdir(split_dir):
-      raise UserError(f'image folder {self._root} has no split {split!r} '
-                      f'(no folder {split_dir}).')
+      raise UserError(f'image folder {self._root} has no split '
+                      f'{os.path.basename(split_dir)!r} (no folder '
+                      f'{split_dir}; found {self._subfolders or "none"}).')
     paths, labels, skipped = [], [], {}
+    whose = ("the checkpoint's classes" if self._from_checkpoint else
+             'a class of the training split')
     for name, folder in _class_folders(split_dir, skipped):
       if name not in self._class_names:
         raise UserError(
-            f'class folder {folder} is not a class of the training split '
+            f'class folder {folder} is not {whose} '
             f'{list(self._class_names)}: rename or remove it.')
       found = _images_under(folder, skipped)
       paths += found
@@ -297,7 +374,7 @@ class FolderSource(Source):
           f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {split_dir}: lay '
           f'the folder out as {split_dir}/<class_name>/<image>.')
     result = (np.array(paths), np.array(labels, np.int32))
-    self._files[split] = result
+    self._files[key] = result
     return result
 
   def _count(self, split: str) -> int:
@@ -478,11 +555,15 @@ def canonical_dataset(name: str) -> str:
   return name
 
 
-def make_source(config) -> Source:
-  """The dataset named by config.dataset, with its splits resolved."""
+def make_source(config, class_names=None) -> Source:
+  """The dataset named by config.dataset, with its splits resolved.
+
+  `class_names` (eval, predict): the checkpoint's classes, which an image
+  folder takes instead of reading them from its train split.
+  """
   name = config.dataset.strip()
   if name.startswith(FOLDER_PREFIX):
-    return FolderSource(name[len(FOLDER_PREFIX):], config)
+    return FolderSource(name[len(FOLDER_PREFIX):], config, class_names)
   if os.path.sep in name or pathlib.Path(name).exists():
     raise UserError(f'--config.dataset={name!r} looks like a path: write '
                     f'--config.dataset=folder:{name} for an image folder.')

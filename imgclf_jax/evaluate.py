@@ -18,32 +18,36 @@ from imgclf_jax import inference
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import report
+from imgclf_jax.errors import UserError
 
 
-def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
+def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
+                        ) -> dict:
   """Evaluates checkpoint `step` of `workdir` on config.eval_split.
 
   `config` may be None: then the checkpoint's own config is used as is.
+  `set_keys`: the keys of `config` set on the command line; a config file
+  whose dataset is not the checkpoint's does not replace it unless
+  'dataset' is among them (None: every key of `config` counts as set).
   Writes `<workdir>/eval_<split>_step<step>.json` and returns its content
   and, under 'layout', where the report's pictures show what (plots.py).
   """
   workdir = os.path.abspath(workdir)
-  loaded = inference.load(workdir, step, config, mode='eval')
+  loaded = inference.load(workdir, step, config, mode='eval',
+                          set_keys=set_keys)
   config, step, metadata = loaded.config, loaded.step, loaded.metadata
-  source = datasets.make_source(config)
+  split = config.eval_split
+  logging.info('Evaluating checkpoint step %d on dataset %s, split %s%s.',
+               step, config.dataset, split,
+               '' if config.dataset == metadata['dataset'] else
+               f' (trained on {metadata["dataset"]})')
+  source = datasets.make_source(config, class_names=loaded.class_names)
   checkpoints.check_class_names(source.info.class_names, loaded.class_names,
                                 loaded.directory)
   pipeline = input_pipeline.InputPipeline(source, config,
                                           loaded.normalization)
-  split = config.eval_split
-  sizes = source.split_sizes()
-  if (split == 'validation' and config.dataset == metadata['dataset'] and
-      metadata['split_sizes'] != sizes):
-    logging.warning(
-        'The dataset or its split settings changed since this checkpoint was '
-        'trained (examples per split: then %s, now %s): a validation split '
-        'held out of the training images may now hold images it was trained '
-        'on.', metadata['split_sizes'], sizes)
+  if split == 'validation' and config.dataset == metadata['dataset']:
+    _warn_if_splits_changed(source, metadata['split_sizes'])
   if config.tta != 'none':
     logging.info('Test-time augmentation: %s (steps.tta_views).', config.tta)
   total, outputs = eval_loop.evaluate_split_with_outputs(
@@ -65,6 +69,22 @@ def evaluate_checkpoint(config, workdir: str, step=None) -> dict:
     json.dump(result, f, indent=2)
   logging.info('Evaluation results written to %s.json', prefix)
   return {**result, 'layout': layouts}
+
+
+def _warn_if_splits_changed(source, saved_sizes: dict):
+  """Warns when the checkpoint's own dataset no longer has the split sizes
+  it was trained with (a held-out validation split may then hold training
+  images); silent where its train split is no longer there to count."""
+  try:
+    sizes = source.split_sizes()
+  except UserError:
+    return
+  if saved_sizes != sizes:
+    logging.warning(
+        'The dataset or its split settings changed since this checkpoint was '
+        'trained (examples per split: then %s, now %s): a validation split '
+        'held out of the training images may now hold images it was trained '
+        'on.', saved_sizes, sizes)
 
 
 def summary(result: dict) -> dict:

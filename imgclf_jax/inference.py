@@ -32,15 +32,17 @@ class Checkpoint:
   directory: str                  # <workdir>/checkpoints
 
 
-def load(workdir: str, step=None, config=None, mode: str = 'eval'
-         ) -> Checkpoint:
+def load(workdir: str, step=None, config=None, mode: str = 'eval',
+         set_keys=None) -> Checkpoint:
   """Restores checkpoint `step` (None/'latest', 'best' or a number) of
-  `workdir` for `mode` ('eval' or 'predict')."""
+  `workdir` for `mode` ('eval' or 'predict'); `set_keys`: the keys of
+  `config` set on the command line (configuration.for_inference)."""
   store = checkpoints.CheckpointStore(os.path.abspath(workdir))
   try:
     step, metadata = store.restore_metadata(step)
     resolved = configuration.for_inference(
-        metadata['config'], config, mode, jax.local_device_count())
+        metadata['config'], config, mode, jax.local_device_count(),
+        set_keys)
     class_names = tuple(metadata['class_names'])
     image_shape = tuple(metadata['image_shape'])
     model = models.create_model(resolved, len(class_names))

@@ -33,8 +33,9 @@ from imgclf_jax.errors import UserError
 
 def image_paths(spec: str) -> list[str]:
   """The files named by --images, sorted: a file (whatever its extension),
-  the image files of a folder, or the image files a glob matches (links to
-  folders are not followed)."""
+  the image files in a folder and its subfolders (e.g. root/test/<class>/),
+  or the image files a glob matches. Hidden files and folders are left out
+  and links to folders are not followed."""
   if not spec or not spec.strip():
     raise UserError('--images is required for --mode=predict: an image file, '
                     "a folder or a quoted glob such as 'photos/*.jpg'.")
@@ -42,9 +43,12 @@ def image_paths(spec: str) -> list[str]:
   if os.path.isfile(path):  # a file name may hold glob characters ('a[1].jpg')
     return [path]
   if os.path.isdir(path):
-    found = [os.path.join(path, f) for f in sorted(os.listdir(path))
-             if not f.startswith('.')]  # hidden: AppleDouble ._x.jpg files
-    found, kind = [p for p in found if not os.path.isdir(p)], 'the folder holds'
+    found, kind = _glob(os.path.join(path, '**'), spec), 'the folder holds'
+    if not found:
+      raise UserError(f'--images={spec}: the folder holds no files (hidden '
+                      'ones and links to folders left out): give a folder of '
+                      "images, an image file or a quoted glob such as "
+                      "'photos/*.jpg'.")
   else:
     found, kind = _glob(path, spec), 'it matches'
     if not found:

@@ -3,7 +3,8 @@
 The evaluation report of --mode=eval: from the outputs of one pass over a
 split (eval_loop.evaluate_split_with_outputs: per-example probabilities next
 to the usual device-side loss/accuracy sums) it computes, on the host,
-per-class precision, recall, F1 and support, macro and weighted averages,
+per-class precision, recall, F1 and support, macro and weighted averages
+over the classes present in the split (n/a for a class without examples),
 top-k accuracy and the confusion matrix (rows: true class, columns:
 predicted), and picks the examples to show: a fixed random sample (the
 predictions grid), the most confidently wrong predictions and the least
@@ -12,8 +13,9 @@ JSON and into TensorBoard.
 
 Training's insights: class_distribution.png/.json (examples per class of the
 training and validation splits, written before training, with a warning when
-the imbalance is large) and the epoch where overfitting starts (curves.png,
-the log).
+the imbalance is large or a class has no validation example) and the epoch
+where overfitting starts (a sustained trend of the smoothed curves;
+curves.png, the log).
 """
 
 import csv
@@ -55,7 +57,13 @@ def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
 
 
 def per_class_metrics(matrix, class_names) -> dict:
-  """{class: {precision, recall, f1, support}} (0 where undefined)."""
+  """{class: {precision, recall, f1, support}}.
+
+  A class without support (no example of it in the split) has no recall
+  and no F1: they are None (n/a), and so is its precision unless the model
+  predicted it (then 0: every such prediction is wrong). A class with
+  support but no prediction has precision 0.
+  """
   matrix = np.asarray(matrix, np.float64)
   tp = np.diag(matrix)
   support = matrix.sum(axis=1)
@@ -66,14 +74,23 @@ def per_class_metrics(matrix, class_names) -> dict:
   denom = precision + recall
   f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp),
                  where=denom > 0)
-  return {name: {'precision': float(precision[i]), 'recall': float(recall[i]),
-                 'f1': float(f1[i]), 'support': int(support[i])}
-          for i, name in enumerate(class_names)}
+  result = {}
+  for i, name in enumerate(class_names):
+    supported = support[i] > 0
+    result[name] = {
+        'precision': (float(precision[i]) if supported or predicted[i] > 0
+                      else None),
+        'recall': float(recall[i]) if supported else None,
+        'f1': float(f1[i]) if supported else None,
+        'support': int(support[i])}
+  return result
 
 
 def averages(per_class: dict) -> dict:
-  """Macro (unweighted) and support-weighted means of precision/recall/F1."""
-  rows = list(per_class.values())
+  """Macro (unweighted) and support-weighted means of precision/recall/F1
+  over the classes with support (a class absent from the split has nothing
+  to average), and which classes those left out."""
+  rows = [r for r in per_class.values() if r['support'] > 0]
   support = np.array([r['support'] for r in rows], np.float64)
   result = {}
   for name, weights in (('macro_avg', np.ones_like(support)),
@@ -81,7 +98,9 @@ def averages(per_class: dict) -> dict:
     total = weights.sum()
     result[name] = {
         key: float(np.dot(weights, [r[key] for r in rows]) / total)
-        if total else 0.0 for key in ('precision', 'recall', 'f1')}
+        if total else None for key in ('precision', 'recall', 'f1')}
+  result['classes_without_support'] = [
+      name for name, r in per_class.items() if r['support'] == 0]
   return result
 
 
@@ -126,21 +145,31 @@ def build(outputs, class_names, top_k: int) -> dict:
           'confusion_matrix': matrix.tolist()}
 
 
+def _number(value, width: int) -> str:
+  return f'{"n/a":>{width}}' if value is None else f'{value:{width}.4f}'
+
+
 def format_table(report: dict, accuracy: float, loss: float) -> str:
-  """The per-class table as aligned text, for the log."""
+  """The per-class table as aligned text, for the log (n/a: undefined for
+  a class without support; the averages leave such classes out)."""
   names = list(report['per_class'])
   width = max(12, *(len(n) for n in names))
   lines = [f'{"class":<{width}}  precision  recall      f1  support']
   for name, row in report['per_class'].items():
-    lines.append(f'{name:<{width}}  {row["precision"]:9.4f}  '
-                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}  {row["support"]:7d}')
+    lines.append(f'{name:<{width}}  {_number(row["precision"], 9)}  '
+                 f'{_number(row["recall"], 6)}  {_number(row["f1"], 6)}  '
+                 f'{row["support"]:7d}')
   for avg in ('macro_avg', 'weighted_avg'):
     row = report[avg]
-    lines.append(f'{avg:<{width}}  {row["precision"]:9.4f}  '
-                 f'{row["recall"]:6.4f}  {row["f1"]:6.4f}')
+    lines.append(f'{avg:<{width}}  {_number(row["precision"], 9)}  '
+                 f'{_number(row["recall"], 6)}  {_number(row["f1"], 6)}')
   total = sum(r['support'] for r in report['per_class'].values())
   lines.append(f'accuracy {accuracy:.4f}, loss {loss:.4f}, top-{report["top_k"]}'
                f' accuracy {report["top_k_accuracy"]:.4f}, {total} examples')
+  missing = report.get('classes_without_support')
+  if missing:
+    lines.append(f'no examples of {", ".join(missing)} in this split: n/a, '
+                 'left out of the averages')
   return '\n'.join(lines)
 
 
@@ -254,7 +283,8 @@ def _write_tensorboard(workdir, split, step, report, written, values):
   for name, row in report['per_class'].items():
     scalars[f'recall/{name}'] = row['recall']
     scalars[f'precision/{name}'] = row['precision']
-  writer.write_scalars(step, scalars)
+  writer.write_scalars(step, {k: v for k, v in scalars.items()
+                              if v is not None})  # n/a: not written
   images = {}
   for name in ('confusion_matrix', 'grid', 'confident_mistakes',
                'unsure_correct'):
@@ -273,54 +303,125 @@ def _write_tensorboard(workdir, split, step, report, written, values):
 CLASS_DISTRIBUTION = 'class_distribution'
 
 
-def overfitting_epoch(records: list[dict]):
-  """The first epoch after the validation-loss minimum that has a higher
-  validation loss and a lower training loss than that minimum's epoch; None
-  when there is no such epoch (no overfitting seen yet).
+# Overfitting is read from the curves smoothed by a centred mean over
+# SMOOTHING epochs. It starts at the first epoch of OVERFIT_PATIENCE
+# consecutive epochs in which, compared with the epoch of the lowest
+# validation loss before them, the validation loss is higher by more than
+# OVERFIT_TOLERANCE (relative), the gap validation minus training loss is
+# wider by more than OVERFIT_TOLERANCE times that minimum, and (at the last
+# of them) the training loss is lower. A wobble of the validation loss, or a
+# rise of both losses together, is not overfitting.
+SMOOTHING = 3
+OVERFIT_PATIENCE = 3
+OVERFIT_TOLERANCE = 0.01
+
+
+def _smoothed(values) -> np.ndarray:
+  """The centred mean over SMOOTHING epochs (fewer at the ends)."""
+  values = np.asarray(values, np.float64)
+  half = SMOOTHING // 2
+  return np.array([values[max(0, i - half):i + half + 1].mean()
+                   for i in range(len(values))])
+
+
+def overfitting(records: list[dict]):
+  """Where overfitting starts (see OVERFIT_PATIENCE), or None.
 
   `records` are metrics.jsonl lines (epoch, train_loss, validation_loss).
+  Returns {'epoch': first epoch of the trend, 'best_epoch': the epoch of
+  the validation-loss minimum before it, 'epochs': how many consecutive
+  epochs from 'epoch' on stay above that minimum, and the smoothed
+  'validation_loss', 'train_loss' and 'gap' at best_epoch and at the end of
+  that stretch, as [then, later]}.
   """
-  if len(records) < 2:
+  if len(records) < OVERFIT_PATIENCE + 1:
     return None
-  val = np.array([r['validation_loss'] for r in records], np.float64)
-  train = np.array([r['train_loss'] for r in records], np.float64)
-  best = int(np.argmin(val))
-  for i in range(best + 1, len(records)):
-    if val[i] > val[best] and train[i] < train[best]:
-      return int(records[i]['epoch'])
+  val = _smoothed([r['validation_loss'] for r in records])
+  train = _smoothed([r['train_loss'] for r in records])
+  gap = val - train
+  for start in range(1, len(records) - OVERFIT_PATIENCE + 1):
+    best = int(np.argmin(val[:start]))
+    margin = OVERFIT_TOLERANCE * abs(val[best])
+    above = val > val[best] + margin
+    wider = gap > gap[best] + margin
+    stretch = range(start, start + OVERFIT_PATIENCE)
+    if (all(above[i] and wider[i] for i in stretch) and
+        train[stretch[-1]] < train[best]):
+      end = start
+      while end + 1 < len(records) and above[end + 1]:
+        end += 1
+      return {'epoch': int(records[start]['epoch']),
+              'best_epoch': int(records[best]['epoch']),
+              'epochs': end - start + 1,
+              'end_epoch': int(records[end]['epoch']),
+              'validation_loss': [float(val[best]), float(val[end])],
+              'train_loss': [float(train[best]), float(train[end])],
+              'gap': [float(gap[best]), float(gap[end])]}
   return None
 
 
+def overfitting_epoch(records: list[dict]):
+  """The epoch where overfitting starts (`overfitting`), or None."""
+  found = overfitting(records)
+  return found and found['epoch']
+
+
 def log_overfitting(records: list[dict]):
-  """Logs the overfitting epoch (if any) and returns it."""
-  epoch = overfitting_epoch(records)
-  if epoch is not None:
-    by_epoch = {r['epoch']: r for r in records}
-    best = min(records, key=lambda r: r['validation_loss'])
+  """Logs where overfitting starts, or that none is seen; returns the epoch
+  or None."""
+  found = overfitting(records)
+  if found:
     logging.info(
-        'Overfitting starts at epoch %d: validation loss %.4f, up from its '
-        'minimum %.4f at epoch %d, while training loss fell to %.4f (from '
-        '%.4f). The best checkpoint by validation accuracy is kept '
-        '(--mode=eval --step=best).', epoch, by_epoch[epoch]['validation_loss'],
-        best['validation_loss'], best['epoch'], by_epoch[epoch]['train_loss'],
-        best['train_loss'])
-  elif len(records) >= 2:
-    logging.info('No overfitting seen: validation loss has not turned up '
-                 'while training loss fell.')
-  return epoch
+        'Overfitting starts at epoch %d: over %d consecutive epochs (to epoch '
+        '%d) the validation loss (mean of %d epochs) stays above its minimum '
+        'at epoch %d (%.4f -> %.4f), while the training loss falls (%.4f -> '
+        '%.4f) and the gap between them widens (%.4f -> %.4f). The best '
+        'checkpoint by validation accuracy is kept (--mode=eval --step=best).',
+        found['epoch'], found['epochs'], found['end_epoch'], SMOOTHING,
+        found['best_epoch'], *found['validation_loss'], *found['train_loss'],
+        *found['gap'])
+    return found['epoch']
+  if len(records) >= 2:
+    logging.info(
+        'No overfitting seen: the validation loss (mean of %d epochs) has not '
+        'stayed above its minimum for %d epochs while the training loss fell '
+        'and the gap between them widened.', SMOOTHING, OVERFIT_PATIENCE)
+  return None
+
+
+def warn_unvalidated_classes(validation_counts, train_counts,
+                             class_names) -> list[str]:
+  """Logs a warning naming the classes that have no validation example
+  (the validation accuracy says nothing about them, and the eval report
+  marks their precision, recall and F1 n/a); returns their names."""
+  missing = [i for i, n in enumerate(validation_counts) if n == 0]
+  names = [class_names[i] for i in missing]
+  if names:
+    logging.warning(
+        'No validation examples of %d class(es): %s. Validation says nothing '
+        'about them, and the eval report marks them n/a (left out of the '
+        'macro averages). Give each class at least 2 images (a folder holds '
+        'out validation_fraction of each, at least one where it has 2), or '
+        'images in its validation folder.', len(names), ', '.join(
+            f'{class_names[i]} ({int(train_counts[i])} training)'
+            for i in missing))
+  return names
 
 
 def write_class_distribution(pipeline, config, workdir: str) -> dict:
   """class_distribution.png and .json for the training and validation splits.
 
   Logs a warning (imbalance.describe) when the training split's largest class
-  has more than config.imbalance_warning_ratio times the smallest's examples.
+  has more than config.imbalance_warning_ratio times the smallest's examples,
+  and one naming the classes without validation examples.
   Returns the JSON's content and, not written, the chart's layout.
   """
   class_names = list(pipeline.source.info.class_names)
   counts = {split: pipeline.class_counts(split)
             for split in ('train', 'validation')}
   summary = imbalance.describe(counts['train'], class_names, config)
+  summary['classes_without_validation'] = warn_unvalidated_classes(
+      counts['validation'], counts['train'], class_names)
   path = os.path.join(workdir, CLASS_DISTRIBUTION + '.png')
   ratio = summary['imbalance_ratio']
   layout = plots.plot_class_distribution(

@@ -165,10 +165,14 @@ def tta_views(images, tta: str):
           [(0.125, v) for s in shifted for v in (s, s[:, :, ::-1, :])])
 
 
-def _logits(state, images, tta: str = 'none'):
-  variables = inference_variables(state)
-  return sum(weight * state.apply_fn(variables, view, train=False)
+def tta_logits(apply_fn, variables, images, tta: str = 'none'):
+  """The model's logits in evaluation mode, averaged over `tta`'s views."""
+  return sum(weight * apply_fn(variables, view, train=False)
              for weight, view in tta_views(images, tta))
+
+
+def _logits(state, images, tta: str = 'none'):
+  return tta_logits(state.apply_fn, inference_variables(state), images, tta)
 
 
 def eval_step(state, batch, tta: str = 'none'):

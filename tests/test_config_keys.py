@@ -51,8 +51,11 @@ def test_every_origin_names_a_key_of_the_defaults():
   assert set(config_keys.KEY_ORIGINS) <= set(defaults.keys())
   for row in config_keys.KEY_ORIGINS.values():
     assert row[0] in (None, config_keys.FIXED)
-    assert all(origin in (None, config_keys.FLAGS, config_keys.MODEL)
-               for origin in row[1:])
+    assert all(origin in (None, config_keys.FLAGS, config_keys.DATA,
+                          config_keys.MODEL) for origin in row[1:])
   assert set(config_keys.keys_where('resume', config_keys.FIXED)) == {
       'dataset', 'model', 'image_size', 'normalization', 'batch_size',
       'optimizer', 'ema_decay', 'norm_bias_lr_scale'}
+  assert set(config_keys.keys_where('eval', config_keys.DATA)) == {
+      'dataset', 'data_dir', 'train_split', 'validation_split',
+      'validation_fraction'}

@@ -148,6 +148,38 @@ def test_for_inference_takes_the_keys_of_its_mode(caplog):
   assert alone.eval_batch_size == 4 and alone.top_k == 5
 
 
+def test_eval_keeps_the_checkpoints_dataset_unless_set_on_the_command_line(
+    caplog):
+  # Trained on a folder; --config=configs/cifar10.py names TFDS cifar10.
+  saved = config_keys.to_dict(configuration.for_training(
+      helpers.small_config('folder:/data/photos', validation_fraction=0.2),
+      4))
+  given = helpers.small_config('cifar10', eval_split='test', top_k=2)
+  with caplog.at_level(logging.WARNING):
+    kept = configuration.for_inference(saved, given, 'eval', 4, set_keys=set())
+  assert (kept.dataset, kept.validation_fraction) == ('folder:/data/photos',
+                                                      0.2)
+  assert (kept.eval_split, kept.top_k) == ('test', 2)  # FLAGS keys as before
+  assert ("--mode=eval evaluates on the checkpoint's dataset "
+          "folder:/data/photos, not on --config's cifar10") in caplog.text
+  # A data key set on the command line still applies.
+  fraction = configuration.for_inference(saved, given, 'eval', 4,
+                                         set_keys={'validation_fraction'})
+  assert (fraction.dataset, fraction.validation_fraction) == (
+      'folder:/data/photos', 0.1)
+  # --config.dataset on the command line, or a config built in code: its
+  # dataset and data keys.
+  for set_keys in ({'dataset'}, None):
+    other = configuration.for_inference(saved, given, 'eval', 4, set_keys)
+    assert (other.dataset, other.validation_fraction) == ('cifar10', 0.1)
+  # The same dataset in the config file: its data keys, no warning.
+  caplog.clear()
+  same = helpers.small_config('folder:/data/photos', validation_fraction=0.3)
+  with caplog.at_level(logging.WARNING):
+    merged = configuration.for_inference(saved, same, 'eval', 4, set())
+  assert merged.validation_fraction == 0.3 and not caplog.text
+
+
 def test_for_inference_checks_the_merged_config():
   saved = config_keys.to_dict(helpers.small_config('cifar10'))
   given = helpers.small_config('cifar10', top_k=0)

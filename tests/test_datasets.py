@@ -42,6 +42,92 @@ def test_folder_with_validation_dir_uses_it(tmp_path):
   assert source.info.num_examples == {'train': 12, 'validation': 12}
 
 
+def test_a_root_of_class_folders_holds_out_validation(tmp_path):
+  # The Keras / torchvision layout: root/<class>/<file>, no split folder.
+  root = helpers.make_image_folder(tmp_path, per_class=(20, 10, 30),
+                                   splits=('',))
+  assert sorted(os.listdir(root)) == ['class_0', 'class_1', 'class_2']
+  source = datasets.make_source(helpers.small_config(f'folder:{root}'))
+  assert source.layout == datasets.CLASSES
+  assert source.info.class_names == ('class_0', 'class_1', 'class_2')
+  assert source.info.num_examples == {'train': 54, 'validation': 6}
+  assert np.bincount(source.labels('validation')).tolist() == [2, 1, 3]
+  assert not set(source.files('train')) & set(source.files('validation'))
+  # The same images as a root/train/<class> folder would hold out.
+  split_root = helpers.make_image_folder(tmp_path / 'split',
+                                         per_class=(20, 10, 30))
+  split = datasets.make_source(helpers.small_config(f'folder:{split_root}'))
+  assert split.layout == datasets.SPLITS
+  assert [os.path.relpath(f, split_root + '/train')
+          for f in split.files('validation')] == [
+              os.path.relpath(f, root) for f in source.files('validation')]
+  with pytest.raises(UserError, match=r"has no split 'test': its subfolders "
+                     r"are classes, so its splits are 'train' and "
+                     r"'validation'"):
+    source.labels('test')
+  with pytest.raises(UserError, match=r"validation_split='val': image folder "
+                     r'.* has no split folders \(its subfolders are the '
+                     r'classes\): leave validation_split empty'):
+    datasets.make_source(helpers.small_config(f'folder:{root}',
+                                              validation_split='val'))
+
+
+@pytest.mark.parametrize('split, layout', [
+    ('train', datasets.SPLITS), ('val', datasets.SPLITS),
+    ('test', datasets.SPLITS), ('holdout', datasets.SPLITS),
+    ('photos', datasets.CLASSES)])
+def test_how_a_root_is_recognised(tmp_path, split, layout):
+  # A subfolder named as a split (or as the config's eval_split) makes the
+  # splits layout; training then needs its train split.
+  root = helpers.make_image_folder(tmp_path, per_class=(3, 3),
+                                   splits=(split,))
+  config = helpers.small_config(f'folder:{root}', eval_split='holdout')
+  classes = ('class_0', 'class_1')
+  assert datasets.make_source(config, classes).layout == layout
+  if split == 'train':
+    assert datasets.make_source(config).info.class_names == classes
+  elif layout == datasets.SPLITS:
+    with pytest.raises(UserError, match=rf"image folder {root} has split "
+                       rf"folders \['{split}'\] but no 'train' subfolder: "
+                       r'lay it out as .*/train/<class_name>/<image>, or with '
+                       r'no split folders as .*/<class_name>/<image>\.'):
+      datasets.make_source(config)
+  else:  # one class folder, 'photos'
+    with pytest.raises(UserError, match=r"1 class folder\(s\) \['photos'\]"):
+      datasets.make_source(config)
+
+
+def test_an_evaluation_folder_takes_the_checkpoints_classes(tmp_path):
+  # Only root/test/<class>/: no train split to read the classes from; class_1
+  # has no images here, and the labels are the checkpoint's indices.
+  root = tmp_path / 'eval_only'
+  helpers.make_image_folder(root, per_class=(2, 0, 3), splits=('test',))
+  os.rmdir(root / 'test' / 'class_1')
+  classes = ('class_0', 'class_1', 'class_2')
+  config = helpers.small_config(f'folder:{root}', eval_split='test')
+  source = datasets.make_source(config, class_names=classes)
+  assert source.info.class_names == classes
+  assert source.labels('test').tolist() == [0, 0, 2, 2, 2]
+  assert source.num_examples('test') == 5
+  with pytest.raises(UserError, match=r"has split folders \['test'\] but no "
+                     r"'train' subfolder.* It holds no validation folder "
+                     r'either: evaluate one of its splits, e\.g\. '
+                     r'--config\.eval_split=test\.'):
+    source.labels('validation')
+  with pytest.raises(UserError, match=r"has no split 'valid' \(no folder "
+                     r".*/valid; found \['test'\]\)"):
+    source.labels('valid')
+  # A class the checkpoint does not know is refused.
+  other = datasets.make_source(config, class_names=('class_0', 'class_2',
+                                                    'class_9'))
+  with pytest.raises(UserError, match=r"class folder .*/test/class_0 is not "
+                     r"the checkpoint's classes \['class_9', 'class_8'\]: "
+                     r'rename or remove it\.'):
+    datasets.make_source(config, class_names=('class_9', 'class_8')).labels(
+        'test')
+  assert other.labels('test').tolist() == [0, 0, 1, 1, 1]
+
+
 def test_tfds_source_holds_out_validation_from_train():
   config = helpers.small_config('mnist', validation_split='')
   with tfds.testing.mock_data(num_examples=40):
@@ -116,18 +202,6 @@ def test_tfds_class_counts_read_labels_only():
 def test_unknown_tfds_name(tmp_path):
   with pytest.raises(UserError, match=r"'no_such_dataset': no TFDS dataset"):
     _train(helpers.small_config('no_such_dataset'), tmp_path)
-
-
-def test_tfds_dataset_that_cannot_be_downloaded(tmp_path, monkeypatch):
-  # A machine without internet. (Really trying here takes minutes of TFDS
-  # retries before the same failure.)
-  def offline(self, *args, **kwargs):
-    raise ConnectionError(f'cannot reach the download server for {self.name}')
-  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-  config = helpers.small_config('mnist', data_dir=str(tmp_path / 'tfds'))
-  with pytest.raises(UserError, match=r"'mnist' is not in data_dir .*tfds.*"
-                     r'ConnectionError.*--config.data_dir=/path'):
-    _train(config, tmp_path / 'run')
 
 
 def test_missing_folder(tmp_path):

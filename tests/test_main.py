@@ -14,6 +14,7 @@ from absl import flags
 import pytest
 
 from imgclf_jax import cli
+from imgclf_jax import config_keys
 from imgclf_jax import inference
 import main
 from tests import helpers
@@ -49,6 +50,29 @@ def test_train_then_eval_from_the_command_line(tmp_path):
   result = json.loads(evaluated.stdout)
   assert result['accuracy'] == last['validation_accuracy']
   assert result['num_examples'] == 3
+
+  # The README's eval command after training on a folder: configs/cifar10.py
+  # names TFDS cifar10, but --config.dataset is not on the command line, so
+  # the checkpoint's folder is evaluated, and the log says so.
+  readme = _main('--config=configs/cifar10.py', f'--workdir={workdir}',
+                 '--mode=eval')
+  assert readme.returncode == 0, readme.stderr[-3000:]
+  assert json.loads(readme.stdout)['dataset'] == f'folder:{data}'
+  assert json.loads(readme.stdout)['accuracy'] == last['validation_accuracy']
+  assert (f"--mode=eval evaluates on the checkpoint's dataset folder:{data}, "
+          "not on --config's cifar10") in readme.stderr
+  assert (f'Evaluating checkpoint step 6 on dataset folder:{data}, split '
+          'validation.') in readme.stderr
+  # Set on the command line, another dataset is: here a folder holding only
+  # a test split (its classes are the checkpoint's).
+  shutil.copytree(os.path.join(data, 'train'), tmp_path / 'eval_only' / 'test')
+  other = _main('--config=configs/cifar10.py', f'--workdir={workdir}',
+                '--mode=eval', f'--config.dataset=folder:{tmp_path}/eval_only',
+                '--config.eval_split=test')
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert json.loads(other.stdout)['num_examples'] == 30
+  assert (f'Evaluating checkpoint step 6 on dataset folder:{tmp_path}/'
+          f'eval_only, split test (trained on folder:{data}).') in other.stderr
 
   # Without --config the checkpoint's own config is used; on 2 devices, which
   # its training batch of 9 does not divide (only evaluation batches must).
@@ -176,16 +200,60 @@ def test_a_config_file_that_cannot_be_loaded_is_one_line(tmp_path, capsys,
      "literal for int() with base 10: '1e9' (--config.num_epochs takes a "
      'value of type int, e.g. --config.num_epochs=20).'),
     (['--config.sed=3'], "error: --config.sed=3: the config has no key 'sed' "
-     '(did you mean --config.seed?): imgclf_jax/config_keys.py lists the '
-     'keys.'),
+     '(did you mean --config.seed?): --help lists the keys.'),
+    (['--config.num_epoch=3'], "error: --config.num_epoch=3: the config has "
+     "no key 'num_epoch' (did you mean --config.num_epochs?): --help lists "
+     'the keys.'),
     (['--mode=tune'], 'error: flag --mode=tune: value should be one of '
-     '<train|eval|predict> (python main.py --helpfull lists the flags).'),
+     '<train|eval|predict|export> (--help lists the flags).'),
 ])
 def test_a_bad_flag_value_is_one_line(capsys, args, message):
   status, _ = _parse(f'--config={ROOT}/configs/cifar10.py', '--workdir=w',
                      *args)
   assert status == 2
   assert capsys.readouterr().err.splitlines() == [message]
+
+
+@pytest.mark.parametrize('flag', ['--help', '-h', '-?', '--helpshort'])
+def test_help_exits_0_with_the_flags_and_the_config_keys(capsys, flag):
+  status, _ = _parse(flag)  # no --workdir: help needs none
+  out = capsys.readouterr().out
+  assert status == 0
+  assert out.startswith('imgclf_jax command line: train, evaluate a '
+                        'checkpoint, or predict images.\n')
+  for name in ('--config', '--workdir', '--mode', '--step', '--images'):
+    assert f'\n  {name}: ' in out
+  keys = out.split('config keys (--config.KEY=VALUE;')[1]
+  assert os.path.join('imgclf_jax', 'config_keys.py') in keys
+  assert all(re.search(rf'\b{key}\b', keys)
+             for key in config_keys.get_config().keys())
+
+
+def test_help_and_mistakes_from_another_folder(tmp_path):
+  # main.py run from another folder: --help exits 0 (absl's exits 1); a
+  # relative --config is looked for in that folder, the one line says so and
+  # names the checkout's file; a config file loads from any folder.
+  def run(*args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'),
+                           *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+  for flag, shows in (('--help', 'config keys (--config.KEY=VALUE;'),
+                      ('--helpfull', '--workdir: Directory for checkpoints')):
+    shown = run(flag, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shows in shown.stdout
+  assert _one_error_line(run('--config=configs/cifar10.py', '--workdir=w',
+                             cwd=tmp_path)) == (
+      "error: --config=configs/cifar10.py: cannot read the config file "
+      "([Errno 2] No such file or directory: 'configs/cifar10.py'), looked "
+      f'for in the current folder {tmp_path}: give the path of a config '
+      f'file, e.g. --config={ROOT}/configs/cifar10.py.')
+  assert _one_error_line(run('--config=cifar10.py', '--workdir=w',
+                             '--config.num_epoch=3',
+                             cwd=os.path.join(ROOT, 'configs'))) == (
+      "error: --config.num_epoch=3: the config has no key 'num_epoch' (did "
+      'you mean --config.num_epochs?): --help lists the keys.')
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_good_flags_parse(tmp_path):

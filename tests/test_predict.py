@@ -143,8 +143,12 @@ def test_images_keeps_image_files_and_does_not_follow_folder_links(tmp_path,
   assert 'left out 2 file(s) without an image extension' in caplog.text
   assert 'links to folders are not followed (2, e.g.' in caplog.text
   assert predict.image_paths(f'{photos}/*/*') == [f'{photos}/sub/c.gif']
-  # A folder: its image files, hidden ones (AppleDouble ._a.jpg) left out.
-  assert predict.image_paths(str(photos)) == found[:3]
+  # A folder: the image files in it and below it, as '**' finds them
+  # (hidden ones, AppleDouble ._a.jpg, and links to folders left out).
+  assert predict.image_paths(str(photos)) == found
+  (tmp_path / 'empty' / 'sub').mkdir(parents=True)
+  with pytest.raises(UserError, match=r'the folder holds no files'):
+    predict.image_paths(str(tmp_path / 'empty'))
   # A file named explicitly is taken whatever its extension.
   assert predict.image_paths(f'{photos}/notes.txt') == [f'{photos}/notes.txt']
   with pytest.raises(UserError, match=r'it matches no image files \(\.jpg, '

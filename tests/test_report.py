@@ -27,6 +27,8 @@ from tests.helpers import hex_rgb as _hex_rgb
 from tests.helpers import pixel as _pixel
 from tests.helpers import read_csv as _csv
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 # ----------------------------------------------------------------------------
 # Evaluation report
@@ -180,6 +182,58 @@ def _check_bars(path, dist):
         assert _pixel(image, (x0 + x1) / 2, y0 - 3).min() > 200
 
 
+def test_a_class_without_support_is_na_and_left_out_of_the_averages():
+  # class_2 has no example in the split; the model predicts it once
+  # (a class_0 image), and never class_3.
+  labels = [0, 0, 0, 1, 1, 0]
+  predicted = [0, 0, 1, 1, 1, 2]
+  probs = np.eye(4)[predicted]
+  names = ['class_0', 'class_1', 'class_2', 'class_3']
+  numbers = report.build({'label': np.array(labels),
+                          'predicted': np.array(predicted), 'probs': probs},
+                         names, top_k=1)
+  per_class = numbers['per_class']
+  assert per_class['class_2'] == {'precision': 0.0, 'recall': None,
+                                  'f1': None, 'support': 0}
+  assert per_class['class_3'] == {'precision': None, 'recall': None,
+                                  'f1': None, 'support': 0}
+  assert numbers['classes_without_support'] == ['class_2', 'class_3']
+  # Macro: the mean over class_0 (recall 2/4) and class_1 (recall 1) only.
+  assert numbers['macro_avg']['recall'] == pytest.approx(0.75)
+  assert numbers['macro_avg']['precision'] == pytest.approx((1 + 2 / 3) / 2)
+  # Weighted recall is the accuracy (4 of 6).
+  assert numbers['weighted_avg']['recall'] == pytest.approx(4 / 6)
+  table = report.format_table(numbers, accuracy=0.5, loss=1.0).splitlines()
+  assert table[3].split() == ['class_2', '0.0000', 'n/a', 'n/a', '0']
+  assert table[4].split() == ['class_3', 'n/a', 'n/a', 'n/a', '0']
+  assert table[-1] == ('no examples of class_2, class_3 in this split: n/a, '
+                       'left out of the averages')
+  json.dumps(numbers, allow_nan=False)  # n/a is JSON null
+
+
+def test_a_class_without_validation_examples_is_warned_before_training(
+    tmp_path, caplog):
+  # One image in class_1's folder: the held-out validation gets none of it.
+  root = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 1, 10),
+                                   size=(8, 8))
+  config = helpers.small_config(f'folder:{root}')
+  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  with caplog.at_level('WARNING'):
+    dist = report.write_class_distribution(pipeline, config, str(tmp_path))
+  assert dist['validation'] == [1, 0, 1]
+  assert dist['classes_without_validation'] == ['class_1']
+  warnings = [r.getMessage() for r in caplog.records
+              if 'No validation examples' in r.getMessage()]
+  assert warnings == [
+      'No validation examples of 1 class(es): class_1 (1 training). '
+      'Validation says nothing about them, and the eval report marks them '
+      'n/a (left out of the macro averages). Give each class at least 2 '
+      'images (a folder holds out validation_fraction of each, at least one '
+      'where it has 2), or images in its validation folder.']
+  with open(tmp_path / 'class_distribution.json') as f:
+    assert json.load(f)['classes_without_validation'] == ['class_1']
+
+
 def test_imbalance_warning_and_chart(tmp_path, caplog):
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(40, 8, 40),
                                    size=(8, 8))
@@ -198,16 +252,59 @@ def test_imbalance_warning_and_chart(tmp_path, caplog):
   _check_bars(str(tmp_path / 'class_distribution.png'), dist)
 
 
-def test_overfitting_epoch():
-  def records(val, tr):
-    return [{'epoch': i + 1, 'validation_loss': v, 'train_loss': t}
-            for i, (v, t) in enumerate(zip(val, tr))]
-  falling = [2.0, 1.5, 1.2, 1.0, 0.9, 0.8]
-  assert report.overfitting_epoch(
-      records([1.9, 1.4, 1.2, 1.25, 1.4, 1.6], falling)) == 4
-  # Still improving, or both losses rising (not overfitting): none.
-  assert report.overfitting_epoch(
-      records([1.9, 1.5, 1.3, 1.2, 1.1, 1.0], falling)) is None
-  assert report.overfitting_epoch(
-      records([1.9, 1.4, 1.5, 1.6], [2.0, 1.5, 1.6, 1.7])) is None
-  assert report.overfitting_epoch(records([1.0], [1.0])) is None
+def _records(val, train):
+  return [{'epoch': i + 1, 'validation_loss': v, 'train_loss': t}
+          for i, (v, t) in enumerate(zip(val, train))]
+
+
+def _docs_metrics(name):
+  with open(os.path.join(ROOT, 'docs', name)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_no_overfitting_on_a_noisy_but_improving_run(caplog):
+  # The 20-epoch CIFAR-10 run of docs/results.md: validation loss wobbles
+  # (0.852 at epoch 14, 0.907 at 15, still 0.880 at 20) while both curves
+  # improve; the raw validation loss stays above its epoch-14 minimum for the
+  # last six epochs and the gap (validation minus training loss) widens.
+  records = _docs_metrics('cifar10_jpeg_metrics.jsonl')
+  assert len(records) == 20 and min(
+      records, key=lambda r: r['validation_loss'])['epoch'] == 14
+  assert all(r['validation_loss'] > records[13]['validation_loss']
+             for r in records[14:])
+  with caplog.at_level('INFO'):
+    assert report.log_overfitting(records) is None
+  assert 'No overfitting seen' in caplog.text
+  for n in range(2, 21):  # nor at any point of that run
+    assert report.overfitting_epoch(records[:n]) is None, n
+
+
+def test_overfitting_on_a_run_that_overfits(caplog):
+  # docs/results.md: 2,000 CIFAR-10 images without augmentation or dropout.
+  # Validation loss is lowest at epoch 5 (1.457), 1.460 at 6, then climbs
+  # (1.506, 1.585, 1.788, ...) while training loss falls to 0.001.
+  records = _docs_metrics('cifar10_subset_overfitting_metrics.jsonl')
+  with caplog.at_level('INFO'):
+    assert report.log_overfitting(records) == 7
+  found = report.overfitting(records)
+  assert found['best_epoch'] == 5 and found['end_epoch'] == 40
+  assert found['epochs'] == 34
+  assert 'Overfitting starts at epoch 7: over 34 consecutive epochs' in (
+      caplog.text)
+  # Seen as soon as the trend has lasted OVERFIT_PATIENCE epochs.
+  assert report.overfitting_epoch(records[:8]) is None
+  assert report.overfitting_epoch(records[:10]) == 7
+
+
+def test_overfitting_needs_a_sustained_rise_and_a_widening_gap():
+  falling = [2.0, 1.6, 1.3, 1.1, 0.95, 0.85, 0.75, 0.7, 0.65, 0.6]
+  rising = [1.9, 1.4, 1.2, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0, 2.2]
+  assert report.overfitting_epoch(_records(rising, falling)) == 5
+  # One epoch up, then improving again: no trend.
+  wobble = [1.9, 1.4, 1.2, 1.1, 1.3, 1.0, 0.95, 0.9, 0.88, 0.85]
+  assert report.overfitting_epoch(_records(wobble, falling)) is None
+  # Both losses rising together (unstable training): no widening gap.
+  both = [v - 0.1 for v in rising]
+  assert report.overfitting_epoch(_records(rising, both)) is None
+  # Too few epochs to see a trend.
+  assert report.overfitting_epoch(_records(rising[:3], falling[:3])) is None

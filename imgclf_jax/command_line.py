@@ -1,0 +1,121 @@
+"""imgclf_jax command line: train, evaluate a checkpoint, or predict images.
+
+    imgclf-jax --config=configs/cifar10.py --workdir=runs/cifar10
+    imgclf-jax --workdir=runs/cifar10 --mode=eval --step=best
+    imgclf-jax --workdir=runs/cifar10 --mode=predict --images='photos/*.jpg'
+    imgclf-jax --workdir=runs/cifar10 --mode=export
+
+(`python main.py` in a checkout takes the same flags.)
+"""
+
+import os
+import sys
+import textwrap
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from imgclf_jax import cli
+from imgclf_jax import config_keys
+from imgclf_jax import malloc_tuning
+
+FLAGS = flags.FLAGS
+FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir')
+# Asking for help: exits 0 after the usage, the flags and the config keys.
+HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
+# absl's own, longer help (every library's flags); exits 0 after it.
+ABSL_HELP_FLAGS = ('--helpfull', '-helpfull', '--helpxml', '-helpxml')
+
+
+def define_flags(flag_values=FLAGS, sys_argv=None):
+  """The command's flags, in `flag_values` (`sys_argv`: the command line
+  that --config's overrides are read from, default sys.argv)."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file (e.g. configs/cifar10.py), executed as '
+      'Python: only use files you trust. Override keys with '
+      '--config.KEY=VALUE (the keys are listed below). Optional for '
+      '--mode=eval and predict (the checkpoint has one).',
+      flag_values=flag_values, lock_config=True, sys_argv=sys_argv)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and '
+                      'plots; training resumes from it.',
+                      flag_values=flag_values)
+  flags.DEFINE_enum('mode', 'train', cli.MODES, 'train: train and evaluate '
+                    '(resuming in --workdir); eval: evaluate a checkpoint and '
+                    'write its report; predict: classify --images; export: '
+                    'write a checkpoint as a TensorFlow SavedModel.',
+                    flag_values=flag_values)
+  flags.DEFINE_string('step', None, 'Checkpoint for --mode=eval/predict/'
+                      'export: latest (default), best (best validation '
+                      'accuracy) or a step number.', flag_values=flag_values)
+  flags.DEFINE_string('images', None, 'For --mode=predict: an image file, a '
+                      "folder or a quoted glob ('photos/*.jpg').",
+                      flag_values=flag_values)
+  flags.DEFINE_string('export_dir', None, 'For --mode=export: the folder to '
+                      'write the SavedModel to (default: '
+                      '<workdir>/export/step<N>).', flag_values=flag_values)
+  flags.mark_flags_as_required(['workdir'], flag_values=flag_values)
+
+
+def usage(flag_values=FLAGS) -> str:
+  """The help text: how to run, the flags, and every config key."""
+  lines = [__doc__.strip(), '', 'flags:']
+  for name in FLAG_NAMES:
+    flag = flag_values[name]
+    default = '' if flag.default is None else f' (default: {flag.default})'
+    lines += textwrap.wrap(f'--{name}: {flag.help}{default}', 79,
+                           initial_indent='  ', subsequent_indent='    ')
+  keys = ', '.join(config_keys.get_config().keys())
+  lines += ['', *textwrap.wrap(
+      "config keys (--config.KEY=VALUE; each one's default and meaning: "
+      f'{config_keys.__file__}):', 79, subsequent_indent='  ')]
+  lines += textwrap.wrap(keys, 79, initial_indent='  ',
+                         subsequent_indent='  ')
+  lines += ['', '--helpfull lists the flags of every library as well.']
+  return '\n'.join(lines)
+
+
+def parse_flags(argv, flag_values=FLAGS):
+  """absl's flag parsing, where a bad flag value or a config file that cannot
+  be loaded is one `error:` line and exit status 2, as cli.run's errors;
+  --help prints `usage` and exits 0."""
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print(usage(flag_values))
+    sys.exit(0)
+  try:
+    rest = flag_values(argv)
+    config = flag_values['config'].value
+    if config is not None:
+      config.keys()  # raises OSError where the file could not be read
+    return rest
+  except SystemExit:
+    if any(arg in ABSL_HELP_FLAGS for arg in argv[1:]):
+      sys.exit(0)  # absl printed its help, and exits 1 after it
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Only absl's parsers, the config file and its overrides run here.
+    message = cli.flag_error(e, argv, flag_values['config'].value)
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected argument(s) {argv[1:]}: every option is '
+          "--flag=value; quote a glob (--images='photos/*.jpg') so that the "
+          'shell does not expand it.', file=sys.stderr)
+    sys.exit(2)
+  set_keys = (set(config_flags.get_override_values(FLAGS['config']))
+              if FLAGS.config is not None else None)
+  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
+          images=FLAGS.images, set_keys=set_keys,
+          export_dir=FLAGS.export_dir)
+
+
+def run():
+  """The `imgclf-jax` command (and `python main.py`): malloc tuning, then
+  the flags, then cli.run."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  malloc_tuning.tune_malloc()
+  define_flags()
+  app.run(main, flags_parser=parse_flags)
