@@ -45,7 +45,8 @@ def run(mode: str, config, workdir: str, step=None, images=None,
       print(json.dumps(result, indent=2))
       return result
     result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
-    print(json.dumps(evaluate.summary(result), indent=2))
+    # The table is in the log; stdout gets one line of JSON for scripts.
+    print(json.dumps(evaluate.summary(result)))
     return result
   except UserError as e:
     logging.flush()
@@ -105,10 +106,13 @@ def _writable(folder: str) -> bool:
 
 
 def _quiet_library_logs():
-  """Keeps Orbax's per-save INFO lines out of the log (warnings still show)."""
+  """Keeps Orbax's per-save INFO lines and JAX's search for absent
+  backends ('Unable to initialize backend tpu') out of the log (warnings
+  still show)."""
   def keep(record):
     return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
   logging.get_absl_logger().addFilter(keep)
+  pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
 
 
 # ----------------------------------------------------------------------------

@@ -116,6 +116,9 @@ def run():
   """The `imgclf-jax` command (and `python main.py`): malloc tuning, then
   the flags, then cli.run."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TensorFlow only feeds data here; without this it announces its oneDNN
+  # kernels twice on every start. Set TF_ENABLE_ONEDNN_OPTS=1 to use them.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   malloc_tuning.tune_malloc()
   define_flags()
   app.run(main, flags_parser=parse_flags)

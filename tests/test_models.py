@@ -122,3 +122,28 @@ def test_example_dropout_mask_depends_on_the_example_id_only():
   assert not np.array_equal(whole[0], whole[1])
   np.testing.assert_array_equal(
       dropout.apply({}, x, jnp.arange(6), deterministic=True), x)
+
+
+@pytest.mark.parametrize('model, conv_impl, backend, expected', [
+    ('cnn', 'auto', 'cpu', 'FastConv'),
+    ('cnn', 'auto', 'gpu', 'Conv'),
+    ('cnn', 'auto', 'tpu', 'Conv'),
+    ('cnn', 'xla', 'cpu', 'Conv'),
+    ('cnn', 'fast', 'gpu', 'FastConv'),
+    ('cnn_plain', 'auto', 'cpu', 'Conv'),
+    ('fast_cifar', 'auto', 'cpu', 'FastConv'),
+    ('fast_cifar', 'auto', 'gpu', 'Conv'),
+    ('resnet18', 'auto', 'cpu', 'Conv'),     # strided convs: XLA's only
+    ('resnet18', 'fast', 'cpu', 'Conv'),
+])
+def test_convolutions_by_backend(monkeypatch, model, conv_impl, backend,
+                                 expected):
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  config = helpers.small_config('cifar10', model=model, conv_impl=conv_impl,
+                                dropout_rate=0.5 if model.startswith('cnn')
+                                else 0.0)
+  built = models.create_model(config, 10)
+  assert models.conv_impl(config) == ('fast' if expected == 'FastConv'
+                                       else 'xla')
+  if model != 'resnet18':
+    assert built.conv.__name__ == expected
