@@ -108,11 +108,15 @@ def make_config(batch_size: int, overrides: dict | None = None,
 # --- the trainer's step ------------------------------------------------------------
 
 
-def trainer_train_step(config, devices=None):
+def trainer_train_step(config, devices=None, steps_per_epoch=None):
   """The pmapped train step train.train_and_evaluate builds for `config`
-  (resolved): (state, batch [D, B/D, ...], rng) -> (state, metrics)."""
+  (resolved): (state, batch [D, B/D, ...], rng) -> (state, metrics).
+  `steps_per_epoch` (for a lookahead's epoch ends): default CIFAR-10's
+  45,000 training images' worth."""
+  steps_per_epoch = steps_per_epoch or 45_000 // config.batch_size
   return device_axis.pmap_step(
-      steps.train_step_for(config), in_axes=(None, 0, None), devices=devices)
+      steps.train_step_for(config, steps_per_epoch), in_axes=(None, 0, None),
+      devices=devices)
 
 
 def synthetic_batch(batch_size: int, seed: int = 0) -> dict:

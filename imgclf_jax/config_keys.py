@@ -130,6 +130,14 @@ def get_config() -> ml_collections.ConfigDict:
   # eval, predict and the best checkpoint use it; training continues from
   # the raw weights.
   config.ema_decay = 0.0
+  # > 0: airbench94's lookahead (steps.Lookahead): from lookahead_start_epochs
+  # on, every this many steps the slow weights move towards the trained ones
+  # by 1 - lookahead_decay**every * (step / total)**lookahead_decay_power,
+  # and training continues from the slow weights (also at every epoch's end).
+  config.lookahead_every_steps = 0
+  config.lookahead_start_epochs = 3.0
+  config.lookahead_decay = 0.95
+  config.lookahead_decay_power = 3.0
   config.seed = 0
   # Compute each step's gradient as the mean over this many equal
   # microbatches of the per-device batch (same gradient; lets XLA:CPU use
@@ -196,6 +204,7 @@ KEY_ORIGINS = {
     'model':               (FIXED, MODEL, None),
     'optimizer':           (FIXED, None,  None),
     'ema_decay':           (FIXED, None,  None),
+    'lookahead_every_steps': (FIXED, None, None),
     'norm_bias_lr_scale':  (FIXED, None,  None),
     'tta':                 (None,  FLAGS, FLAGS),
     'image_size':          (FIXED, MODEL, None),

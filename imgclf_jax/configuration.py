@@ -110,6 +110,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.norm_bias_lr_scale, '> 0')
   _require(0 <= c.ema_decay < 1, 'ema_decay', c.ema_decay,
            'in [0, 1) (0: no moving average)')
+  _require(_whole(c.lookahead_every_steps) and c.lookahead_every_steps >= 0,
+           'lookahead_every_steps', c.lookahead_every_steps,
+           'a whole number >= 0 (0: no lookahead)')
+  _require(c.lookahead_start_epochs >= 0, 'lookahead_start_epochs',
+           c.lookahead_start_epochs, '>= 0')
+  _require(0 <= c.lookahead_decay < 1, 'lookahead_decay', c.lookahead_decay,
+           'in [0, 1)')
+  _require(c.lookahead_decay_power >= 0, 'lookahead_decay_power',
+           c.lookahead_decay_power, '>= 0')
   _require(c.whiten_bias_epochs >= 0, 'whiten_bias_epochs',
            c.whiten_bias_epochs, '>= 0')
   _require(_whole(c.early_stopping_patience) and
@@ -121,6 +130,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   _require(c.conv_impl in CONV_IMPLS, 'conv_impl', c.conv_impl,
            f'one of {CONV_IMPLS}')
   _require(c.tta in steps.TTA_MODES, 'tta', c.tta, f'one of {steps.TTA_MODES}')
+  minimum = models.MIN_IMAGE_SIZE.get(c.model, 8)
+  _require(c.image_size >= minimum, 'image_size', c.image_size,
+           f'>= {minimum} for --config.model={c.model}')
   if c.model not in models.DROPOUT_MODELS:
     _require(c.dropout_rate == 0, 'dropout_rate', c.dropout_rate,
              f'0 for --config.model={c.model} (it has no dropout)')

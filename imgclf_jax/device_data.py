@@ -111,7 +111,8 @@ class DeviceData:
                                                                jnp.float32))
     self._p_step = device_axis.pmap_step(
         functools.partial(train_step, batch_fn=batch_fn,
-                          step_fn=steps.train_step_for(config)),
+                          step_fn=steps.train_step_for(
+                              config, pipeline.steps_per_epoch)),
         in_axes=(None, 0, 0, 0, None), devices=self.devices)
 
   def train_batches(self, epoch: int) -> Iterator[np.ndarray]:

@@ -61,6 +61,7 @@ class ConvGroup(nn.Module):
       y = nn.BatchNorm(use_running_average=not train,
                        momentum=self.bn_momentum, epsilon=1e-12,
                        use_scale=False, dtype=jnp.float32,
+                       use_fast_variance=False,
                        axis_name=self.bn_axis_name if train else None,
                        name=name)(y)
       return nn.gelu(y, approximate=False).astype(self.dtype)

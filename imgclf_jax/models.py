@@ -113,6 +113,8 @@ MODELS = {
 }
 BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50')
 DROPOUT_MODELS = ('cnn', 'cnn_plain')
+# fast_cifar's valid 2x2 conv and three 2x2 pools need 9 pixels (8 -> 0).
+MIN_IMAGE_SIZE = {'fast_cifar': 9}
 
 
 def has_batch_norm(name: str) -> bool:

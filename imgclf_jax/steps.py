@@ -6,6 +6,7 @@ devices, so a step's state and metrics are identical on every device.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +59,50 @@ def update_ema(ema: dict, variables: dict, decay):
   return optax.incremental_update(variables, ema, 1.0 - decay)
 
 
+class Lookahead(NamedTuple):
+  """airbench94's lookahead (Keller Jordan, after hlb-CIFAR10): from step
+  `first` on, every `every` steps the slow weights (and BatchNorm
+  statistics) move towards the trained ones, slow <- slow + (1 - rho) (fast -
+  slow) with rho = decay**every * (step / total)**power, and the trained
+  ones are set to the slow ones; at the end of every epoch (`per_epoch`
+  steps) too. At step `first` the slow weights start as the trained ones."""
+  every: int
+  first: int
+  decay: float
+  power: float
+  total: int
+  per_epoch: int
+
+
+def lookahead_for(config, steps_per_epoch: int) -> Lookahead | None:
+  """The config's Lookahead (None with lookahead_every_steps 0): from the
+  first multiple of `every` after lookahead_start_epochs."""
+  every = int(config.lookahead_every_steps)
+  if not every:
+    return None
+  start = int(config.lookahead_start_epochs * steps_per_epoch)
+  return Lookahead(every, (start // every + 1) * every,
+                   float(config.lookahead_decay),
+                   float(config.lookahead_decay_power),
+                   int(config.num_epochs * steps_per_epoch), steps_per_epoch)
+
+
+def apply_lookahead(slow: dict, fast: dict, step, la: Lookahead):
+  """(slow, fast) after step number `step` (the count after the update)."""
+  started = step >= la.first
+  sync = started & (step % la.every == 0)
+  rho = jnp.where(step == la.first, 0.0, la.decay ** la.every *
+                  (step / la.total) ** la.power)
+  slow = jax.tree.map(lambda s, f: jnp.where(sync, s + (1 - rho) * (f - s), s),
+                      slow, fast)
+  copy = sync | (started & (step % la.per_epoch == 0))
+  fast = jax.tree.map(lambda s, f: jnp.where(copy, s, f), slow, fast)
+  return slow, fast
+
+
 def train_step(state, batch, rng, label_smoothing: float = 0.0,
-               microbatches: int = 1, ema_decay: float = 0.0):
+               microbatches: int = 1, ema_decay: float = 0.0,
+               lookahead: Lookahead | None = None):
   """One optimizer step on this device's share of `batch`.
 
   The dropout key is `rng` folded with the step number (`rng` itself is never
@@ -82,8 +125,10 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
   With BatchNorm (state.batch_stats) the model runs in training mode with
   its statistics mutable; the model averages the batch statistics over the
   devices (its axis_name), so the new statistics are the same on every
-  device. With `ema_decay` > 0 the step also updates state.ema, the moving
-  average of the new weights and statistics (ema_decay_at).
+  device. With `lookahead` the step applies it (state.slow holds the slow
+  weights; apply_lookahead). With `ema_decay` > 0 the step also updates
+  state.ema, the moving average of the new weights and statistics
+  (ema_decay_at).
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   per_device = batch['label'].shape[0]
@@ -121,6 +166,11 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
   new_state = state.apply_gradients(grads=grads)
   if mutable:
     new_state = new_state.replace(batch_stats=updates['batch_stats'])
+  if lookahead is not None:
+    slow, fast = apply_lookahead(state.slow, model_variables(new_state),
+                                 new_state.step, lookahead)
+    new_state = new_state.replace(slow=slow, params=fast['params'],
+                                  batch_stats=fast.get('batch_stats'))
   if state.ema is not None:
     new_state = new_state.replace(ema=update_ema(
         state.ema, model_variables(new_state),
@@ -129,12 +179,13 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
                              jnp.ones_like(loss))
 
 
-def train_step_for(config):
-  """train_step with the config's label smoothing, microbatches and EMA
-  decay: (state, batch, rng) -> (state, metrics)."""
+def train_step_for(config, steps_per_epoch: int):
+  """train_step with the config's label smoothing, microbatches, EMA decay
+  and lookahead: (state, batch, rng) -> (state, metrics)."""
   return functools.partial(train_step, label_smoothing=config.label_smoothing,
                            microbatches=config.microbatches,
-                           ema_decay=config.ema_decay)
+                           ema_decay=config.ema_decay,
+                           lookahead=lookahead_for(config, steps_per_epoch))
 
 
 # ----------------------------------------------------------------------------

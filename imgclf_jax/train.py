@@ -81,7 +81,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     if finished:  # nothing to do: write nothing
       logging.info('%s', finished)
       store.close()
-      return records[-1] if records else metadata['metrics']
+      return metadata['metrics']
   # Not refused by the checkpoint: from here on this run writes.
   lock.sign()
   _check_validation_files(source)
@@ -97,7 +97,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     logging.info('Resumed from checkpoint step %d in %s', latest,
                  store.directory)
   elif hasattr(model, 'init_from_data'):
-    state = _init_from_data(model, state, pipeline)
+    state = _init_from_data(model, state, pipeline, config.seed)
   step = int(state.step)
   if step % steps_per_epoch:
     raise UserError(f'checkpoint step {step} in {store.directory} is not at an '
@@ -123,7 +123,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     p_train_step, epoch_batches = resident.train_step, resident.train_batches
   else:
     p_train_step = device_axis.pmap_step(
-        steps.train_step_for(config), in_axes=(None, 0, None),
+        steps.train_step_for(config, steps_per_epoch), in_axes=(None, 0, None),
         devices=devices)
     epoch_batches = pipeline.train_batches
   schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
@@ -275,16 +275,22 @@ class EarlyStopping:
             f'({self.best:.4f}).')
 
 
-def _init_from_data(model, state, pipeline, num_images: int = 5000):
+def _init_from_data(model, state, pipeline, seed: int,
+                    num_images: int = 5000):
   """`state` with the parameters that `model.init_from_data` computes from
-  the first `num_images` normalised training images (fast_cifar's whitening
-  layer)."""
-  images = []
+  `num_images` normalised training images drawn at random with `seed`
+  (fast_cifar's whitening layer; a folder's train split is in class order,
+  so its first images would hold one or two classes)."""
+  n = pipeline.source.num_examples('train')
+  chosen = np.zeros(n, bool)
+  chosen[np.random.default_rng(seed).choice(n, min(n, num_images),
+                                            replace=False)] = True
+  images, offset = [], 0
   for batch in pipeline.eval_batches('train'):
-    images.append(batch['image'])
-    if sum(len(b) for b in images) >= num_images:
-      break
-  images = np.concatenate(images)[:num_images]
+    size = len(batch['image'])
+    images.append(batch['image'][chosen[offset:offset + size]])
+    offset += size
+  images = np.concatenate(images)
   logging.info('Initialising %s from %d training images.',
                type(model).__name__, len(images))
   return train_state_lib.with_params(

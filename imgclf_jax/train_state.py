@@ -16,9 +16,12 @@ class TrainState(train_state.TrainState):
   BatchNorm). ema: {'params', 'batch_stats'?}, the moving average of the
   weights used by eval, predict and export when config.ema_decay > 0 (else
   None); the raw weights stay in params, so training resumes exactly.
+  slow: the lookahead's slow weights and statistics (steps.Lookahead) when
+  config.lookahead_every_steps > 0, else None.
   """
   batch_stats: Any = None
   ema: Any = None
+  slow: Any = None
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -76,7 +79,7 @@ def create_optimizer(config, steps_per_epoch: int, norm_paths=(),
     norm_biases = {f'{p}/bias' for p in norm_paths}
     core.append(optax.masked(optax.scale(scale),
                              lambda params: _mask(params, norm_biases.__contains__)))
-  if name == 'sgd' or (wd > 0 and scale != 1.0):
+  if name == 'sgd' or scale != 1.0:
     parts = core + ([optax.add_decayed_weights(wd)] if wd > 0 else []) + [
         optax.scale_by_learning_rate(schedule)]
     tx = optax.chain(*parts)
@@ -107,21 +110,22 @@ def create_train_state(rng, model, image_shape, config,
   frozen = (model.frozen_paths(config.whiten_bias_epochs)
             if hasattr(model, 'frozen_paths') else None)
   tx = create_optimizer(config, steps_per_epoch, norm_paths, frozen)
-  ema = None
-  if config.ema_decay > 0:
-    ema = {'params': params}
-    if batch_stats is not None:
-      ema['batch_stats'] = batch_stats
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           batch_stats=batch_stats, ema=ema)
+  copy = {'params': params}
+  if batch_stats is not None:
+    copy['batch_stats'] = batch_stats
+  return TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+      ema=copy if config.ema_decay > 0 else None,
+      slow=copy if config.lookahead_every_steps > 0 else None)
 
 
 def with_params(state: TrainState, params) -> TrainState:
   """`state` with new initial `params` (a data-dependent initialisation),
-  the EMA restarted from them."""
-  ema = None if state.ema is None else {**state.ema, 'params': params}
+  the EMA and the lookahead's slow weights restarted from them."""
+  def restart(copy):
+    return None if copy is None else {**copy, 'params': params}
   return state.replace(params=params, opt_state=state.tx.init(params),
-                       ema=ema)
+                       ema=restart(state.ema), slow=restart(state.slow))
 
 
 def abstract_train_state(model, image_shape, config, steps_per_epoch: int):
