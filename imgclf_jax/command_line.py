@@ -107,18 +107,20 @@ def main(argv):
     sys.exit(2)
   set_keys = (set(config_flags.get_override_values(FLAGS['config']))
               if FLAGS.config is not None else None)
+  # Before JAX and TF allocate anything (cli.run imports them).
+  malloc_tuning.tune_malloc(FLAGS.config.model if FLAGS.config is not None
+                            and FLAGS.mode == 'train' else None)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
           images=FLAGS.images, set_keys=set_keys,
           export_dir=FLAGS.export_dir)
 
 
 def run():
-  """The `imgclf-jax` command (and `python main.py`): malloc tuning, then
-  the flags, then cli.run."""
+  """The `imgclf-jax` command (and `python main.py`): the flags, then
+  malloc tuning, then cli.run."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   # TensorFlow only feeds data here; without this it announces its oneDNN
   # kernels twice on every start. Set TF_ENABLE_ONEDNN_OPTS=1 to use them.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-  malloc_tuning.tune_malloc()
   define_flags()
   app.run(main, flags_parser=parse_flags)

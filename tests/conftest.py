@@ -73,15 +73,16 @@ def trained(two_class_folder, tmp_path):
 def strong_config(folder, model, **overrides):
   """A small run of a BatchNorm `model` with the strong recipes' parts:
   Nesterov SGD, decoupled weight decay, a warmup then linear decay, the
-  BatchNorm-bias step scale, an EMA, flip-and-translate augmentation and
-  test-time augmentation."""
+  BatchNorm-bias step scale, the lookahead, an EMA, flip-and-translate
+  augmentation and test-time augmentation."""
   settings = dict(model=model, dropout_rate=0.0, num_epochs=3,
                   optimizer='sgd', momentum=0.85, nesterov=True,
                   learning_rate=0.2, weight_decay=5e-3, lr_schedule='linear',
                   warmup_epochs=1.0, lr_start_fraction=0.2,
                   lr_end_fraction=0.1, norm_bias_lr_scale=4.0,
                   ema_decay=0.9, augment='flip,translate', tta='flip',
-                  whiten_bias_epochs=1.0)
+                  whiten_bias_epochs=1.0, lookahead_every_steps=2,
+                  lookahead_start_epochs=1.0)
   return helpers.small_config(f'folder:{folder}', **{**settings, **overrides})
 
 

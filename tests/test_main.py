@@ -376,5 +376,21 @@ def _run(**env):
 
 
 def test_glibc_accepts_the_settings_and_the_switch_turns_them_off():
-  assert _run() == 'True'  # these machines run glibc
+  assert _run() == 'True'  # these machines run glibc (default: the CNN)
   assert _run(IMGCLF_JAX_TUNE_MALLOC='0') == 'False'
+
+
+def test_malloc_tuning_only_for_the_models_it_was_measured_on():
+  code = ('import sys; sys.path.insert(0, %r); from imgclf_jax import '
+          'malloc_tuning as m; print(m.tune_malloc(sys.argv[1]))' % ROOT)
+  base = {k: v for k, v in os.environ.items()
+          if k != 'IMGCLF_JAX_TUNE_MALLOC'}
+
+  def tuned(model, **env):
+    return subprocess.run(
+        [sys.executable, '-c', code, model], capture_output=True, text=True,
+        check=True, env={**base, **env}).stdout.strip() == 'True'
+  assert tuned('cnn') and tuned('cnn_plain')
+  assert not tuned('fast_cifar') and not tuned('resnet18')
+  assert tuned('fast_cifar', IMGCLF_JAX_TUNE_MALLOC='1')
+  assert not tuned('cnn', IMGCLF_JAX_TUNE_MALLOC='0')

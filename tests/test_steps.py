@@ -225,3 +225,37 @@ def test_tta_logits_are_the_weighted_mean_of_the_views_logits(tta, views):
     np.testing.assert_array_equal(shifted[:, 0, 1:], images[:, 1, :-1])
     np.testing.assert_array_equal(np.asarray(pairs[1][1]),
                                   images[:, :, ::-1])
+
+
+def test_lookahead_follows_airbench_over_a_run():
+  # every 2 steps from step 4 (start epoch 1 of 3-step epochs), 12 steps.
+  config = helpers.small_config('cifar10', num_epochs=4,
+                                lookahead_every_steps=2,
+                                lookahead_start_epochs=1.0,
+                                lookahead_decay=0.9, lookahead_decay_power=2.0)
+  la = steps.lookahead_for(config, steps_per_epoch=3)
+  assert (la.first, la.total, la.per_epoch) == (4, 12, 3)
+  rng = np.random.default_rng(0)
+  slow = fast = {'params': {'w': jnp.zeros(3)}}
+  ref_slow, ref_fast, started = None, np.zeros(3), False
+  for step in range(1, 13):
+    update = rng.normal(size=3)
+    fast = {'params': {'w': fast['params']['w'] + update}}
+    ref_fast = ref_fast + update
+    slow, fast = steps.apply_lookahead(slow, fast, jnp.asarray(step), la)
+    # The reference: airbench94's LookaheadState, updated after the step.
+    if step > 3 and step % 2 == 0:
+      if not started:
+        ref_slow, started = ref_fast.copy(), True
+      else:
+        rho = 0.9 ** 2 * (step / 12) ** 2
+        ref_slow = ref_slow + (1 - rho) * (ref_fast - ref_slow)
+        ref_fast = ref_slow.copy()
+    if started and step % 3 == 0:   # the end of an epoch
+      ref_fast = ref_slow.copy()
+    np.testing.assert_allclose(fast['params']['w'], ref_fast, rtol=1e-5,
+                               atol=1e-6, err_msg=f'step {step}')
+    if started:
+      np.testing.assert_allclose(slow['params']['w'], ref_slow, rtol=1e-5,
+                                 atol=1e-6)
+  assert steps.lookahead_for(helpers.small_config('cifar10'), 3) is None

@@ -442,8 +442,9 @@ def test_fast_cifar_resumes_exactly_with_batch_stats_and_ema(
     np.testing.assert_allclose(resumed_last[key], full_last[key], rtol=1e-6,
                                err_msg=key)
   a, b = _state_arrays(workdir, None), _state_arrays(str(tmp_path), None)
-  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.ema)),
-                  jax.tree.leaves((b.params, b.batch_stats, b.ema))):
+  assert a.slow is not None
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.ema, a.slow)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.ema, b.slow))):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
