@@ -47,13 +47,14 @@ BENCH_MODELS = {
 }
 
 
-def tune_malloc() -> bool:
-  """main.tune_malloc(): glibc malloc tuned as for a training process (off
-  with IMGCLF_JAX_TUNE_MALLOC=0). Call it before JAX (or PyTorch) allocates."""
+def tune_malloc(model: str = 'cnn') -> bool:
+  """main.tune_malloc(model): glibc malloc tuned as for training `model`
+  (imgclf_jax.malloc_tuning: the CNN; IMGCLF_JAX_TUNE_MALLOC=0/1 switches).
+  Call it before JAX (or PyTorch) allocates."""
   if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
   import main  # pylint: disable=import-outside-toplevel  (main.py, repo root)
-  return main.tune_malloc()
+  return main.tune_malloc(model)
 
 
 # --- configs ---------------------------------------------------------------------

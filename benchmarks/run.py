@@ -527,8 +527,9 @@ def parse_args():
 
 
 def main():
-  malloc_tuned = common.tune_malloc()  # before JAX (and PyTorch) allocate
   args = parse_args()
+  # Before JAX (and PyTorch) allocate, as for training this model.
+  malloc_tuned = common.tune_malloc(args.model)
   overrides = dict(args.set)
   if args.child == 'epochs':
     print(json.dumps(epochs_in_this_process(

@@ -55,7 +55,7 @@ def test_every_origin_names_a_key_of_the_defaults():
                           config_keys.MODEL) for origin in row[1:])
   assert set(config_keys.keys_where('resume', config_keys.FIXED)) == {
       'dataset', 'model', 'image_size', 'normalization', 'batch_size',
-      'optimizer', 'ema_decay', 'norm_bias_lr_scale'}
+      'optimizer', 'ema_decay', 'norm_bias_lr_scale', 'lookahead_every_steps'}
   assert set(config_keys.keys_where('eval', config_keys.DATA)) == {
       'dataset', 'data_dir', 'train_split', 'validation_split',
       'validation_fraction'}

@@ -52,8 +52,10 @@ def test_dropout_only_in_training():
 
 def _half_and_full(model_name):
   """The same parameters applied in float32 and in bfloat16."""
+  dropout = 0.5 if model_name in models.DROPOUT_MODELS else 0.0
   configs = [helpers.small_config('cifar10', model=model_name,
-                                  half_precision=half) for half in (False, True)]
+                                  dropout_rate=dropout, half_precision=half)
+             for half in (False, True)]
   full, half = (models.create_model(c, 10) for c in configs)
   variables = full.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
                         train=False)
