@@ -107,7 +107,11 @@ def main(argv):
     sys.exit(2)
   set_keys = (set(config_flags.get_override_values(FLAGS['config']))
               if FLAGS.config is not None else None)
-  # Before JAX and TF allocate anything (cli.run imports them).
+  # Before TF and JAX load (cli.run imports them): TF's C++ warnings off;
+  # in predict its errors too, since predict names each file it cannot read
+  # (`skipped:`) where TF would add an 'Input file read error' line.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL',
+                        '3' if FLAGS.mode == 'predict' else '2')
   malloc_tuning.tune_malloc(FLAGS.config.model if FLAGS.config is not None
                             and FLAGS.mode == 'train' else None)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
@@ -118,7 +122,6 @@ def main(argv):
 def run():
   """The `imgclf-jax` command (and `python main.py`): the flags, then
   malloc tuning, then cli.run."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   # TensorFlow only feeds data here; without this it announces its oneDNN
   # kernels twice on every start. Set TF_ENABLE_ONEDNN_OPTS=1 to use them.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
