@@ -5,7 +5,13 @@ batch 1024, about 3.8 s on one A100).
     python main.py --config=configs/cifar10_fast.py --workdir=runs/cifar10_fast \
       --config.dataset=folder:../shared/datasets/cifar10-jpeg
 
-Measured: not yet.
+Measured: 90.5% and 90.7% validation accuracy with test-time augmentation
+(88.9% and 90.0% without) after 12 epochs, seeds 0 and 1, on a 2-core AMD
+EPYC VM (CPU, one JAX device; the two seeds ran at the same time, about one
+core each: 1 h 06 min per run). Data: the CIFAR-10 training images as JPEG
+(quality 75), 45,000 for training and 5,000 (10% per class) held out for
+validation. Commit 888e28a. This is below the 93.5% this recipe is meant to
+reach here: see docs/results.md.
 
 The recipe, in this program's terms: Nesterov SGD (momentum 0.85) on the
 mean loss at learning rate 1.5 (airbench's 11.5 per 1024 examples in its
