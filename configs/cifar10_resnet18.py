@@ -5,16 +5,8 @@ momentum, cosine schedule, 30 epochs, flip + 4-pixel translation.
       --workdir=runs/cifar10_resnet18 \
       --config.dataset=folder:../shared/datasets/cifar10-jpeg
 
-Not measured: no accuracy is claimed for this config; it has not been
-trained to the end here. It is meant for a GPU or TPU. On the 2-core CPU VM
-these configs are measured on (AMD EPYC, one JAX device), one jitted train
-step of this model at batch 128 (nn.Conv, float32; forward, backward,
-BatchNorm update and SGD update; random inputs, compilation excluded) took
-4.1 s at best and 4.3-4.7 s median over 5-8 steps, timed with
-time.perf_counter around the step call and block_until_ready, on a VM shared
-with other jobs (load average 5-6). An epoch of the 45,000 training images
-(352 steps) would so take about 25 minutes, 30 epochs about 12-13 hours,
-evaluation not included.
+Not measured: no accuracy or speed is claimed for this config; it has not
+been trained here. It is meant for a GPU or TPU.
 
 The recipe is the common short CIFAR ResNet-18 one:
 

@@ -49,7 +49,8 @@ def _key(devices):
   return None if devices is None else tuple(devices)
 
 
-@functools.cache
+# Bounded: each entry holds a compiled step (and its model) alive.
+@functools.lru_cache(maxsize=16)
 def _pmapped(step_fn, out_axes, devices, tta):
   """One pmapped (and so one compiled) step per step, outputs, devices and
   test-time augmentation."""

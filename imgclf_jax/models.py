@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from imgclf_jax.fast_conv import FastConv
 from imgclf_jax.fast_conv import max_pool_2x2
+from imgclf_jax import resnet
 from imgclf_jax.fast_cifar import FastCifar
 
 
@@ -90,11 +91,6 @@ FAST = {'conv': FastConv, 'pool': max_pool_2x2}
 XLA = {'conv': nn.Conv, 'pool': plain_max_pool_2x2}
 
 
-def _resnet(name):
-  from imgclf_jax import resnet  # pylint: disable=g-import-not-at-top
-  return getattr(resnet, name)
-
-
 # name -> (module, keyword arguments, the arguments of its 'fast' convolutions
 # or None where it has none); config.model picks one, config.conv_impl the
 # convolutions. Parameters (float32), counted for 10 classes at 32x32x3:
@@ -106,10 +102,8 @@ MODELS = {
     'cnn': (CNN, XLA, FAST),
     'cnn_plain': (CNN, XLA, None),
     'fast_cifar': (FastCifar, XLA, FAST),
-    'resnet18': (lambda **kw: _resnet('ResNet18')(stem='cifar', **kw), {},
-                 None),
-    'resnet50': (lambda **kw: _resnet('ResNet50')(stem='imagenet', **kw), {},
-                 None),
+    'resnet18': (resnet.ResNet18, {'stem': 'cifar'}, None),
+    'resnet50': (resnet.ResNet50, {'stem': 'imagenet'}, None),
 }
 BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50')
 DROPOUT_MODELS = ('cnn', 'cnn_plain')
