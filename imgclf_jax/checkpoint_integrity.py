@@ -100,6 +100,19 @@ def without_orbax_error_logs():
     logger.removeFilter(keep)
 
 
+@contextlib.contextmanager
+def without_orbax_log(words: str):
+  """Drops Orbax's log lines holding `words` in the block."""
+  logger = absl_logging.get_absl_logger()
+  keep = lambda record: not ('orbax' in record.pathname and
+                             words in record.getMessage())
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
 def _chain(error):
   while error is not None:
     yield error

@@ -32,6 +32,7 @@ import shutil
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -106,7 +107,14 @@ class CheckpointStore:
       if text in ('', 'latest'):
         step = None
       elif text == 'best':
-        return self.best_step()
+        best = self.best_step()
+        if best is None:
+          raise UserError(
+              f'--step=best: no checkpoint in {self.directory} ends an epoch '
+              f'(steps there, inside epochs: {steps}), so none has a '
+              'validation accuracy to rank: use --step=latest or a step '
+              'number.')
+        return best
       elif text.isdigit():
         step = int(text)
       else:
@@ -119,22 +127,29 @@ class CheckpointStore:
                       f'(steps there: {steps}).')
     return step
 
-  def save(self, step: int, state, metadata: dict, metrics: dict):
+  def save(self, step: int, state, metadata: dict, metrics: dict | None):
     """Saves step `step` (`metadata` gets the format version and the state's
-    checksum) and waits until it is written; `metrics` must hold BEST_METRIC
-    (ranks --step=best). A failed write raises UserError."""
+    checksum) and waits until it is written; `metrics` holds BEST_METRIC
+    (ranks --step=best), or is None for a step inside an epoch (never
+    ranked). A failed write raises UserError."""
     os.makedirs(self.directory, exist_ok=True)
+    # Numpy on the host: with several processes the pmapped state lives on
+    # each process's own devices, and Orbax then writes the arrays once,
+    # from the primary process.
+    state = jax.device_get(state)
     metadata = {'format_version': FORMAT_VERSION,
                 CHECKSUM_KEY: integrity.state_checksum(state), **metadata}
     before = self.steps()
     try:
       with (integrity.without_orbax_error_logs(),
+            integrity.without_orbax_log('did not provide metrics'),
             integrity.draining_event_loops()):
         self._manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                     metadata=ocp.args.JsonSave(metadata)),
-            metrics={k: float(v) for k, v in metrics.items()})
+            metrics=None if metrics is None else {
+                k: float(v) for k, v in metrics.items()})
         # The arrays are written in the background: a failure surfaces here.
         self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  (Orbax, TensorStore)
@@ -143,6 +158,22 @@ class CheckpointStore:
       self._save_failed = True
       raise self._write_failed(step, state, e) from None
     _log_removed(sorted(set(before) - set(self.steps())), 'at save')
+
+  def remove_unfinished(self):
+    """Removes the folders of saves cut short (a kill -9 during a save leaves
+    Orbax's temporary folder; Orbax never lists it as a step), with a log
+    line: training resumes from the latest complete step. Process 0 removes;
+    every process calls this (they wait for each other)."""
+    if jax.process_index() == 0 and os.path.isdir(self.directory):
+      for tmp in ocp.path.step.all_temporary_paths(self.directory):
+        path = tmp.get()
+        logging.warning(
+            'Removed %s: a checkpoint save that did not finish (the process '
+            'was killed while saving). Training resumes from the latest '
+            'complete step (%s).', path, self.latest_step() or 'none: anew')
+        shutil.rmtree(path, ignore_errors=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('imgclf_jax.remove_unfinished')
 
   def _write_failed(self, step: int, state, error: Exception) -> UserError:
     """Removes step `step`'s unfinished folder; the error to raise."""

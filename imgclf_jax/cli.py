@@ -56,6 +56,10 @@ def run(mode: str, config, workdir: str, step=None, images=None,
     logging.flush()
     print(f'interrupted: {e}', file=sys.stderr)
     sys.exit(130)
+  except train.Stopped as e:  # SIGTERM or Ctrl-C, with a checkpoint
+    logging.flush()
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(e.status)
 
 
 def check_workdir(mode: str, workdir: str):

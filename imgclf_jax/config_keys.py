@@ -161,6 +161,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Checkpoints and logging --------------------------------------------------
   config.checkpoint_every_epochs = 1
+  # > 0: also a checkpoint every this many steps inside epochs (a run
+  # resumes at its step, with the batches, augmentations and dropout masks
+  # an uninterrupted run has there). SIGTERM and Ctrl-C always save one at
+  # the step they stop. Validation and --step=best stay per epoch.
+  config.checkpoint_every_steps = 0
   # Stop when early_stopping_metric ('validation_loss' or
   # 'validation_accuracy') has not improved for this many epochs (0: never);
   # the last and the best checkpoints are kept as always.

@@ -87,6 +87,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   _require(c.warmup_epochs >= 0, 'warmup_epochs', c.warmup_epochs, '>= 0')
   _require(c.checkpoint_every_epochs >= 1, 'checkpoint_every_epochs',
            c.checkpoint_every_epochs, '>= 1')
+  _require(c.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
+           c.checkpoint_every_steps, '>= 0 (0: at epoch ends only)')
   _require(c.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
            c.max_checkpoints_to_keep, '>= 1')
   _require(c.log_every_steps >= 1, 'log_every_steps', c.log_every_steps,

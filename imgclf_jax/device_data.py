@@ -115,15 +115,15 @@ class DeviceData:
                               config, pipeline.steps_per_epoch)),
         in_axes=(None, 0, 0, 0, None), devices=self.devices)
 
-  def train_batches(self, epoch: int) -> Iterator[np.ndarray]:
-    """Per step, the example indices [B] of training epoch `epoch`: a
-    permutation fixed by (config.seed, epoch); the last partial batch is
-    dropped, as in the tf.data pipeline."""
+  def train_batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
+    """Per step, the example indices [B] of training epoch `epoch` from its
+    step `start` on: a permutation fixed by (config.seed, epoch); the last
+    partial batch is dropped, as in the tf.data pipeline."""
     order = np.random.default_rng(
         input_pipeline.epoch_seeds(self.seed, epoch)).permutation(
             self.num_examples)
     order = order[:self.steps_per_epoch * self.batch_size].astype(np.int32)
-    yield from order.reshape(self.steps_per_epoch, self.batch_size)
+    yield from order.reshape(self.steps_per_epoch, self.batch_size)[start:]
 
   def train_step(self, state, indices, rng):
     """The trainer's step: (state, indices [D, B/D], rng) -> (state, metrics)."""

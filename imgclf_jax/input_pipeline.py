@@ -201,8 +201,10 @@ class InputPipeline:
 
     return tf.function(transform, jit_compile=True)
 
-  def train_dataset(self, epoch: int) -> tf.data.Dataset:
-    """The batches of training epoch `epoch` (0-based), fixed by the seed."""
+  def train_dataset(self, epoch: int, start: int = 0) -> tf.data.Dataset:
+    """The batches of training epoch `epoch` (0-based), fixed by the seed,
+    from its batch `start` on (a run resumed inside the epoch: the same
+    batches as the uninterrupted run's; those before are not transformed)."""
     config = self.config
     shuffle_seed, augment_seed = (int(s) for s in
                                   epoch_seeds(config.seed, epoch))
@@ -215,7 +217,8 @@ class InputPipeline:
       ds = self.resized_examples('train').shuffle(
           min(config.shuffle_buffer_size, n), seed=shuffle_seed,
           reshuffle_each_iteration=False)
-    ds = ds.batch(config.batch_size, drop_remainder=True).enumerate()
+    ds = ds.batch(config.batch_size, drop_remainder=True).enumerate().skip(
+        start)
     seed = tf.constant([augment_seed, shuffle_seed], tf.int64)
     transform = self._train_transform
     ds = ds.map(lambda index, batch: transform(index, *batch, seed),
@@ -238,8 +241,8 @@ class InputPipeline:
                                   self.class_counts('train'),
                                   self.source.info.class_names)
 
-  def train_batches(self, epoch: int) -> Iterator[dict]:
-    return self._numpy(self.train_dataset(epoch), 'train')
+  def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
+    return self._numpy(self.train_dataset(epoch, start), 'train')
 
   def eval_batches(self, split: str) -> Iterator[dict]:
     return self._numpy(self.eval_dataset(split), split)

@@ -10,6 +10,7 @@ from absl import logging
 from clu import metrics as clu_metrics
 import flax
 import jax
+import jax.numpy as jnp
 
 
 @flax.struct.dataclass
@@ -31,6 +32,24 @@ def merge(total, new):
   return new if total is None else total.merge(new)
 
 
+def to_sums(collection: Metrics) -> dict:
+  """A collection's running sums as JSON numbers (float32 values, exact as
+  floats), for a checkpoint inside an epoch; from_sum_record's inverse."""
+  return {name: [float(getattr(collection, name).total),
+                 float(getattr(collection, name).count)]
+          for name in ('loss', 'accuracy')}
+
+
+def from_sum_record(sums: dict) -> Metrics:
+  """The collection whose running sums `to_sums` wrote."""
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  return Metrics.empty().replace(
+      loss=clu_metrics.Average(total=f32(sums['loss'][0]),
+                               count=f32(sums['loss'][1])),
+      accuracy=clu_metrics.Accuracy(total=f32(sums['accuracy'][0]),
+                                    count=f32(sums['accuracy'][1])))
+
+
 class Accumulator:
   """Sums the metrics of a stream of pmapped steps without stalling it.
 
@@ -39,10 +58,12 @@ class Accumulator:
   merges the previous step's: the host waits for step k-1 while step k is
   already queued, and the device never runs dry while the host fetches the
   next batch. This also keeps about two steps in flight, no more.
+
+  `initial`: the sums of the steps before (a run resumed inside an epoch).
   """
 
-  def __init__(self):
-    self._total = None
+  def __init__(self, initial: Metrics | None = None):
+    self._total = initial
     self._newest = None
 
   def add(self, metrics: Metrics):

@@ -20,21 +20,21 @@ def is_terminal(stream=None) -> bool:
 
 class EpochProgress:
   """The progress of one training epoch of `num_steps` steps of `batch_size`
-  images."""
+  images, `done` of them before (a run resumed inside the epoch)."""
 
   def __init__(self, epoch: int, num_epochs: int, num_steps: int,
                batch_size: int, interactive: bool | None = None,
-               stream=None):
+               stream=None, done: int = 0):
     self.epoch, self.num_epochs = epoch, num_epochs
     self.num_steps, self.batch_size = num_steps, batch_size
-    self.done = 0
+    self.done = done
     self.start = self._last_time = time.perf_counter()
-    self._last_done = 0
+    self._last_done = done
     interactive = is_terminal(stream) if interactive is None else interactive
     self.bar = tqdm.tqdm(
         total=num_steps, desc=f'epoch {epoch + 1}/{num_epochs}',
         unit='step', file=stream or sys.stderr, leave=False,
-        dynamic_ncols=True) if interactive else None
+        dynamic_ncols=True, initial=done) if interactive else None
 
   def step(self):
     self.done += 1

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import signal
 import time
 
 from absl import logging
@@ -16,11 +17,13 @@ from imgclf_jax import datasets
 from imgclf_jax import device_axis
 from imgclf_jax import device_data
 from imgclf_jax import eval_loop
+from imgclf_jax import event_files
 from imgclf_jax import imbalance
 from imgclf_jax import input_pipeline
 from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import models
 from imgclf_jax import plots
+from imgclf_jax import preemption
 from imgclf_jax import progress as progress_lib
 from imgclf_jax import report
 from imgclf_jax import steps
@@ -61,7 +64,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
 
   split_sizes = source.split_sizes()
   latest = store.latest_step()
-  normalization = None
+  normalization, metadata = None, None
   epoch_log = metrics_lib.EpochLog(workdir)
   stopper = EarlyStopping(config.early_stopping_metric,
                           config.early_stopping_patience)
@@ -84,6 +87,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
       return metadata['metrics']
   # Not refused by the checkpoint: from here on this run writes.
   lock.sign()
+  store.remove_unfinished()
   _check_validation_files(source)
 
   pipeline = input_pipeline.InputPipeline(source, config, normalization)
@@ -99,12 +103,24 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   elif hasattr(model, 'init_from_data'):
     state = _init_from_data(model, state, pipeline, config.seed)
   step = int(state.step)
-  if step % steps_per_epoch:
-    raise UserError(f'checkpoint step {step} in {store.directory} is not at an '
-                    f'epoch boundary of {steps_per_epoch} steps: was '
-                    '--config.batch_size changed? Use a new --workdir.')
-  start_epoch = step // steps_per_epoch
+  # A checkpoint inside an epoch (checkpoint_every_steps, a stop request)
+  # resumes at its step: the epoch's remaining batches, augmentations and
+  # dropout masks are those of an uninterrupted run.
+  start_epoch, start_in_epoch = divmod(step, steps_per_epoch)
+  resumed_sums = None
+  if latest is not None and (metadata['epoch'] != start_epoch or (
+      start_in_epoch and 'epoch_train_sums' not in metadata)):
+    raise UserError(
+        f'checkpoint step {step} in {store.directory} does not lie where its '
+        f'metadata says (epoch {metadata["epoch"]} of {steps_per_epoch} '
+        'steps): it was not written by this imgclf_jax. Use a new --workdir.')
+  if start_in_epoch:
+    resumed_sums = metrics_lib.from_sum_record(metadata['epoch_train_sums'])
+    logging.info('Resuming inside epoch %d, at its step %d of %d.',
+                 start_epoch + 1, start_in_epoch, steps_per_epoch)
   epoch_log.resume(start_epoch)
+  if jax.process_index() == 0:
+    event_files.cut_after(workdir, step)
 
   logging.info('Dataset %s: %d classes, %s examples; model %s; %d device(s), '
                '%d steps of %d per epoch.', info.name, info.num_classes,
@@ -116,7 +132,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     logging.info('Loss weights per class: %s', ', '.join(
         f'{n}={w:.3g}' for n, w in zip(info.class_names, weights)))
   writer = _tensorboard_writer(workdir)
-  if start_epoch == 0:
+  if step == 0:
     writer.write_hparams(config_keys.to_dict(config))
   if config.data_on_device:
     resident = device_data.DeviceData(pipeline, config, devices)
@@ -127,74 +143,108 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
         devices=devices)
     epoch_batches = pipeline.train_batches
   schedule = train_state_lib.learning_rate_schedule(config, steps_per_epoch)
+  every_steps = int(config.checkpoint_every_steps)
+  last_record = metadata['metrics'] if latest is not None else {}
 
-  def metadata(epoch, record):
-    return {'config': config_keys.to_dict(config),
+  def save(epochs_done, record, train_sums=None):
+    """A checkpoint at `step`: at an epoch's end (`record` its metrics,
+    ranked for --step=best) or inside one (`train_sums`: the epoch's running
+    metric sums; `record` the last finished epoch's)."""
+    data = {'config': config_keys.to_dict(config),
             'class_names': list(info.class_names),
             'normalization': pipeline.normalization,
             'image_shape': list(pipeline.image_shape),
             'split_sizes': split_sizes,
-            'dataset': info.name, 'epoch': epoch + 1, 'metrics': record}
+            'dataset': info.name, 'epoch': epochs_done, 'metrics': record}
+    ranked = None
+    if train_sums is not None:
+      data['epoch_train_sums'] = metrics_lib.to_sums(train_sums)
+    else:
+      ranked = {checkpoints.BEST_METRIC: record[checkpoints.BEST_METRIC]}
+    store.save(step, state, data, metrics=ranked)
 
   record, started = {}, time.time()
   progress, epoch = None, start_epoch
   try:
-    for epoch in range(start_epoch, num_epochs):
-      epoch_start = time.time()
-      train_metrics = metrics_lib.Accumulator()
-      progress = progress_lib.EpochProgress(epoch, num_epochs,
-                                            steps_per_epoch, config.batch_size)
-      for batch in device_axis.to_devices(epoch_batches(epoch), devices):
-        state, step_metrics = p_train_step(state, batch, dropout_rng)
-        train_metrics.add(step_metrics)
-        step += 1
-        progress.step()
-        if step % config.log_every_steps == 0:
-          running = metrics_lib.to_floats(train_metrics.result(), 'train_')
-          _check_finite(running, epoch, store)
-          rate = progress.show(running['train_loss'],
-                               running['train_accuracy'])
-          writer.write_scalars(step, {
-              'train_loss_running': running['train_loss'],
-              'train_accuracy_running': running['train_accuracy'],
-              'train_images_per_second': rate['images_per_second']})
-      progress.close()
-      train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
-      _check_finite(train_values, epoch, store)
-      train_seconds = time.time() - epoch_start
-      val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
-          state, pipeline.eval_batches('validation'), devices), 'validation_')
-      stop = stopper.update({**val_values, 'epoch': epoch + 1})
-      last = epoch + 1 == num_epochs or stop
-      if last and config.tta != 'none':
-        val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
-            state, pipeline.eval_batches('validation'), devices,
-            tta=config.tta), 'validation_tta_'))
-      record = {'epoch': epoch + 1, 'step': step, **train_values, **val_values,
-                'learning_rate': float(schedule(step - 1)),
-                'train_seconds': round(train_seconds, 2),
-                'epoch_seconds': round(time.time() - epoch_start, 2)}
-      writer.write_scalars(step, {k: v for k, v in record.items()
-                                  if k not in ('epoch', 'step')})
-      # Logged before its checkpoint: a kill in between leaves a line past
-      # the checkpoint, which the resumed run cuts (EpochLog.resume).
-      epoch_log.append(record)
-      if last or (epoch + 1) % config.checkpoint_every_epochs == 0:
-        store.save(step, state, metadata(epoch, record),
-                   metrics={checkpoints.BEST_METRIC:
-                            record[checkpoints.BEST_METRIC]})
-      logging.info('%s', progress_lib.epoch_line(record, num_epochs))
-      if stop:
-        logging.info('%s', stopper.reason())
-        break
-  except KeyboardInterrupt:
+    with preemption.StopSignals() as stop:
+      for epoch in range(start_epoch, num_epochs):
+        epoch_start = time.time()
+        first = start_in_epoch if epoch == start_epoch else 0
+        stopping = False
+        train_metrics = metrics_lib.Accumulator(
+            resumed_sums if first else None)
+        progress = progress_lib.EpochProgress(
+            epoch, num_epochs, steps_per_epoch, config.batch_size, done=first)
+        for batch in device_axis.to_devices(epoch_batches(epoch, first),
+                                            devices):
+          state, step_metrics = p_train_step(state, batch, dropout_rng)
+          train_metrics.add(step_metrics)
+          step += 1
+          progress.step()
+          if step % config.log_every_steps == 0:
+            running = metrics_lib.to_floats(train_metrics.result(), 'train_')
+            _check_finite(running, epoch, store)
+            rate = progress.show(running['train_loss'],
+                                 running['train_accuracy'])
+            writer.write_scalars(step, {
+                'train_loss_running': running['train_loss'],
+                'train_accuracy_running': running['train_accuracy'],
+                'train_images_per_second': rate['images_per_second']})
+          inside = step % steps_per_epoch != 0
+          stopping = stop.requested(step)
+          if inside and (stopping or (every_steps and
+                                      step % every_steps == 0)):
+            sums = train_metrics.result()
+            _check_finite(metrics_lib.to_floats(sums, 'train_'), epoch, store)
+            save(epoch, last_record, train_sums=sums)
+          if stopping:
+            progress.close()
+            raise Stopped(stop.signum, _stopped_message(
+                stop.signum, epoch, step, steps_per_epoch, store))
+        progress.close()
+        train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
+        _check_finite(train_values, epoch, store)
+        train_seconds = time.time() - epoch_start
+        val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
+            state, pipeline.eval_batches('validation'), devices),
+                                           'validation_')
+        stop_early = stopper.update({**val_values, 'epoch': epoch + 1})
+        last = epoch + 1 == num_epochs or stop_early
+        if last and config.tta != 'none':
+          val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
+              state, pipeline.eval_batches('validation'), devices,
+              tta=config.tta), 'validation_tta_'))
+        record = {'epoch': epoch + 1, 'step': step, **train_values,
+                  **val_values,
+                  'learning_rate': float(schedule(step - 1)),
+                  'train_seconds': round(train_seconds, 2),
+                  'epoch_seconds': round(time.time() - epoch_start, 2)}
+        writer.write_scalars(step, {k: v for k, v in record.items()
+                                    if k not in ('epoch', 'step')})
+        # Logged before its checkpoint: a kill in between leaves a line past
+        # the checkpoint, which the resumed run cuts (EpochLog.resume).
+        epoch_log.append(record)
+        last_record = record
+        if (last or (epoch + 1) % config.checkpoint_every_epochs == 0 or
+            (every_steps and step % every_steps == 0) or stopping):
+          save(epoch + 1, record)
+        logging.info('%s', progress_lib.epoch_line(record, num_epochs))
+        if stopping and not last:
+          raise Stopped(stop.signum, _stopped_message(
+              stop.signum, epoch + 1, step, steps_per_epoch, store))
+        if stop_early:
+          logging.info('%s', stopper.reason())
+          break
+  except (KeyboardInterrupt, Stopped) as e:
     if progress is not None:
       progress.close()
+    _finish(epoch_log, workdir)
+    if isinstance(e, Stopped):
+      raise
     latest = store.latest_step()
     kept = (f'the last checkpoint (step {latest}) is kept in '
             f'{store.directory}: run the same command to resume from it'
             if latest is not None else 'no checkpoint was written yet')
-    _finish(epoch_log, workdir)
     raise Interrupted(f'training stopped in epoch {epoch + 1}; {kept}.'
                       ) from None
   finally:
@@ -203,6 +253,25 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   records = _finish(epoch_log, workdir)
   _summary(records, workdir, time.time() - started)
   return record or (records[-1] if records else {})
+
+
+class Stopped(Exception):
+  """Training stopped by a signal (SIGTERM, Ctrl-C) with a checkpoint at
+  its last step; `status` is the exit status (preemption.exit_status)."""
+
+  def __init__(self, signum, message: str):
+    super().__init__(message)
+    self.status = preemption.exit_status(signum)
+
+
+def _stopped_message(signum, epochs_done: int, step: int,
+                     steps_per_epoch: int, store) -> str:
+  where = (f'at the end of epoch {epochs_done}' if step % steps_per_epoch == 0
+           else f'in epoch {epochs_done + 1} (its step '
+                f'{step % steps_per_epoch} of {steps_per_epoch})')
+  return (f'{signal.Signals(signum).name} received: training stopped {where} '
+          f'with a checkpoint at step {step} in {store.directory}: run the '
+          'same command to resume from it.')
 
 
 def _finished(done: int, num_epochs: int, stopper) -> str | None:
