@@ -47,7 +47,7 @@ def affine_transform(images, angles, scales, shifts, flips=None):
       angles, scales, shifts, flips, tf.shape(images)[1], tf.shape(images)[2]))
 
 
-def augment_batch(images, seed, spec: augment_math.AugmentSpec):
+def augment_batch(images, seed, spec: augment_math.AugmentSpec, rows=None):
   """Applies the augmentations of `spec` to a batch.
 
   Plain TF ops, all of which XLA compiles: the input pipeline runs this inside
@@ -57,6 +57,9 @@ def augment_batch(images, seed, spec: augment_math.AugmentSpec):
     images: float32 [N, H, W, C] in [0, 1].
     seed: int32/int64 tensor of shape [2], the stateless seed of this batch.
     spec: which augmentations, and their sizes.
+    rows: None, or (offset, total): `images` are rows offset..offset + N of
+      a batch of `total` (one process's share of a global batch), and get
+      the augmentation those rows get in the whole batch.
   """
   images = tf.convert_to_tensor(images, tf.float32)
   if not spec:
@@ -64,6 +67,11 @@ def augment_batch(images, seed, spec: augment_math.AugmentSpec):
   seeds = tf.random.experimental.stateless_split(seed, num=augment_math.num_streams(spec))
 
   def uniform(stream, shape, low, high):
-    return tf.random.stateless_uniform(shape, seeds[stream], low, high)
+    if rows is None:
+      return tf.random.stateless_uniform(shape, seeds[stream], low, high)
+    offset, total = rows
+    whole = tf.random.stateless_uniform([total, *shape[1:]], seeds[stream],
+                                        low, high)
+    return whole[offset:offset + shape[0]]
 
   return augment_math.augment(augment_math.tf_ops(), images, uniform, spec)

@@ -227,6 +227,8 @@ class CheckpointStore:
                  if not (state_dir / name).exists()]
       raise self._damaged(step, 'no ' + ', '.join(f'state/{name}'
                                                   for name in missing))
+    if jax.process_count() > 1:  # the arrays as numpy on every process
+      target_state = jax.device_get(target_state)
     try:
       restored = self._restore(
           step, state=ocp.args.StandardRestore(target_state),

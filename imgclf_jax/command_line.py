@@ -18,10 +18,14 @@ from ml_collections import config_flags
 
 from imgclf_jax import cli
 from imgclf_jax import config_keys
+from imgclf_jax import distributed
 from imgclf_jax import malloc_tuning
+from imgclf_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir')
+FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir',
+              'distributed', 'coordinator_address', 'num_processes',
+              'process_id')
 # Asking for help: exits 0 after the usage, the flags and the config keys.
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
 # absl's own, longer help (every library's flags); exits 0 after it.
@@ -54,6 +58,21 @@ def define_flags(flag_values=FLAGS, sys_argv=None):
   flags.DEFINE_string('export_dir', None, 'For --mode=export: the folder to '
                       'write the SavedModel to (default: '
                       '<workdir>/export/step<N>).', flag_values=flag_values)
+  flags.DEFINE_enum('distributed', 'auto', distributed.MODES,
+                    'Several processes (jax.distributed): on: join them '
+                    '(JAX detects Cloud TPU pods, SLURM, Open MPI and '
+                    'Kubernetes; elsewhere give the next three flags); auto: '
+                    'when one of those flags is given or srun/mpirun started '
+                    'several tasks; off: one process.',
+                    flag_values=flag_values)
+  flags.DEFINE_string('coordinator_address', None, 'With several processes: '
+                      "HOST:PORT of process 0's coordinator (the same on "
+                      'every process).', flag_values=flag_values)
+  flags.DEFINE_integer('num_processes', None, 'With several processes: how '
+                       'many.', lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer('process_id', None, 'With several processes: this '
+                       "one's index, 0 to num_processes - 1.", lower_bound=0,
+                       flag_values=flag_values)
   flags.mark_flags_as_required(['workdir'], flag_values=flag_values)
 
 
@@ -114,6 +133,12 @@ def main(argv):
                         '3' if FLAGS.mode == 'predict' else '2')
   malloc_tuning.tune_malloc(FLAGS.config.model if FLAGS.config is not None
                             and FLAGS.mode == 'train' else None)
+  try:
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address,
+                           FLAGS.num_processes, FLAGS.process_id)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
           images=FLAGS.images, set_keys=set_keys,
           export_dir=FLAGS.export_dir)

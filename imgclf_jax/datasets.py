@@ -78,6 +78,13 @@ class Source:
   def num_examples(self, split: str) -> int:
     return self._count(self._resolve(split))
 
+  def process_share(self, split: str, index: int, count: int):
+    """(examples, size): process `index` of `count`'s contiguous share of
+    `split` (np.array_split's; every example in exactly one share), reading
+    only its own files (TfdsSource: its own records)."""
+    indices = np.array_split(np.arange(self.num_examples(split)), count)[index]
+    return self.examples(split, indices), len(indices)
+
   def split_sizes(self) -> dict:
     """{'train': n, 'validation': n}: what checkpoints record, so that
     training does not resume on a dataset whose splits changed."""
@@ -175,6 +182,20 @@ class TfdsSource(Source):
         lambda ex: (image_feature.decode_example(ex[image_key]),
                     tf.cast(ex[label_key], tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE)
+
+  def process_share(self, split: str, index: int, count: int):
+    """(examples, size) of tfds.split_for_jax_process: TFDS's even split of
+    `split`'s records over the processes (the size is an upper bound)."""
+    resolved = self._resolve(split)
+    n = self._count(resolved)
+    share = tfds.split_for_jax_process(resolved, process_index=index,
+                                       process_count=count)
+    image_key, label_key = self._image_key, self._label_key
+    ds = self._builder.as_dataset(
+        split=share, shuffle_files=False,
+        read_config=tfds.ReadConfig(try_autocache=False))
+    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
+                  num_parallel_calls=tf.data.AUTOTUNE), -(-n // count)
 
   def labels(self, split: str) -> np.ndarray:
     split = self._resolve(split)
@@ -391,7 +412,7 @@ class FolderSource(Source):
     if indices is not None:
       paths, labels = paths[indices], labels[indices]
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return ds.map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(decode_file, num_parallel_calls=tf.data.AUTOTUNE)
 
   def describe_error(self, split: str, error: Exception) -> str:
     bad = find_unreadable(self._scan(self._resolve(split))[0])
@@ -509,7 +530,8 @@ def _log_skipped(split_dir, skipped):
         for kind, paths in skipped.items()))
 
 
-def _decode_file(path, label):
+def decode_file(path, label):
+  """(an image file's path, label) -> (uint8 RGB image, label)."""
   return preprocess.decode_image(tf.io.read_file(path), channels=3), label
 
 
@@ -517,7 +539,7 @@ def find_unreadable(paths):
   """First file TF cannot decode, as (path, reason); None if all decode."""
   for path in paths:
     try:
-      _decode_file(tf.constant(path), 0)
+      decode_file(tf.constant(path), 0)
     except tf.errors.OpError as e:
       return path, preprocess.decode_error_reason(e)
   return None

@@ -26,7 +26,11 @@ PREFETCH = 2            # batches put on the devices ahead of the step
 
 def pmap_step(step_fn, in_axes=(None, 0), out_axes=REDUCED, devices=None):
   """`step_fn(state, batch, ...)` pmapped over `devices` (default: all local
-  devices) with AXIS as its axis name."""
+  devices) with AXIS as its axis name. With several processes, over every
+  device of every process (each process passes its local devices' shares;
+  AXIS's collectives span all of them), whatever `devices` says."""
+  if jax.process_count() > 1:
+    devices = None
   return jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=out_axes,
                   devices=devices)
 
@@ -58,24 +62,40 @@ def to_devices(batches: Iterable, devices=None) -> Iterator:
   return jax_utils.prefetch_to_device(sharded, PREFETCH, devices)
 
 
-def pad_batches(batches: Iterable[dict], num_devices: int) -> Iterator[dict]:
+def pad_batches(batches: Iterable[dict], num_devices: int,
+                padding=None) -> Iterator[dict]:
   """Each batch with a float32 `mask` (1: a real example, 0: padding), padded
   with zeros to the first batch's size rounded up to a multiple of
   `num_devices`: one shape for every batch (one compilation of the step), and
-  every example seen exactly once."""
-  size = None
+  every example seen exactly once.
+
+  `padding`: None, or (num_batches, batch size) of a process's share of a
+  split on several processes (InputPipeline.eval_share): every batch padded
+  to that size (rounded up likewise) and all-padding batches added up to
+  num_batches, so that every process runs the same steps.
+  """
+  size, count, template = None, 0, None
+  if padding is not None:
+    size = -(-padding[1] // num_devices) * num_devices
   for batch in batches:
     n = len(next(iter(batch.values())))
     if size is None:
       size = -(-n // num_devices) * num_devices
     if n > size:
       raise ValueError(f'a batch of {n} after a first batch of {size}')
-    padding = size - n
-    padded = {k: np.concatenate([v, np.zeros((padding, *v.shape[1:]),
-                                             v.dtype)]) if padding else v
+    missing = size - n
+    padded = {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]),
+                                             v.dtype)]) if missing else v
               for k, v in batch.items()}
     padded['mask'] = (np.arange(size) < n).astype(np.float32)
+    count, template = count + 1, padded
     yield padded
+  if padding is not None and count < padding[0]:
+    if template is None:
+      raise ValueError('a process share without a batch to pad after')
+    empty = {k: np.zeros_like(v) for k, v in template.items()}
+    for _ in range(padding[0] - count):
+      yield empty
 
 
 def real_examples(per_batch_outputs: list) -> dict:

@@ -26,6 +26,7 @@ import numpy as np
 
 from imgclf_jax import augment_math
 from imgclf_jax import device_axis
+from imgclf_jax import distributed
 from imgclf_jax import input_pipeline
 from imgclf_jax import steps
 
@@ -118,12 +119,16 @@ class DeviceData:
   def train_batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
     """Per step, the example indices [B] of training epoch `epoch` from its
     step `start` on: a permutation fixed by (config.seed, epoch); the last
-    partial batch is dropped, as in the tf.data pipeline."""
+    partial batch is dropped, as in the tf.data pipeline. With several
+    processes, each gets its rows [B / processes] of every batch (each holds
+    the whole split on its devices), so the training is that of one."""
     order = np.random.default_rng(
         input_pipeline.epoch_seeds(self.seed, epoch)).permutation(
             self.num_examples)
     order = order[:self.steps_per_epoch * self.batch_size].astype(np.int32)
-    yield from order.reshape(self.steps_per_epoch, self.batch_size)[start:]
+    batches = order.reshape(self.steps_per_epoch, self.batch_size)[start:]
+    # With several processes, this process's rows of each global batch.
+    yield from batches[:, distributed.process_slice(self.batch_size)]
 
   def train_step(self, state, indices, rng):
     """The trainer's step: (state, indices [D, B/D], rng) -> (state, metrics)."""

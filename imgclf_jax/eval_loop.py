@@ -7,14 +7,16 @@ from imgclf_jax import metrics as metrics_lib
 from imgclf_jax import steps
 
 
-def evaluate_split(state, batches, devices=None, tta: str = 'none'):
+def evaluate_split(state, batches, devices=None, tta: str = 'none',
+                   padding=None):
   """Loss and accuracy (a metrics.Metrics) over every example of the global
   `batches` (InputPipeline.eval_batches), accumulated on `devices` (default:
   all local devices), of the logits averaged over `tta`'s views
-  (steps.tta_views)."""
+  (steps.tta_views). With several processes, `batches` and `padding` are
+  InputPipeline.eval_share's, and the metrics are summed over all of them."""
   p_step = _pmapped(steps.eval_step, device_axis.REDUCED, _key(devices), tta)
   total = metrics_lib.Accumulator()
-  for batch_metrics in _eval_pass(p_step, state, batches, devices):
+  for batch_metrics in _eval_pass(p_step, state, batches, devices, padding):
     total.add(batch_metrics)
   return total.result()
 
@@ -37,10 +39,10 @@ def evaluate_split_with_outputs(state, batches, devices=None,
   return total.result(), device_axis.real_examples(pieces)
 
 
-def _eval_pass(p_step, state, batches, devices):
+def _eval_pass(p_step, state, batches, devices, padding=None):
   """p_step's output for each of `batches`, padded, sharded and prefetched."""
   devices = device_axis.local_devices(devices)
-  padded = device_axis.pad_batches(batches, len(devices))
+  padded = device_axis.pad_batches(batches, len(devices), padding)
   for batch in device_axis.to_devices(padded, devices):
     yield p_step(state, batch)
 

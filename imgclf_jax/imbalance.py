@@ -164,7 +164,8 @@ def minority_spec(config) -> augment_math.AugmentSpec:
 
 
 def minority_augment_fn(spec: augment_math.AugmentSpec, minority_mask):
-  """fn(images [N,H,W,C] in [0,1], augmented, labels [N], seed) or None
+  """fn(images [N,H,W,C] in [0,1], augmented, labels [N], seed, rows=None)
+  or None
   (no augmentation in `spec`, or no minority class).
 
   Returns the batch with minority-class examples replaced by the `spec`
@@ -174,9 +175,9 @@ def minority_augment_fn(spec: augment_math.AugmentSpec, minority_mask):
     return None
   mask = tf.constant(np.asarray(minority_mask, bool))
 
-  def apply(images, augmented, labels, seed):
+  def apply(images, augmented, labels, seed, rows=None):
     strong = augment.augment_batch(
-        images, tf.random.experimental.stateless_fold_in(seed, 1), spec)
+        images, tf.random.experimental.stateless_fold_in(seed, 1), spec, rows)
     minority = tf.gather(mask, labels)
     return tf.where(minority[:, None, None, None], strong, augmented)
 

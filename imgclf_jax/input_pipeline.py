@@ -20,6 +20,7 @@ padding the last) is device_axis.py's job, at the step.
 import functools
 from typing import Iterator
 
+import jax
 import numpy as np
 import tensorflow as tf
 
@@ -56,16 +57,38 @@ def epoch_seeds(seed: int, epoch: int) -> np.ndarray:
 
 
 class InputPipeline:
-  """Batches of one dataset source, preprocessed as `config` says."""
+  """Batches of one dataset source, preprocessed as `config` says.
 
-  def __init__(self, source: datasets.Source, config, normalization=None):
+  `process`: (index, count) of this process among those of a run on
+  several (jax.distributed; default: jax.process_index(), process_count()).
+  With several, `train_batches` and `eval_share` give this process's share:
+    image folders  each process takes its rows of every global batch: the
+                   (file, label) pairs are shuffled as the images of one
+                   process are (the order does not depend on what is
+                   shuffled), and a process decodes only its rows' files,
+                   augmented as those rows of the whole batch are. So the
+                   global batches, and the training, are those of one
+                   process with the same seed.
+    TFDS           each process reads its own records
+                   (tfds.split_for_jax_process) and shuffles them, with
+                   seeds of its own: the global batches depend on the number
+                   of processes.
+  The normalisation statistics are computed from the whole training split by
+  every process (the same numbers everywhere).
+  """
+
+  def __init__(self, source: datasets.Source, config, normalization=None,
+               process=None):
     self.source = source
     self.config = config
+    self.process_index, self.process_count = process or (
+        jax.process_index(), jax.process_count())
     self.image_shape = (config.image_size, config.image_size,
                         source.info.channels)
     self.augment_spec = augment_math.AugmentSpec.from_config(config)
     self._examples_cache = {}
     self._labels = {}
+    self._transforms = {}
     self.normalization = normalization or self._compute_normalization()
 
   @property
@@ -110,20 +133,22 @@ class InputPipeline:
     return datasets.at_indices(self.resized_examples(split),
                                self.source.num_examples(split), indices)
 
-  def class_examples(self, split: str) -> list:
-    """resized_subset of each class present in `split`, in class order."""
+  def class_examples(self, split: str, by_file: bool = False) -> list:
+    """resized_subset of each class present in `split`, in class order
+    (`by_file`: their (path, label) pairs instead, of an image folder)."""
     labels = self.labels(split)
-    return [self.resized_subset(split, np.flatnonzero(labels == c))
+    subset = ((lambda s, i: self._files(s, i)) if by_file else
+              self.resized_subset)
+    return [subset(split, np.flatnonzero(labels == c))
             for c in range(self.source.info.num_classes)
             if np.any(labels == c)]
 
+  def _resize(self, image, label):
+    return preprocess.resize_image(image, self.config.image_size,
+                                   self.image_shape[-1]), label
+
   def _resized(self, examples: tf.data.Dataset) -> tf.data.Dataset:
-    size, channels = self.config.image_size, self.image_shape[-1]
-
-    def resize(image, label):
-      return preprocess.resize_image(image, size, channels), label
-
-    return examples.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+    return examples.map(self._resize, num_parallel_calls=tf.data.AUTOTUNE)
 
   def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All of `split` as numpy: uint8 images [N, S, S, C], int32 labels [N]."""
@@ -167,9 +192,15 @@ class InputPipeline:
     return {'image': preprocess.normalize(images, self.normalization),
             'label': tf.one_hot(labels, self.source.info.num_classes)}
 
-  @functools.cached_property
-  def _train_transform(self):
-    """(batch index, uint8 images, labels, epoch seed) -> a training batch."""
+  def _train_transform(self, rows=None):
+    """(batch index, uint8 images, labels, epoch seed) -> a training batch;
+    `rows`: None, or (offset, total): the images are those rows of a global
+    batch of `total` (augment.augment_batch). One per `rows` and pipeline."""
+    if rows not in self._transforms:
+      self._transforms[rows] = self._make_train_transform(rows)
+    return self._transforms[rows]
+
+  def _make_train_transform(self, rows):
     config = self.config
     spec = self.augment_spec
     weights = self.loss_weights()
@@ -182,9 +213,10 @@ class InputPipeline:
     def transform(index, images, labels, seed):
       images = preprocess.to_unit_float(images)
       batch_seed = tf.random.experimental.stateless_fold_in(seed, index)
-      augmented = augment.augment_batch(images, batch_seed, spec)
+      augmented = augment.augment_batch(images, batch_seed, spec, rows)
       if minority_augment is not None:
-        augmented = minority_augment(images, augmented, labels, batch_seed)
+        augmented = minority_augment(images, augmented, labels, batch_seed,
+                                     rows)
       out = self._model_input(augmented, labels)
       if weights is not None:
         out['weight'] = tf.gather(weights, labels)
@@ -204,26 +236,107 @@ class InputPipeline:
   def train_dataset(self, epoch: int, start: int = 0) -> tf.data.Dataset:
     """The batches of training epoch `epoch` (0-based), fixed by the seed,
     from its batch `start` on (a run resumed inside the epoch: the same
-    batches as the uninterrupted run's; those before are not transformed)."""
+    batches as the uninterrupted run's; those before are not transformed).
+    With several processes, this process's share of each (see the class)."""
     config = self.config
     shuffle_seed, augment_seed = (int(s) for s in
                                   epoch_seeds(config.seed, epoch))
+    if self.process_count > 1 and self.source.files('train') is None:
+      return self._tfds_share(epoch, start)
+    by_file = self.process_count > 1
     n = self.source.num_examples('train')
     if config.oversample:
-      ds = imbalance.oversample(self.class_examples('train'),
+      ds = imbalance.oversample(self.class_examples('train', by_file),
                                 self.class_counts('train'), n, shuffle_seed,
                                 config.shuffle_buffer_size)
     else:
-      ds = self.resized_examples('train').shuffle(
+      elements = (self._files('train') if by_file else
+                  self.resized_examples('train'))
+      ds = elements.shuffle(
           min(config.shuffle_buffer_size, n), seed=shuffle_seed,
           reshuffle_each_iteration=False)
     ds = ds.batch(config.batch_size, drop_remainder=True).enumerate().skip(
         start)
     seed = tf.constant([augment_seed, shuffle_seed], tf.int64)
-    transform = self._train_transform
-    ds = ds.map(lambda index, batch: transform(index, *batch, seed),
+    if not by_file:
+      transform = self._train_transform()
+      ds = ds.map(lambda index, batch: transform(index, *batch, seed),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+      return _finish(ds)
+    per_process = config.batch_size // self.process_count
+    offset = self.process_index * per_process
+
+    def rows(index, batch):  # this process's rows of the global batch
+      paths, labels = (x[offset:offset + per_process] for x in batch)
+      return tf.data.Dataset.from_tensor_slices(
+          (tf.fill([per_process], index), paths, labels))
+
+    ds = ds.flat_map(rows).map(
+        lambda index, path, label: (index, *self._resize(
+            *datasets.decode_file(path, label))),
+        num_parallel_calls=tf.data.AUTOTUNE).batch(per_process)
+    transform = self._train_transform((offset, config.batch_size))
+    ds = ds.map(lambda index, images, labels: transform(index[0], images,
+                                                        labels, seed),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds)
+
+  def _tfds_share(self, epoch: int, start: int) -> tf.data.Dataset:
+    """This process's batches of a TFDS training split, read from its own
+    records and shuffled with seeds of its own (repeated if its share is
+    short of the epoch's steps)."""
+    config = self.config
+    if config.oversample:
+      raise UserError(
+          '--config.oversample with several processes needs an image folder '
+          '(--config.dataset=folder:...): with a TFDS dataset each process '
+          'reads only its own records.')
+    shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(
+        [config.seed, epoch, self.process_index]).generate_state(2))
+    examples, size = self.source.process_share(
+        'train', self.process_index, self.process_count)
+    ds = self._resized(examples)
+    if config.cache:
+      ds = ds.cache()
+    ds = ds.shuffle(min(config.shuffle_buffer_size, size), seed=shuffle_seed,
+                    reshuffle_each_iteration=False).repeat()
+    ds = ds.batch(config.batch_size // self.process_count,
+                  drop_remainder=True).take(self.steps_per_epoch)
+    ds = ds.enumerate().skip(start)
+    seed = tf.constant([augment_seed, shuffle_seed], tf.int64)
+    transform = self._train_transform()
+    return _finish(ds.map(lambda index, batch: transform(index, *batch, seed),
+                          num_parallel_calls=tf.data.AUTOTUNE))
+
+  def _files(self, split: str, indices=None) -> tf.data.Dataset:
+    """(path, label) pairs of an image folder's `split` (at `indices`)."""
+    paths, labels = self.source.files(split), self.labels(split)
+    if indices is not None:
+      paths, labels = paths[indices], labels[indices]
+    return tf.data.Dataset.from_tensor_slices((paths, labels))
+
+  def eval_share(self, split: str):
+    """(batches, padding) of this process's share of `split` for
+    eval_loop.evaluate_split: with one process all of eval_batches(split)
+    and padding None; with several, every process's contiguous share
+    (datasets.Source.process_share) in batches of eval_batch_size /
+    processes, and padding (num_batches, batch size): every process runs as
+    many steps, the short ones padded with masked examples."""
+    if self.process_count == 1:
+      return self.eval_batches(split), None
+    n = self.source.num_examples(split)
+    if n < self.process_count:
+      raise UserError(
+          f'split {split!r} has {n} example(s), fewer than the '
+          f'{self.process_count} processes: each must evaluate at least one.')
+    examples, size = self.source.process_share(split, self.process_index,
+                                               self.process_count)
+    batch_size = self.config.eval_batch_size // self.process_count
+    ds = self._resized(examples).batch(batch_size).map(
+        self._eval_transform, num_parallel_calls=tf.data.AUTOTUNE)
+    num_batches = -(-(-(-n // self.process_count)) // batch_size)
+    del size
+    return self._numpy(_finish(ds), split), (num_batches, batch_size)
 
   def eval_dataset(self, split: str) -> tf.data.Dataset:
     """Every example of `split` once, in batches of config.eval_batch_size

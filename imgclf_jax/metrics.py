@@ -90,13 +90,17 @@ class EpochLog:
   a run killed before its checkpoint landed is cut and written again by the
   resumed run. `read` skips (with a warning) a line that is no JSON record,
   e.g. one torn by a kill while it was written, and keeps the last line of
-  each epoch.
+  each epoch. With `write=False` (the processes other than the first of a
+  run on several) it only reads.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, write: bool = True):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.write = write
 
   def append(self, record: dict):
+    if not self.write:
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 
@@ -143,7 +147,7 @@ class EpochLog:
                       'of epoch %d): their lines are lost.', self.path,
                       missing, epoch)
     content = ''.join(kept[e] + '\n' for e in sorted(kept))
-    if lines and content != old:
+    if lines and content != old and self.write:
       _replace(self.path, content)
 
   def _text(self) -> str:

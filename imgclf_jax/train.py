@@ -16,6 +16,7 @@ from imgclf_jax import configuration
 from imgclf_jax import datasets
 from imgclf_jax import device_axis
 from imgclf_jax import device_data
+from imgclf_jax import distributed
 from imgclf_jax import eval_loop
 from imgclf_jax import event_files
 from imgclf_jax import imbalance
@@ -44,11 +45,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   (workdir_lock.py) throughout: a second trainer there stops at once.
   """
   workdir = os.path.abspath(workdir)
-  devices = jax.local_devices()
-  config = configuration.for_training(config, len(devices))
+  devices = jax.local_devices()  # with several processes, this one's
+  # The global batch is split over every device of every process.
+  config = configuration.for_training(config, jax.device_count())
   source = datasets.make_source(config)
   imbalance.parse_class_weights(config.class_weights, source.info.class_names)
-  with workdir_lock.TrainLock(workdir) as lock:
+  distributed.check_shared_workdir(workdir)
+  # With several processes the first holds the lock (and writes the files).
+  lock = (workdir_lock.TrainLock(workdir) if distributed.is_primary() else
+          workdir_lock.NotLocked())
+  with lock:
     return _train(config, source, workdir, devices, lock)
 
 
@@ -65,7 +71,8 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   split_sizes = source.split_sizes()
   latest = store.latest_step()
   normalization, metadata = None, None
-  epoch_log = metrics_lib.EpochLog(workdir)
+  primary = distributed.is_primary()
+  epoch_log = metrics_lib.EpochLog(workdir, write=primary)
   stopper = EarlyStopping(config.early_stopping_metric,
                           config.early_stopping_patience)
   if latest is not None:
@@ -119,14 +126,15 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     logging.info('Resuming inside epoch %d, at its step %d of %d.',
                  start_epoch + 1, start_in_epoch, steps_per_epoch)
   epoch_log.resume(start_epoch)
-  if jax.process_index() == 0:
+  if primary:
     event_files.cut_after(workdir, step)
 
   logging.info('Dataset %s: %d classes, %s examples; model %s; %d device(s), '
                '%d steps of %d per epoch.', info.name, info.num_classes,
                info.num_examples, config.model, num_devices, steps_per_epoch,
                config.batch_size)
-  report.write_class_distribution(pipeline, config, workdir)
+  if primary:
+    report.write_class_distribution(pipeline, config, workdir)
   weights = pipeline.loss_weights()
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
@@ -205,15 +213,16 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
         train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
         _check_finite(train_values, epoch, store)
         train_seconds = time.time() - epoch_start
+        batches, padding = _validation(pipeline)
         val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
-            state, pipeline.eval_batches('validation'), devices),
-                                           'validation_')
+            state, batches, devices, padding=padding), 'validation_')
         stop_early = stopper.update({**val_values, 'epoch': epoch + 1})
         last = epoch + 1 == num_epochs or stop_early
         if last and config.tta != 'none':
+          batches, padding = _validation(pipeline)
           val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
-              state, pipeline.eval_batches('validation'), devices,
-              tta=config.tta), 'validation_tta_'))
+              state, batches, devices, tta=config.tta, padding=padding),
+                                                  'validation_tta_'))
         record = {'epoch': epoch + 1, 'step': step, **train_values,
                   **val_values,
                   'learning_rate': float(schedule(step - 1)),
@@ -286,10 +295,16 @@ def _finished(done: int, num_epochs: int, stopper) -> str | None:
   return None
 
 
+def _validation(pipeline):
+  """(batches, padding) of this process's share of the validation split."""
+  return pipeline.eval_share('validation')
+
+
 def _finish(epoch_log, workdir: str) -> list:
-  """Draws curves.png of the epochs in metrics.jsonl; returns them."""
+  """Draws curves.png of the epochs in metrics.jsonl (the first process);
+  returns them."""
   records = epoch_log.read()
-  if records:
+  if records and epoch_log.write:
     plots.plot_curves(records, os.path.join(workdir, 'curves.png'),
                       overfit_epoch=report.log_overfitting(records))
   return records

@@ -99,7 +99,7 @@ def test_compiled_train_transform_equals_the_ops_run_one_by_one(tmp_path):
   images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
   labels = np.array([0, 1] * 4, np.int32)
   seed = np.array([3, 4], np.int64)
-  transform = pipeline._train_transform  # pylint: disable=protected-access
+  transform = pipeline._train_transform()  # pylint: disable=protected-access
   compiled = transform(np.int64(5), images, labels, seed)
   eager = transform.python_function(np.int64(5), images, labels, seed)
   assert set(compiled) == {'image', 'label', 'weight'}
