@@ -11,6 +11,7 @@ import traceback
 from absl import flags
 from absl import logging
 
+from imgclf_jax import distributed
 from imgclf_jax.errors import UserError
 
 MODES = ('train', 'eval', 'predict', 'export')
@@ -45,8 +46,10 @@ def run(mode: str, config, workdir: str, step=None, images=None,
       print(json.dumps(result, indent=2))
       return result
     result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
-    # The table is in the log; stdout gets one line of JSON for scripts.
-    print(json.dumps(evaluate.summary(result)))
+    # The table is in the log; stdout gets one line of JSON for scripts
+    # (from the first process of several).
+    if distributed.is_primary():
+      print(json.dumps(evaluate.summary(result)))
     return result
   except UserError as e:
     logging.flush()

@@ -112,6 +112,26 @@ def process_slice(size: int) -> slice:
   return slice(start, start + per_process)
 
 
+def gather_examples(outputs: dict) -> dict:
+  """Per-example outputs (dicts of [n_p, ...] arrays, n_p this process's
+  share of a split) joined in process order on every process: the split's
+  order for contiguous shares (InputPipeline.eval_share). One process: as
+  they are."""
+  if not several():
+    return outputs
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  n = len(next(iter(outputs.values())))
+  sizes = multihost_utils.process_allgather(np.asarray(n, np.int64))
+  most = int(sizes.max())
+  padded = {k: np.concatenate([v, np.zeros((most - n, *v.shape[1:]),
+                                           v.dtype)])
+            for k, v in outputs.items()}
+  gathered = multihost_utils.process_allgather(padded)  # [processes, most]
+  return {k: np.concatenate([v[p, :int(size)] for p, size in
+                             enumerate(sizes)])
+          for k, v in gathered.items()}
+
+
 def check_shared_workdir(workdir: str):
   """Refuses a workdir that is not the same folder on every process: process
   0 writes a token file there; every other process must read it."""

@@ -22,18 +22,21 @@ def evaluate_split(state, batches, devices=None, tta: str = 'none',
 
 
 def evaluate_split_with_outputs(state, batches, devices=None,
-                                tta: str = 'none'):
+                                tta: str = 'none', padding=None):
   """(metrics, per-example outputs) over every example of `batches`.
 
   The outputs (steps.eval_outputs_step's: probs [N, K], predicted,
   confidence and label [N], in the split's order) stay on the devices until
-  the pass ends.
+  the pass ends. With several processes, `batches` and `padding` are
+  InputPipeline.eval_share's and the outputs this process's share's
+  (distributed.gather_examples joins them).
   """
   p_step = _pmapped(steps.eval_outputs_step,
                     (device_axis.REDUCED, device_axis.PER_EXAMPLE),
                     _key(devices), tta)
   total, pieces = metrics_lib.Accumulator(), []
-  for batch_metrics, outputs in _eval_pass(p_step, state, batches, devices):
+  for batch_metrics, outputs in _eval_pass(p_step, state, batches, devices,
+                                          padding):
     total.add(batch_metrics)
     pieces.append(outputs)
   return total.result(), device_axis.real_examples(pieces)

@@ -13,6 +13,7 @@ from absl import logging
 
 from imgclf_jax import checkpoints
 from imgclf_jax import datasets
+from imgclf_jax import distributed
 from imgclf_jax import eval_loop
 from imgclf_jax import inference
 from imgclf_jax import input_pipeline
@@ -50,14 +51,20 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
     _warn_if_splits_changed(source, metadata['split_sizes'])
   if config.tta != 'none':
     logging.info('Test-time augmentation: %s (steps.tta_views).', config.tta)
+  batches, padding = pipeline.eval_share(split)
   total, outputs = eval_loop.evaluate_split_with_outputs(
-      loaded.state, pipeline.eval_batches(split), tta=config.tta)
+      loaded.state, batches, tta=config.tta, padding=padding)
+  # With several processes: every process's outputs, in the split's order,
+  # on every process; the first writes the report.
+  outputs = distributed.gather_examples(outputs)
   values = metrics_lib.to_floats(total, '')
   numbers = report.build(outputs, source.info.class_names, config.top_k)
   logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,
                split, report.format_table(numbers, values['accuracy'],
                                           values['loss']))
   prefix = os.path.join(workdir, f'eval_{report.file_safe(split)}_step{step}')
+  if not distributed.is_primary():
+    return {'step': step, 'split': split, **values}
   pictures, layouts = report.write_report(
       outputs, numbers, pipeline, split, prefix, step, config.report_images,
       title=f'{split}, step {step}', values=values)

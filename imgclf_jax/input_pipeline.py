@@ -331,7 +331,7 @@ class InputPipeline:
           f'{self.process_count} processes: each must evaluate at least one.')
     examples, size = self.source.process_share(split, self.process_index,
                                                self.process_count)
-    batch_size = self.config.eval_batch_size // self.process_count
+    batch_size = max(1, self.config.eval_batch_size // self.process_count)
     ds = self._resized(examples).batch(batch_size).map(
         self._eval_transform, num_parallel_calls=tf.data.AUTOTUNE)
     num_batches = -(-(-(-n // self.process_count)) // batch_size)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from imgclf_jax import datasets
 from imgclf_jax import device_axis
+from imgclf_jax import distributed
 from imgclf_jax import inference
 from imgclf_jax import preprocess
 from imgclf_jax import report
@@ -175,8 +176,12 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   csv_path = os.path.join(workdir, f'predictions_step{step}.csv')
   partial = csv_path + '.partial'
   predictions, skipped = [], []
+  # With several processes each predicts every image (its devices' share of
+  # each batch); the first prints and writes.
+  primary = distributed.is_primary()
+  show = print if primary else (lambda *args: None)
   try:
-    with open(partial, 'w', newline='') as f:
+    with open(partial if primary else os.devnull, 'w', newline='') as f:
       out = csv.writer(f)
       out.writerow(['file'] + [x for j in range(k)
                                for x in (f'class_{j + 1}', f'prob_{j + 1}')] +
@@ -185,14 +190,15 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
         if 'error' in row:
           skipped.append(row)
           out.writerow([row['file']] + [''] * (2 * k) + [row['error']])
-          print(f'{row["file"]}\tskipped: {row["error"]}')
+          show(f'{row["file"]}\tskipped: {row["error"]}')
         else:
           predictions.append(row)
           out.writerow([row['file']] + [x for name, p in row['top_k']
                                         for x in (name, f'{p:.6f}')] + [''])
-          print(row['file'] + '\t' + '\t'.join(
+          show(row['file'] + '\t' + '\t'.join(
               f'{name} {p:.4f}' for name, p in row['top_k']))
-    os.replace(partial, csv_path)
+    if primary:
+      os.replace(partial, csv_path)
   finally:
     if os.path.exists(partial):
       os.remove(partial)

@@ -129,9 +129,12 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   if primary:
     event_files.cut_after(workdir, step)
 
-  logging.info('Dataset %s: %d classes, %s examples; model %s; %d device(s), '
+  where = (f'{num_devices} device(s)' if not distributed.several() else
+           f'{jax.device_count()} devices, {num_devices} in each of '
+           f'{jax.process_count()} processes')
+  logging.info('Dataset %s: %d classes, %s examples; model %s; %s, '
                '%d steps of %d per epoch.', info.name, info.num_classes,
-               info.num_examples, config.model, num_devices, steps_per_epoch,
+               info.num_examples, config.model, where, steps_per_epoch,
                config.batch_size)
   if primary:
     report.write_class_distribution(pipeline, config, workdir)

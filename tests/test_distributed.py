@@ -173,8 +173,27 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
                                atol=1e-6)
   assert not glob.glob(os.path.join(two, '.imgclf_jax_shared_check'))
 
-  # The two processes' checkpoint, evaluated by one process.
+  # The two processes' checkpoint, evaluated by one process, and by two:
+  # each evaluates its share; the first prints and writes the report.
   result = evaluate.evaluate_checkpoint(None, two)
   assert result['accuracy'] == b[-1]['validation_accuracy']
   np.testing.assert_allclose(result['loss'], b[-1]['validation_loss'],
                              rtol=1e-5)
+  report = os.path.join(two, f'eval_validation_step{4 * EPOCHS}.json')
+  with open(report.replace('.json', '_predictions.csv')) as f:
+    one_csv = f.read()
+  os.remove(report)
+  port = _free_port()
+  evals = [_main(data, two, str(tmp_path / f'e{i}.log'), 2, '--mode=eval',
+                 f'--coordinator_address=localhost:{port}',
+                 '--num_processes=2', f'--process_id={i}') for i in (0, 1)]
+  assert [p.wait(600) for p in evals] == [0, 0], _log(tmp_path, 'e0.log')
+  with open(report) as f:
+    both = json.load(f)
+  assert both['num_examples'] == 3
+  with open(report.replace('.json', '_predictions.csv')) as f:
+    assert f.read() == one_csv  # every example once, in the split's order
+  assert both['accuracy'] == result['accuracy']
+  np.testing.assert_allclose(both['loss'], result['loss'], rtol=1e-6)
+  assert both['confusion_matrix'] == result['confusion_matrix']
+  assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
