@@ -197,3 +197,32 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
   np.testing.assert_allclose(both['loss'], result['loss'], rtol=1e-6)
   assert both['confusion_matrix'] == result['confusion_matrix']
   assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
+
+
+def test_tfds_processes_read_their_own_records_in_batches_of_their_share():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = configuration.for_training(
+      helpers.small_config('mnist', validation_split=''), 4)
+  with tfds.testing.mock_data(num_examples=40):
+    source = datasets.make_source(config)
+    pipelines = [input_pipeline.InputPipeline(source, config,
+                                              process=(i, 2))
+                 for i in (0, 1)]
+    epochs = [list(p.train_batches(0)) for p in pipelines]
+    resumed = list(pipelines[0].train_batches(0, start=2))
+  steps = pipelines[0].steps_per_epoch
+  assert steps == source.num_examples('train') // 8 > 2
+  for batches in epochs:  # the epoch's steps, half of each batch
+    assert len(batches) == steps
+    assert {b['image'].shape[0] for b in batches} == {4}
+  # Seeds of their own: the two processes' batches differ.
+  assert not np.array_equal(epochs[0][0]['image'], epochs[1][0]['image'])
+  for a, b in zip(resumed, epochs[0][2:], strict=True):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  with pytest.raises(UserError, match='oversample with several processes'):
+    oversampled = config.copy_and_resolve_references()
+    oversampled.oversample = True
+    with tfds.testing.mock_data(num_examples=40):
+      list(input_pipeline.InputPipeline(
+          datasets.make_source(oversampled), oversampled,
+          process=(0, 2)).train_batches(0))
