@@ -133,10 +133,11 @@ class CheckpointStore:
     (ranks --step=best), or is None for a step inside an epoch (never
     ranked). A failed write raises UserError."""
     os.makedirs(self.directory, exist_ok=True)
-    # Numpy on the host: with several processes the pmapped state lives on
-    # each process's own devices, and Orbax then writes the arrays once,
-    # from the primary process.
-    state = jax.device_get(state)
+    # With several processes the pmapped state lives on each process's own
+    # devices: as numpy on the host, Orbax writes its arrays once, from the
+    # primary process.
+    if jax.process_count() > 1:
+      state = jax.device_get(state)
     metadata = {'format_version': FORMAT_VERSION,
                 CHECKSUM_KEY: integrity.state_checksum(state), **metadata}
     before = self.steps()
