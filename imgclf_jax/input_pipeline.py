@@ -329,13 +329,14 @@ class InputPipeline:
       raise UserError(
           f'split {split!r} has {n} example(s), fewer than the '
           f'{self.process_count} processes: each must evaluate at least one.')
-    examples, size = self.source.process_share(split, self.process_index,
-                                               self.process_count)
+    examples, _ = self.source.process_share(split, self.process_index,
+                                            self.process_count)
     batch_size = max(1, self.config.eval_batch_size // self.process_count)
     ds = self._resized(examples).batch(batch_size).map(
         self._eval_transform, num_parallel_calls=tf.data.AUTOTUNE)
-    num_batches = -(-(-(-n // self.process_count)) // batch_size)
-    del size
+    # As many batches as the largest share needs (ceil(n / processes)).
+    largest = -(-n // self.process_count)
+    num_batches = -(-largest // batch_size)
     return self._numpy(_finish(ds), split), (num_batches, batch_size)
 
   def eval_dataset(self, split: str) -> tf.data.Dataset:
