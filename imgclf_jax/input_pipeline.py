@@ -256,8 +256,8 @@ class InputPipeline:
       indices = self.source.sample_indices(
           'train', config.normalization_sample_size)
       images = self._from_source('train', indices)
-      measured = (f'a fixed sample of {len(indices):,} of the {n:,} '
-                  '(--config.normalization_sample_size)')
+      measured = (f'{len(indices):,} of the {n:,} (a fixed sample, '
+                  '--config.normalization_sample_size)')
     stats = self._statistics(images)
     logging.info('Normalisation statistics of %s training images in %.1f s: '
                  'mean %s, std %s.', measured, time.time() - started,
