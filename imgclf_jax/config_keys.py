@@ -38,9 +38,41 @@ def get_config() -> ml_collections.ConfigDict:
   # 'standardize': zero mean / unit variance per channel (statistics of the
   # training split); 'unit': pixels scaled to [0, 1].
   config.normalization = 'standardize'
-  # Keep decoded, resized training/validation images in memory after the
-  # first epoch (about image_size^2 * channels bytes per image).
-  config.cache = True
+  # 'standardize' measures the per-channel mean and std over the training
+  # split's resized images when it holds at most this many; a larger split
+  # is measured on this many of its images, drawn with a fixed seed
+  # (datasets.SAMPLE_SEED, not config.seed) from the
+  # split's global index space, the same on every process: an image folder's
+  # files at uniformly drawn positions; a TFDS split's records in
+  # datasets.SAMPLE_BLOCKS contiguous runs at drawn positions, so that
+  # only those records are read (TFDS shuffled the records when it prepared
+  # the dataset; one prepared unshuffled is read whole, decoding only the
+  # sample). A resumed run, eval and predict use the checkpoint's statistics.
+  config.normalization_sample_size = 50_000
+  # Given statistics instead ([0, 1] pixel units, one per channel; std > 0):
+  # e.g. --config.normalization_mean='(0.485,0.456,0.406)'
+  # --config.normalization_std='(0.229,0.224,0.225)'. () = measure them.
+  config.normalization_mean = ()
+  config.normalization_std = ()
+  # Keep the decoded, resized images of the training and validation splits
+  # in memory after their first pass (image_size^2 * channels bytes per
+  # image): True, False, or 'auto': cache when the two splits together take
+  # at most cache_budget_gb (1 GB = 1e9 bytes; checked by size, not against
+  # the machine's free memory), else decode the files every epoch. Another
+  # split (--mode=eval's) counts alone against the budget. The log says what
+  # was decided, with the numbers. Nothing is cached with crop='random_resized'.
+  config.cache = ml_collections.FieldReference('auto', field_type=object)
+  config.cache_budget_gb = 8.0
+  # 'none': each image is resized whole to image_size x image_size (aspect
+  # ratio not kept). 'random_resized': the Inception-style crop of the Flax
+  # ImageNet example, for large source images: training decodes a random
+  # window of each image (area 8% to 100%, aspect ratio 3/4 to 4/3; the
+  # centre crop when 10 tries find none) and resizes it; evaluation and
+  # predict decode the central square of side 0.875 x the shorter side.
+  # JPEGs are decoded only in the window (tf.io.decode_and_crop_jpeg); other
+  # formats are decoded whole, then cropped. The crops are fixed by config.seed
+  # and the epoch. Not combinable with oversample, data_on_device or cache=True.
+  config.crop = 'none'
   config.shuffle_buffer_size = 50_000
   # Keep the whole (resized, uint8) training split in device memory and draw,
   # augment and normalise each batch inside the jitted train step, instead of
@@ -193,6 +225,15 @@ def get_config() -> ml_collections.ConfigDict:
 #            MODEL: the checkpoint's value, with a warning when --config's
 #            differs; other keys: the checkpoint's value.
 #   predict  FLAGS or (others) the checkpoint's value, as for eval.
+#
+# A key that a checkpoint's saved config lacks (written before the key
+# existed) reads as its default there (configuration.for_inference); each
+# key's default is the behaviour from before it existed.
+#
+# The normalisation statistics of a resumed run, of eval and of predict are
+# the checkpoint's (its metadata), whatever normalization_sample_size,
+# normalization_mean and normalization_std say (a resumed run logs a warning
+# where they differ); a new run measures or takes them.
 
 FIXED, FLAGS, DATA, MODEL = 'fixed', 'flags', 'data', 'model'
 
@@ -206,6 +247,8 @@ KEY_ORIGINS = {
     'eval_split':          (None,  FLAGS, None),
     'eval_batch_size':     (None,  FLAGS, FLAGS),
     'cache':               (None,  FLAGS, None),
+    'cache_budget_gb':     (None,  FLAGS, None),
+    'crop':                (None,  MODEL, None),
     'model':               (FIXED, MODEL, None),
     'optimizer':           (FIXED, None,  None),
     'ema_decay':           (FIXED, None,  None),
@@ -214,6 +257,9 @@ KEY_ORIGINS = {
     'tta':                 (None,  FLAGS, FLAGS),
     'image_size':          (FIXED, MODEL, None),
     'normalization':       (FIXED, MODEL, None),
+    'normalization_sample_size': (None, None, None),
+    'normalization_mean':  (None,  None,  None),
+    'normalization_std':   (None,  None,  None),
     'batch_size':          (FIXED, None,  None),
     'top_k':               (None,  FLAGS, FLAGS),
     'report_images':       (None,  FLAGS, None),

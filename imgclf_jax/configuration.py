@@ -17,6 +17,7 @@ from imgclf_jax import config_keys
 from imgclf_jax import datasets
 from imgclf_jax import imbalance
 from imgclf_jax import models
+from imgclf_jax import preprocess
 from imgclf_jax import steps
 from imgclf_jax.config_keys import DATA
 from imgclf_jax.config_keys import FLAGS
@@ -24,6 +25,7 @@ from imgclf_jax.config_keys import MODEL
 from imgclf_jax.errors import UserError
 
 NORMALIZATIONS = ('standardize', 'unit')
+CROPS = preprocess.CROPS
 LR_SCHEDULES = ('constant', 'cosine', 'linear')
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 CONV_IMPLS = ('auto', 'fast', 'xla')
@@ -99,6 +101,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            f'one of {sorted(models.MODELS)}')
   _require(c.normalization in NORMALIZATIONS, 'normalization',
            c.normalization, f'one of {NORMALIZATIONS}')
+  _validate_data_scale(c)
   _require(c.lr_schedule in LR_SCHEDULES, 'lr_schedule', c.lr_schedule,
            f'one of {LR_SCHEDULES}')
   _require(c.optimizer in OPTIMIZERS, 'optimizer', c.optimizer,
@@ -182,6 +185,54 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
         f'{per_device}): use a divisor of {per_device}, or 0 (automatic).')
 
 
+def _validate_data_scale(c):
+  """The keys for datasets larger than memory (see config_keys.py)."""
+  _require(c.cache is True or c.cache is False or (
+      isinstance(c.cache, str) and c.cache == 'auto'), 'cache', c.cache,
+           "True, False or 'auto' (cache when it fits cache_budget_gb)")
+  _require(isinstance(c.cache_budget_gb, numbers.Real) and
+           not isinstance(c.cache_budget_gb, bool) and
+           math.isfinite(c.cache_budget_gb) and c.cache_budget_gb >= 0,
+           'cache_budget_gb', c.cache_budget_gb,
+           'a number of GB (1e9 bytes) >= 0')
+  _require(_whole(c.normalization_sample_size) and
+           c.normalization_sample_size >= 1, 'normalization_sample_size',
+           c.normalization_sample_size, 'a whole number >= 1')
+  _require(c.crop in CROPS, 'crop', c.crop, f'one of {CROPS}')
+  if c.crop != 'none':
+    for key, on in (('cache', c.cache is True),
+                    ('oversample', c.oversample),
+                    ('data_on_device', c.data_on_device)):
+      if on:
+        off = "'auto' or False" if key == 'cache' else 'False'
+        raise UserError(
+            f'--config.{key}={c[key]!r} does not combine with '
+            f'--config.crop={c.crop!r}, which decodes a new crop of each '
+            f'file every epoch: set --config.{key} to {off}, or use '
+            '--config.crop=none.')
+  mean, std = c.normalization_mean, c.normalization_std
+  for key, values in (('normalization_mean', mean),
+                      ('normalization_std', std)):
+    _require(isinstance(values, (tuple, list)) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and
+        math.isfinite(v) for v in values), key, values,
+        "a tuple of numbers, one per channel, e.g. '(0.5,0.5,0.5)' "
+        '(() = measure them)')
+  if bool(mean) != bool(std) or len(mean) != len(std):
+    raise UserError(
+        f'--config.normalization_mean={tuple(mean)!r} and '
+        f'--config.normalization_std={tuple(std)!r}: give both, one number '
+        'per channel each, or neither (() = measure them).')
+  _require(all(v > 0 for v in std), 'normalization_std', tuple(std),
+           'made of numbers > 0')
+  if mean and c.normalization != 'standardize':
+    raise UserError(
+        f'--config.normalization_mean={tuple(mean)!r} is given with '
+        f'--config.normalization={c.normalization!r}, which does not use it: '
+        "set --config.normalization=standardize, or leave the statistics "
+        'empty.')
+
+
 def _validate_imbalance(c, minority: augment_math.AugmentSpec):
   """The class-imbalance keys (see config_keys.py)."""
   _require(c.imbalance_warning_ratio >= 1, 'imbalance_warning_ratio',
@@ -252,6 +303,9 @@ def for_inference(saved_config: dict, config, mode: str, num_devices: int,
   built in code).
   """
   merged = ml_collections.ConfigDict(saved_config)
+  for key, value in config_keys.get_config().items():
+    if key not in merged:  # a checkpoint from before the key existed
+      merged[key] = value
   if config is not None:
     ignored = config_keys.differences(saved_config, config,
                                       config_keys.keys_where(mode, MODEL))
@@ -261,6 +315,8 @@ def for_inference(saved_config: dict, config, mode: str, num_devices: int,
     taken = [*config_keys.keys_where(mode, FLAGS),
              *_data_keys(saved_config, config, mode, set_keys)]
     for key in taken:
+      if key in merged and not _same_kind(merged[key], config[key]):
+        del merged[key]  # e.g. cache True (bool) in the checkpoint, 'auto'
       merged[key] = config[key]
   elif mode == 'eval' and merged.eval_batch_size % num_devices:
     merged.eval_batch_size = max(
@@ -272,6 +328,15 @@ def for_inference(saved_config: dict, config, mode: str, num_devices: int,
   # no batch size has to divide it.
   validate(merged, num_devices if mode == 'eval' else 1, training=False)
   return merged
+
+
+def _same_kind(a, b) -> bool:
+  """Whether a ConfigDict field holding `a` can take `b` (ints and floats
+  mix; other types must be the same)."""
+  number = (int, float)
+  if isinstance(a, number) and isinstance(b, number):
+    return isinstance(a, bool) == isinstance(b, bool)
+  return type(a) is type(b)
 
 
 def _data_keys(saved_config: dict, config, mode: str, set_keys) -> list:

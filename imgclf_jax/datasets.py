@@ -2,7 +2,8 @@
 
 Both kinds of source give the same thing to the input pipeline: a
 `DatasetInfo` (class names, channels, split sizes) and, per split, a
-deterministic `tf.data.Dataset` of `(image uint8 [H, W, C], label int32)`.
+deterministic `tf.data.Dataset` of `(image uint8 [H, W, C], label int32)`,
+and the same examples still encoded (`records`, for decoding only a crop).
 Everything after that (resize, cache, shuffle, augment, batch) is shared code in
 `input_pipeline.py`.
 
@@ -38,6 +39,13 @@ SPLITS, CLASSES = 'splits', 'classes'
 # The held-out validation part of a folder's train split is drawn with this
 # seed, whatever config.seed is, so every run validates on the same images.
 FOLDER_SPLIT_SEED = 20_240_613
+# The sample of a split that the normalisation statistics are measured on
+# (config.normalization_sample_size) is drawn with this seed, whatever
+# config.seed is and whichever process draws it (Source.sample_indices).
+SAMPLE_SEED = 20_260_131
+# A TFDS split's sample is this many contiguous runs of records
+# (TfdsSource.sample_indices), each read as a TFDS slice.
+SAMPLE_BLOCKS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +63,9 @@ class DatasetInfo:
 
 
 class Source:
-  """A dataset with resolved splits. Subclasses implement `_load`, `_count`
-  and `labels`."""
+  """A dataset with resolved splits. Subclasses implement `_load`,
+  `_records`, `_count` and `labels` (and `read` where a record is not the
+  encoded image itself)."""
 
   info: DatasetInfo
 
@@ -65,25 +74,57 @@ class Source:
 
     With `indices` (positions in that order), only those examples, in that
     order, chosen before any image is decoded (an image folder reads only
-    their files; a TFDS split still reads every record, decoding only these).
+    their files; a TFDS split reads them as slices where they are a few runs
+    of consecutive records, else passes over every record, decoding only
+    these).
     """
-    if indices is not None:
-      indices = np.unique(np.asarray(indices, np.int64))
-      n = self.num_examples(split)
-      if len(indices) and (indices[0] < 0 or indices[-1] >= n):
-        raise IndexError(f'example indices {indices[0]}..{indices[-1]} out '
-                         f'of range for the {n} examples of {split!r}')
-    return self._load(self._resolve(split), indices)
+    return self._load(self._resolve(split), self._checked(split, indices))
+
+  def records(self, split: str, indices=None) -> tf.data.Dataset:
+    """(record, label int32) pairs in the order of `examples(split)`, with
+    `indices` as there. A record is what `read` turns into the image's
+    encoded bytes: a file's path (read only then, so that shuffling records
+    moves names, not images) or, for TFDS, the stored encoded image."""
+    return self._records(self._resolve(split), self._checked(split, indices))
+
+  def read(self, record):
+    """A record's encoded image bytes (a scalar tf.string)."""
+    return record
+
+  def sample_indices(self, split: str, size: int) -> np.ndarray:
+    """`size` sorted positions of `split` (all of them if it holds no more):
+    the sample the normalisation statistics are measured on. Drawn with
+    SAMPLE_SEED from the positions 0..n-1 of the whole split (not config.seed,
+    not a process's share), so every run and every process draws the same.
+    Here: uniformly, without repeats."""
+    n = self.num_examples(split)
+    if n <= size:
+      return np.arange(n)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return np.sort(rng.choice(n, size, replace=False))
+
+  def _checked(self, split: str, indices):
+    if indices is None:
+      return None
+    indices = np.unique(np.asarray(indices, np.int64))
+    n = self.num_examples(split)
+    if len(indices) and (indices[0] < 0 or indices[-1] >= n):
+      raise IndexError(f'example indices {indices[0]}..{indices[-1]} out '
+                       f'of range for the {n} examples of {split!r}')
+    return indices
 
   def num_examples(self, split: str) -> int:
     return self._count(self._resolve(split))
 
-  def process_share(self, split: str, index: int, count: int):
+  def process_share(self, split: str, index: int, count: int,
+                    encoded: bool = False):
     """(examples, size): process `index` of `count`'s contiguous share of
     `split` (np.array_split's; every example in exactly one share), reading
-    only its own files (TfdsSource: its own records)."""
+    only its own files (TfdsSource: its own records); `encoded`: its
+    (record, label) pairs instead (see `records`)."""
     indices = np.array_split(np.arange(self.num_examples(split)), count)[index]
-    return self.examples(split, indices), len(indices)
+    read = self.records if encoded else self.examples
+    return read(split, indices), len(indices)
 
   def split_sizes(self) -> dict:
     """{'train': n, 'validation': n}: what checkpoints record, so that
@@ -173,19 +214,17 @@ class TfdsSource(Source):
       return ds.map(
           lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
           num_parallel_calls=tf.data.AUTOTUNE)
-    # Records are read in order and only the chosen ones are decoded.
+    # Only the chosen records are decoded.
     image_feature = self._builder.info.features[image_key]
-    ds = at_indices(self._builder.as_dataset(
-        split=split, shuffle_files=False, read_config=read_config,
-        decoders={image_key: tfds.decode.SkipDecoding()}), n, indices)
-    return ds.map(
-        lambda ex: (image_feature.decode_example(ex[image_key]),
-                    tf.cast(ex[label_key], tf.int32)),
+    return self._records(split, indices).map(
+        lambda data, label: (image_feature.decode_example(data), label),
         num_parallel_calls=tf.data.AUTOTUNE)
 
-  def process_share(self, split: str, index: int, count: int):
+  def process_share(self, split: str, index: int, count: int,
+                    encoded: bool = False):
     """(examples, size) of tfds.split_for_jax_process: TFDS's even split of
-    `split`'s records over the processes (the size is an upper bound)."""
+    `split`'s records over the processes (the size is an upper bound);
+    `encoded`: (record, label) pairs, the images not decoded."""
     resolved = self._resolve(split)
     n = self._count(resolved)
     share = tfds.split_for_jax_process(resolved, process_index=index,
@@ -193,9 +232,78 @@ class TfdsSource(Source):
     image_key, label_key = self._image_key, self._label_key
     ds = self._builder.as_dataset(
         split=share, shuffle_files=False,
-        read_config=tfds.ReadConfig(try_autocache=False))
+        read_config=tfds.ReadConfig(try_autocache=False),
+        decoders={image_key: tfds.decode.SkipDecoding()} if encoded else None)
     return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
                   num_parallel_calls=tf.data.AUTOTUNE), -(-n // count)
+
+  def _records(self, split: str, indices=None) -> tf.data.Dataset:
+    """(encoded image, label) of `split` (at `indices`), no image decoded.
+
+    Indices that form at most SAMPLE_BLOCKS runs of consecutive positions are
+    read as TFDS slices of the underlying splits (only the shards holding
+    them are opened, and read up to the run's end); others in one pass over
+    the split's records, keeping the chosen ones.
+    """
+    n = self._count(split)  # clear error for unknown splits
+    image_key, label_key = self._image_key, self._label_key
+    read_config = tfds.ReadConfig(try_autocache=False)
+    decoders = {image_key: tfds.decode.SkipDecoding()}
+    slices = None if indices is None else self._slices(split, indices)
+    ds = self._builder.as_dataset(
+        split=slices or split, shuffle_files=False, read_config=read_config,
+        decoders=decoders)
+    if indices is not None and slices is None:
+      ds = at_indices(ds, n, indices)
+    return ds.map(
+        lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _slices(self, split: str, indices):
+    """A TFDS split spec that reads exactly the sorted `indices` of `split`
+    ('train[3:9]+train[40:42]'), or None: too many runs, or no split
+    metadata to resolve `split` with (e.g. under tfds.testing.mock_data)."""
+    if not len(indices):
+      return None
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts = indices[np.r_[0, breaks]]
+    ends = indices[np.r_[breaks - 1, len(indices) - 1]] + 1
+    if len(starts) > SAMPLE_BLOCKS or not self._builder.info.splits:
+      return None
+    # `split` (itself maybe a slice or a sum) as absolute ranges of the
+    # prepared splits, in reading order.
+    infos = self._builder.info.splits
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+    spec, offset = [], 0
+    for part in parts:  # from_ None: 0; to None: the split's end
+      first = part.from_ or 0
+      size = (infos[part.splitname].num_examples if part.to is None
+              else part.to) - first
+      for a, b in zip(starts, ends):
+        a, b = max(a, offset), min(b, offset + size)
+        if a < b:
+          spec.append(f'{part.splitname}[{first + a - offset}:'
+                      f'{first + b - offset}]')
+      offset += size
+    return '+'.join(spec)
+
+  def sample_indices(self, split: str, size: int) -> np.ndarray:
+    """As Source.sample_indices, but SAMPLE_BLOCKS runs of consecutive
+    records (of ceil(size / SAMPLE_BLOCKS) each, the last one shorter) at
+    positions drawn with SAMPLE_SEED, so that reading the sample opens only
+    the shards holding them. TFDS shuffles a dataset's records when it
+    prepares it, so runs of records are as good a sample as single ones;
+    where the dataset was prepared unshuffled (info.disable_shuffling), or
+    the split is too small for the runs, the sample is drawn uniformly (and
+    reading it passes over every record, decoding only the sample)."""
+    n = self.num_examples(split)
+    length = -(-size // SAMPLE_BLOCKS)
+    if (n <= size or self._builder.info.disable_shuffling or
+        n // length < SAMPLE_BLOCKS):
+      return super().sample_indices(split, size)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    blocks = np.sort(rng.choice(n // length, SAMPLE_BLOCKS, replace=False))
+    return (blocks[:, None] * length + np.arange(length)).ravel()[:size]
 
   def labels(self, split: str) -> np.ndarray:
     split = self._resolve(split)
@@ -408,11 +516,17 @@ class FolderSource(Source):
     return self._scan(self._resolve(split))[0]
 
   def _load(self, split: str, indices=None) -> tf.data.Dataset:
+    return self._records(split, indices).map(
+        decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _records(self, split: str, indices=None) -> tf.data.Dataset:
     paths, labels = self._scan(split)
     if indices is not None:
       paths, labels = paths[indices], labels[indices]
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return ds.map(decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_tensor_slices((paths, labels))
+
+  def read(self, record):
+    return tf.io.read_file(record)
 
   def describe_error(self, split: str, error: Exception) -> str:
     bad = find_unreadable(self._scan(self._resolve(split))[0])

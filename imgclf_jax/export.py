@@ -13,7 +13,8 @@ normalisation), converted by jax2tf and saved in <workdir>/export/step<N>/
     model.class_names  (tf.Variable, [K] strings; also assets/class_names.txt)
 
 S and C are the checkpoint's image size and channels: resize images to S x S
-first (as predict.load_image does). It runs on CPU, GPU (CUDA) and TPU
+first (as predict.load_image does; or with config.crop, take its central
+crop: preprocess.eval_image). It runs on CPU, GPU (CUDA) and TPU
 wherever it was exported.
 """
 

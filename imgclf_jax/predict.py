@@ -4,7 +4,8 @@
 
 The model, class names, image size and normalisation statistics come from the
 checkpoint; every file goes through the functions of `preprocess.py` that
-training used (decode to the training channels, resize, [0, 1], normalise).
+evaluation uses (decode to the training channels, resize, or with
+config.crop the central crop; [0, 1], normalise).
 A file that cannot be read is reported by name and skipped. Files are decoded
 and predicted config.eval_batch_size at a time, and their results printed and
 written as they come, so memory does not grow with the number of files.
@@ -118,13 +119,15 @@ def _matches(names, patterns, folder_only=False) -> bool:
                                                      folder_only)
 
 
-def load_image(path: str, size: int, channels: int) -> np.ndarray:
-  """uint8 [size, size, channels]: the file decoded and resized as in training.
+def load_image(path: str, size: int, channels: int,
+               crop: str = 'none') -> np.ndarray:
+  """uint8 [size, size, channels]: the file decoded and resized as
+  evaluation does under config.crop `crop` (preprocess.eval_image).
 
   Raises tf.errors.OpError when the file cannot be read or decoded.
   """
-  image = preprocess.decode_image(tf.io.read_file(path), channels)
-  return preprocess.resize_image(image, size, channels).numpy()
+  return preprocess.eval_image(tf.io.read_file(path), size, channels,
+                               crop).numpy()
 
 
 def probabilities(state, images, normalization: dict, batch_size: int,
@@ -217,7 +220,7 @@ def _rows(paths, loaded, k: int, spec: str):
   def decoded():
     for path in paths:
       try:
-        image = load_image(path, size, channels)
+        image = load_image(path, size, channels, loaded.config.crop)
       except tf.errors.OpError as e:
         reason = preprocess.decode_error_reason(e)
         logging.warning('Skipping %s: cannot read it as an image (%s).', path,

@@ -31,6 +31,8 @@ def _other_value(value, key):
     return str(value + 3), value + 3
   if isinstance(value, float):
     return str(value + 0.25), value + 0.25
+  if isinstance(value, tuple):
+    return '(0.25,0.5,0.75)', (0.25, 0.5, 0.75)
   return f'some_{key}', f'some_{key}'
 
 
@@ -59,3 +61,17 @@ def test_every_origin_names_a_key_of_the_defaults():
   assert set(config_keys.keys_where('eval', config_keys.DATA)) == {
       'dataset', 'data_dir', 'train_split', 'validation_split',
       'validation_fraction'}
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('auto', 'auto'), ('True', True), ('False', False), ('false', False)])
+def test_cache_takes_a_bool_or_auto_on_the_command_line(text, expected):
+  got = _parse(f'--config.cache={text}').cache
+  assert got == expected and type(got) is type(expected)
+
+
+def test_config_files_can_set_cache_to_a_bool():
+  config = default.get_config()
+  assert config.cache == 'auto'
+  config.cache = False  # what configs/*.py write (the key takes any type)
+  assert config.cache is False

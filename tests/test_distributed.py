@@ -42,7 +42,8 @@ def _pipelines(folder, count, **overrides):
   return whole, shares
 
 
-@pytest.mark.parametrize('overrides', [{}, {'oversample': True}])
+@pytest.mark.parametrize('overrides', [{}, {'oversample': True},
+                                       {'crop': 'random_resized'}])
 def test_each_process_gets_its_rows_of_the_one_process_batches(
     colour_folder, overrides):
   whole, shares = _pipelines(colour_folder, 2, **overrides)
@@ -56,16 +57,17 @@ def test_each_process_gets_its_rows_of_the_one_process_batches(
             np.concatenate([a[key], b[key]]), batch[key], err_msg=key)
 
 
+@pytest.mark.parametrize('crop', ['none', 'random_resized'])
 def test_every_validation_example_is_evaluated_once_over_the_processes(
-    colour_folder):
+    colour_folder, crop):
   # 6 validation images over 4 processes: shares of 2, 2, 1 and 1, each
-  # padded to the same batches.
+  # padded to the same batches (with crops: the same central crops).
   whole, shares = _pipelines(colour_folder, 4, validation_fraction=0.15,
-                             eval_batch_size=4)
-  labels = np.concatenate([b['label'] for b in whole.eval_batches(
-      'validation')])
+                             eval_batch_size=4, crop=crop)
+  one = list(whole.eval_batches('validation'))
+  labels = np.concatenate([b['label'] for b in one])
   assert len(labels) == 6
-  seen, shapes = [], set()
+  seen, images, shapes = [], [], set()
   for pipeline in shares:
     batches, padding = pipeline.eval_share('validation')
     assert padding == (2, 1)
@@ -74,8 +76,11 @@ def test_every_validation_example_is_evaluated_once_over_the_processes(
     for batch in padded:
       shapes.add(batch['image'].shape)
       seen.append(batch['label'][batch['mask'] > 0])
+      images.append(batch['image'][batch['mask'] > 0])
   assert shapes == {(1, 16, 16, 3)}
   np.testing.assert_array_equal(np.concatenate(seen), labels)
+  np.testing.assert_array_equal(np.concatenate(images),
+                                np.concatenate([b['image'] for b in one]))
 
 
 def test_distributed_flags_are_checked():
@@ -199,10 +204,12 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
   assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
 
 
-def test_tfds_processes_read_their_own_records_in_batches_of_their_share():
+@pytest.mark.parametrize('crop', ['none', 'random_resized'])
+def test_tfds_processes_read_their_own_records_in_batches_of_their_share(
+    crop):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   config = configuration.for_training(
-      helpers.small_config('mnist', validation_split=''), 4)
+      helpers.small_config('mnist', validation_split='', crop=crop), 4)
   with tfds.testing.mock_data(num_examples=40):
     source = datasets.make_source(config)
     pipelines = [input_pipeline.InputPipeline(source, config,

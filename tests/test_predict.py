@@ -88,10 +88,10 @@ def test_predict_streams_in_batches_and_writes_as_it_goes(run, tmp_path,
   alive, max_alive, printed, printed_when_read = [], [], [], []
   real_load = predict.load_image
 
-  def load_image(path, size, channels):
+  def load_image(path, size, channels, crop):
     printed.extend(capsys.readouterr().out.splitlines())
     printed_when_read.append(len(printed))
-    image = real_load(path, size, channels)
+    image = real_load(path, size, channels, crop)
     alive[:] = [r for r in alive if r() is not None] + [weakref.ref(image)]
     max_alive.append(len(alive))
     return image
