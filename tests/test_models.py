@@ -57,34 +57,34 @@ def _half_and_full(model_name):
                                   dropout_rate=dropout, half_precision=half)
              for half in (False, True)]
   full, half = (models.create_model(c, 10) for c in configs)
-  variables = full.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
-                        train=False)
+  init = jax.jit(full.init, static_argnames='train')
+  variables = init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False)
   return full, half, variables
 
 
 @pytest.mark.slow
-def test_half_precision_computes_in_bfloat16_with_float32_parameters():
-  for name in models.MODELS:
-    full, half, variables = _half_and_full(name)
-    # Same parameter tree, float32, whatever the compute dtype.
-    half_vars = half.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
-                          train=False)
-    assert jax.tree.map(lambda p: (p.shape, p.dtype), half_vars) == \
-        jax.tree.map(lambda p: (p.shape, p.dtype), variables)
-    x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
-    want = full.apply(variables, x, train=False)
-    got = half.apply(variables, x, train=False)
-    assert got.dtype == jnp.float32  # logits come back float32 for the loss
-    # bfloat16 keeps 8 mantissa bits: close, but not float32-equal.
-    assert not np.array_equal(got, want)
-    np.testing.assert_allclose(got, want, atol=0.05 * float(
-        jnp.abs(want).max()))
-    hlo = jax.jit(lambda v, x: half.apply(v, x, train=False)).lower(
-        variables, x).as_text()
-    # The convolutions and matmuls themselves run in bfloat16.
-    heavy = [line for line in hlo.splitlines()
-             if 'convolution' in line or 'dot_general' in line]
-    assert heavy and all('bf16' in line for line in heavy), heavy
+@pytest.mark.parametrize('name', list(models.MODELS))
+def test_half_precision_computes_in_bfloat16_with_float32_parameters(name):
+  full, half, variables = _half_and_full(name)
+  # Same parameter tree, float32, whatever the compute dtype.
+  half_vars = jax.eval_shape(lambda: half.init(
+      jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False))
+  assert jax.tree.map(lambda p: (p.shape, p.dtype), half_vars) == \
+      jax.tree.map(lambda p: (p.shape, p.dtype), variables)
+  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  want = jax.jit(lambda v, x: full.apply(v, x, train=False))(variables, x)
+  half_apply = jax.jit(lambda v, x: half.apply(v, x, train=False))
+  got = half_apply(variables, x)
+  assert got.dtype == jnp.float32  # logits come back float32 for the loss
+  # bfloat16 keeps 8 mantissa bits: close, but not float32-equal.
+  assert not np.array_equal(got, want)
+  np.testing.assert_allclose(got, want, atol=0.05 * float(
+      jnp.abs(want).max()))
+  hlo = half_apply.lower(variables, x).as_text()
+  # The convolutions and matmuls themselves run in bfloat16.
+  heavy = [line for line in hlo.splitlines()
+           if 'convolution' in line or 'dot_general' in line]
+  assert heavy and all('bf16' in line for line in heavy), heavy
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_half_precision_gradients_are_float32_and_close():
     def loss(params):
       logits = model.apply({'params': params}, x, train=False)
       return -(jax.nn.log_softmax(logits) * labels).sum(-1).mean()
-    return jax.grad(loss)(variables['params'])
+    return jax.jit(jax.grad(loss))(variables['params'])
 
   want, got = grads(full), grads(half)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):

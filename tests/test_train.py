@@ -303,7 +303,7 @@ def test_resume_mends_a_torn_and_garbled_log_of_a_kill_during_a_save(
 
 # main.py as a user runs it, on one device (tests/test_main.py), killed with
 # SIGKILL and run again: it must end where an uninterrupted run ends.
-KILL_EPOCHS = 5
+KILL_EPOCHS = 3
 
 
 def _main_train(data, workdir, log):
