@@ -120,16 +120,24 @@ class FastCifar(nn.Module):
                                'kernel': jnp.asarray(new, kernel.dtype)}}
 
 
+_WHITENING_CHUNK = 256  # images per step of whitening_kernel's sum
+
+
 def whitening_kernel(images: np.ndarray, size: int, eps: float = 5e-4):
   """[size, size, C, 2 * C * size**2]: the eigenvectors of the covariance of
   the size x size patches of `images` [N, H, W, C], largest eigenvalue first,
   each divided by sqrt(eigenvalue + eps), then the same negated."""
-  images = np.asarray(images, np.float64)
   n, h, w, c = images.shape
-  patches = np.stack([images[:, i:h - size + 1 + i, j:w - size + 1 + j, :]
-                      for i in range(size) for j in range(size)], axis=3)
-  flat = patches.reshape(-1, size * size * c)    # (kh, kw, c) order
-  covariance = flat.T @ flat / len(flat)
+  covariance = np.zeros((size * size * c,) * 2)
+  # In chunks of images, so that the float64 patches of a whole split (or of
+  # large images) are never held at once.
+  for start in range(0, n, _WHITENING_CHUNK):
+    chunk = np.asarray(images[start:start + _WHITENING_CHUNK], np.float64)
+    patches = np.stack([chunk[:, i:h - size + 1 + i, j:w - size + 1 + j, :]
+                        for i in range(size) for j in range(size)], axis=3)
+    flat = patches.reshape(-1, size * size * c)  # (kh, kw, c) order
+    covariance += flat.T @ flat
+  covariance /= n * (h - size + 1) * (w - size + 1)
   eigenvalues, eigenvectors = np.linalg.eigh(covariance)
   order = np.argsort(eigenvalues)[::-1]
   scaled = eigenvectors[:, order] / np.sqrt(

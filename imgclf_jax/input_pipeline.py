@@ -504,10 +504,13 @@ class InputPipeline:
     num_batches = -(-largest // batch_size)
     return self._numpy(_finish(ds), split), (num_batches, batch_size)
 
-  def eval_dataset(self, split: str) -> tf.data.Dataset:
-    """Every example of `split` once, in batches of config.eval_batch_size
-    (the last one partial)."""
-    ds = self.resized_examples(split).batch(self.config.eval_batch_size).map(
+  def eval_dataset(self, split: str, indices=None) -> tf.data.Dataset:
+    """Every example of `split` once (or those at `indices`, as
+    resized_subset takes them), in batches of config.eval_batch_size (the
+    last one partial)."""
+    examples = (self.resized_examples(split) if indices is None else
+                self.resized_subset(split, indices))
+    ds = examples.batch(self.config.eval_batch_size).map(
         self._eval_transform, num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds)
 
@@ -523,8 +526,8 @@ class InputPipeline:
   def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
     return self._numpy(self.train_dataset(epoch, start), 'train')
 
-  def eval_batches(self, split: str) -> Iterator[dict]:
-    return self._numpy(self.eval_dataset(split), split)
+  def eval_batches(self, split: str, indices=None) -> Iterator[dict]:
+    return self._numpy(self.eval_dataset(split, indices), split)
 
   def _numpy(self, ds: tf.data.Dataset, split: str) -> Iterator:
     """Iterates as numpy; a decoding failure becomes a UserError naming it."""

@@ -367,17 +367,13 @@ def _init_from_data(model, state, pipeline, seed: int,
   """`state` with the parameters that `model.init_from_data` computes from
   `num_images` normalised training images drawn at random with `seed`
   (fast_cifar's whitening layer; a folder's train split is in class order,
-  so its first images would hold one or two classes)."""
+  so its first images would hold one or two classes). Only those are
+  decoded, unless the split is cached (then the pass fills the cache)."""
   n = pipeline.source.num_examples('train')
-  chosen = np.zeros(n, bool)
-  chosen[np.random.default_rng(seed).choice(n, min(n, num_images),
-                                            replace=False)] = True
-  images, offset = [], 0
-  for batch in pipeline.eval_batches('train'):
-    size = len(batch['image'])
-    images.append(batch['image'][chosen[offset:offset + size]])
-    offset += size
-  images = np.concatenate(images)
+  chosen = np.sort(np.random.default_rng(seed).choice(
+      n, min(n, num_images), replace=False))
+  images = np.concatenate([batch['image'] for batch in
+                           pipeline.eval_batches('train', chosen)])
   logging.info('Initialising %s from %d training images.',
                type(model).__name__, len(images))
   return train_state_lib.with_params(

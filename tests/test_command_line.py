@@ -29,9 +29,10 @@ def test_pyproject_declares_the_command_and_the_library_only():
               if line.strip() and not line.startswith('#')}
   declared = {d.split('~=')[0].split('==')[0].lower().replace('_', '-')
               for d in project['project']['dependencies']}
-  assert declared == pinned - {'pytest'}
-  assert [d.split('~=')[0] for d in
-          project['project']['optional-dependencies']['test']] == ['pytest']
+  test_only = {'pytest', 'pytest-xdist'}
+  assert declared == pinned - test_only
+  assert {d.split('~=')[0] for d in
+          project['project']['optional-dependencies']['test']} == test_only
 
 
 def _alone(tmp_path, *args, code):

@@ -17,8 +17,11 @@ from imgclf_jax import config_keys
 from imgclf_jax import configuration
 from imgclf_jax import datasets
 from imgclf_jax import input_pipeline
+from imgclf_jax import models
 from imgclf_jax import predict
 from imgclf_jax import preprocess
+from imgclf_jax import train
+from imgclf_jax import train_state as train_state_lib
 from imgclf_jax.errors import UserError
 from tests import helpers
 from tests.helpers import assert_examples_at as _assert_examples_at
@@ -539,3 +542,32 @@ def test_a_checkpoint_from_before_the_keys_evaluates(tmp_path):
   alone = configuration.for_inference(saved, None, 'predict', 1)
   assert alone.cache is True and alone.crop == 'none'
   assert alone.normalization_sample_size == 50_000
+
+
+
+class _Recorder:
+  """A model's init_from_data that keeps the images it is given."""
+
+  def init_from_data(self, params, images):
+    self.images = images
+    return params
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_init_from_data_gets_the_eval_images_of_its_sample_only(tmp_path,
+                                                                 cache):
+  root = helpers.make_image_folder(tmp_path, per_class=(9, 9, 9))
+  config = helpers.small_config(f'folder:{root}', cache=cache,
+                                eval_batch_size=4)
+  pipeline = _pipeline(config)
+  everything = np.concatenate([b['image']
+                               for b in pipeline.eval_batches('train')])
+  state = train_state_lib.create_train_state(
+      jax.random.key(0), models.create_model(config, 3), (16, 16, 3), config,
+      steps_per_epoch=3)
+  recorder = _Recorder()
+  train._init_from_data(recorder, state, pipeline, seed=3, num_images=10)
+  chosen = np.sort(np.random.default_rng(3).choice(len(everything), 10,
+                                                   replace=False))
+  assert len(set(chosen // 8)) > 1  # from more than one class
+  np.testing.assert_array_equal(recorder.images, everything[chosen])

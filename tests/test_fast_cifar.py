@@ -4,6 +4,7 @@ initialisation and freezing, BatchNorm in training and evaluation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from imgclf_jax import device_axis
 from imgclf_jax import fast_cifar
@@ -55,7 +56,9 @@ def test_convolutions_start_as_the_identity_on_their_first_channels():
   assert not np.allclose(kernel[..., 4:], 0)
 
 
-def test_whitening_kernel_whitens_the_patches():
+@pytest.mark.parametrize('chunk', [256, 5])  # one sum, or 13 (the last of 4)
+def test_whitening_kernel_whitens_the_patches(monkeypatch, chunk):
+  monkeypatch.setattr(fast_cifar, '_WHITENING_CHUNK', chunk)
   rng = np.random.default_rng(0)
   # Correlated channels and neighbouring pixels.
   base = rng.normal(size=(64, 9, 9, 1))
