@@ -328,7 +328,6 @@ def check_peer(batch_size, overrides, num_steps=3, kinds=('eager',)):
     peer = torch_fast_cifar_setup(setup, config, kind)
     theirs = [float(peer().detach()) for _ in range(num_steps)]
     params, stats = torch_models.to_flax(peer.model)
-    ema_params, ema_stats = torch_models.to_flax(peer.model, peer.ema)
     diffs = {
         'num_params': torch_models.num_params(peer.model),
         'loss_torch': theirs,
@@ -341,15 +340,17 @@ def check_peer(batch_size, overrides, num_steps=3, kinds=('eager',)):
             means(setup.state.batch_stats)),
         'batch_stats_var_max_rel_diff': _max_diff(
             variances(stats), variances(state.batch_stats), relative=True),
-        'ema_params_update_rel_diff': _max_update_diff(
-            ema_params, state.ema['params'], setup.state.ema['params']),
-        'ema_batch_stats_mean_update_rel_diff': _max_update_diff(
-            means(ema_stats), means(state.ema['batch_stats']),
-            means(setup.state.ema['batch_stats'])),
     }
+    if state.ema is not None:  # config.ema_decay > 0 (the peer's too)
+      ema_params, ema_stats = torch_models.to_flax(peer.model, peer.ema)
+      diffs['ema_params_update_rel_diff'] = _max_update_diff(
+          ema_params, state.ema['params'], setup.state.ema['params'])
+      diffs['ema_batch_stats_mean_update_rel_diff'] = _max_update_diff(
+          means(ema_stats), means(state.ema['batch_stats']),
+          means(setup.state.ema['batch_stats']))
     result['peers'][kind] = diffs
     for key, limit in limits.items():
-      if not np.max(diffs[key]) < limit:
+      if key in diffs and not np.max(diffs[key]) < limit:
         result['mismatches'].append(
             f'{kind}: {key} {diffs[key]} (limit {limit:.2g})')
   return result

@@ -43,13 +43,17 @@ def test_peer_has_our_parameters_and_layout():
 
 
 @pytest.mark.slow  # compiles the full-size network's train step
-def test_peer_trains_as_ours_from_the_same_weights():
+@pytest.mark.parametrize('overrides', [{}, {'ema_decay': 0.9}])
+def test_peer_trains_as_ours_from_the_same_weights(overrides):
   """The same loss at each step (the first: the same network; the second:
-  the same optimizer step), parameters, statistics and EMA."""
+  the same optimizer step), parameters, statistics and (when on) EMA: the
+  recipe's own lookahead starts after these steps."""
   pytest.importorskip('torch')
-  result = run.check_peer(16, {}, num_steps=2)
+  result = run.check_peer(16, overrides, num_steps=2)
   assert not result['mismatches'], result
-  assert result['peers']['eager']['loss_abs_diff'][0] < 1e-4
+  diffs = result['peers']['eager']
+  assert diffs['loss_abs_diff'][0] < 1e-4
+  assert ('ema_params_update_rel_diff' in diffs) == bool(overrides)
 
 
 def test_table_of_a_fast_cifar_run(capsys):
