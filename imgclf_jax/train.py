@@ -216,13 +216,13 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
         train_values = metrics_lib.to_floats(train_metrics.result(), 'train_')
         _check_finite(train_values, epoch, store)
         train_seconds = time.time() - epoch_start
-        batches, padding = _validation(pipeline)
+        batches, padding = pipeline.eval_share('validation')
         val_values = metrics_lib.to_floats(eval_loop.evaluate_split(
             state, batches, devices, padding=padding), 'validation_')
         stop_early = stopper.update({**val_values, 'epoch': epoch + 1})
         last = epoch + 1 == num_epochs or stop_early
         if last and config.tta != 'none':
-          batches, padding = _validation(pipeline)
+          batches, padding = pipeline.eval_share('validation')
           val_values.update(metrics_lib.to_floats(eval_loop.evaluate_split(
               state, batches, devices, tta=config.tta, padding=padding),
                                                   'validation_tta_'))
@@ -296,11 +296,6 @@ def _finished(done: int, num_epochs: int, stopper) -> str | None:
     return (f'{stopper.reason()} Nothing to do: raise '
             '--config.early_stopping_patience (or set it to 0) to continue.')
   return None
-
-
-def _validation(pipeline):
-  """(batches, padding) of this process's share of the validation split."""
-  return pipeline.eval_share('validation')
 
 
 def _finish(epoch_log, workdir: str) -> list:
