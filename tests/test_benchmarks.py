@@ -1,6 +1,6 @@
 """benchmarks/run.py --model=fast_cifar: its PyTorch peer is our network and
-recipe (skipped where torch is not installed), and the table of a
-fast_cifar run."""
+recipe (skipped where torch is not installed), the table of a fast_cifar
+run, and the convolution forms that benchmarks/fast_cifar_layers.py times."""
 
 import jax
 import numpy as np
@@ -72,3 +72,22 @@ def test_table_of_a_fast_cifar_run(capsys):
   assert 'fast_cifar' in out and 'train step, batch 64 (img/s)' in out
   assert 'ratio ours / PyTorch eager channels_last' in out and '0.50' in out
   assert out.count('skipped for this model') == len(run.CNN_ONLY)
+
+
+def test_layer_breakdown_forms_compute_the_same_convolution():
+  """benchmarks/fast_cifar_layers.py times three forms of each convolution:
+  they must be one computation (values and both gradients)."""
+  from benchmarks import fast_cifar_layers  # pylint: disable=import-outside-toplevel
+  pieces = fast_cifar_layers._jax_pieces(2)  # pylint: disable=protected-access
+  assert set(pieces) == {name for name, *_ in fast_cifar_layers.CONVS +
+                         fast_cifar_layers.POOLS + fast_cifar_layers.NORMS}
+  for name, *_ in fast_cifar_layers.CONVS:
+    forms = pieces[name]
+    assert set(forms) == {'FastConv', 'XLA', 'im2col GEMMs'}
+    (want, want_grads) = forms['XLA'][0](*forms['XLA'][1])
+    for form in ('FastConv', 'im2col GEMMs'):
+      value, grads = forms[form][0](*forms[form][1])
+      np.testing.assert_allclose(value, want, rtol=1e-4, err_msg=name)
+      for g, w in zip(grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3 * float(
+            np.abs(w).max()), err_msg=f'{name} {form}')
