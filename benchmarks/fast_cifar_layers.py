@@ -12,8 +12,8 @@ Each is timed as `value_and_grad` of the sum of its output (the forward pass
 and the gradients of its inputs and weights), jitted, against the same
 computation in PyTorch eager (channels_last, then default NCHW: forward,
 `.sum().backward()`). Rounds alternate JAX and PyTorch in one process; the
-median ms per call is printed, with each piece's share of the sum of the
-pieces. PyTorch is the peer, not a dependency (BENCHMARKS.md).
+median ms per call is printed, the convolutions' GFLOP/s, and the sum of
+the pieces. PyTorch is the peer, not a dependency (BENCHMARKS.md).
 """
 
 import argparse
@@ -48,33 +48,27 @@ NORMS = [('group0 bn+gelu x2', 15, 64), ('group1 bn+gelu x2', 7, 256),
 
 def _xla_conv(x, w):
   return lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+                                  dimension_numbers=fast_conv._DN)  # pylint: disable=protected-access
 
 
-def _im2col_fwd(x, w):
-  """The convolution as one GEMM of the im2col patch matrix (as FastConv
-  does for the first layer only)."""
-  kh, kw, cin, cout = w.shape
-  n, h, width, _ = x.shape
-  patches = fast_conv._im2col(x, kh, kw)  # pylint: disable=protected-access
-  return fast_conv._mm(patches, w.reshape(kh * kw * cin, cout)).reshape(  # pylint: disable=protected-access
-      n, h, width, cout)
-
-
+# pylint: disable=protected-access
 @jax.custom_vjp
 def _im2col_conv(x, w):
   """A 3x3 'SAME' convolution whose forward pass and input gradient are both
-  im2col GEMMs (the filter gradient is FastConv's)."""
-  return _im2col_fwd(x, w)
+  im2col GEMMs (fast_conv's form for the first layer's forward pass only);
+  the filter gradient is FastConv's."""
+  return fast_conv._gemm_fwd(x, w)
 
 
 def _im2col_conv_bwd(residuals, dy):
   x, w = residuals
-  flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
-  return _im2col_fwd(dy, flipped), fast_conv._dw(x, w, dy)  # pylint: disable=protected-access
+  return (fast_conv._gemm_fwd(dy, fast_conv._flipped(w)),
+          fast_conv._dw(x, w, dy))
 
 
-_im2col_conv.defvjp(lambda x, w: (_im2col_fwd(x, w), (x, w)), _im2col_conv_bwd)
+_im2col_conv.defvjp(lambda x, w: (fast_conv._gemm_fwd(x, w), (x, w)),
+                    _im2col_conv_bwd)
+# pylint: enable=protected-access
 
 
 def _bn_gelu(x, bias):
@@ -223,6 +217,7 @@ def main(argv=None):
                    for n in jax_pieces) for f in forms}
   print(f'{"sum of the pieces":20s}' + ''.join(f'{totals[f]:22.1f}'
                                                for f in forms))
+
 
 if __name__ == '__main__':
   main()

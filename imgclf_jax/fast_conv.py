@@ -67,12 +67,23 @@ def _small_cin(kh, kw, cin):
   return kh * kw * cin <= 32
 
 
-def _fwd(x, w):
+def _gemm_fwd(x, w):
+  """The 'SAME' convolution as one GEMM of the im2col patch matrix."""
   kh, kw, cin, cout = w.shape
-  if _small_cin(kh, kw, cin):
-    n, h, ww, _ = x.shape
-    return _mm(_im2col(x, kh, kw), w.reshape(kh * kw * cin, cout)).reshape(n, h, ww, cout)
+  n, h, ww, _ = x.shape
+  return _mm(_im2col(x, kh, kw), w.reshape(kh * kw * cin, cout)).reshape(n, h, ww, cout)
+
+
+def _fwd(x, w):
+  if _small_cin(*w.shape[:3]):
+    return _gemm_fwd(x, w)
   return lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=_DN)
+
+
+def _flipped(w):
+  """The kernel whose forward convolution of dy is the input gradient:
+  spatially flipped, in/out channels swapped."""
+  return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
 
 
 def _dx(w, dy):
@@ -80,8 +91,7 @@ def _dx(w, dy):
   (the same HLO jax.grad produces; XLA:CPU runs it well)."""
   kh, kw = w.shape[:2]
   (lh, hh), (lw, hw) = _same_pads(kh), _same_pads(kw)
-  wt = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
-  return lax.conv_general_dilated(dy, wt, (1, 1), ((hh, lh), (hw, lw)), dimension_numbers=_DN)
+  return lax.conv_general_dilated(dy, _flipped(w), (1, 1), ((hh, lh), (hw, lw)), dimension_numbers=_DN)
 
 
 def _dw(x, w, dy):
