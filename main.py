@@ -9,8 +9,8 @@ defines its flags; `python main.py --help` lists them and the config keys.
 """
 
 # pylint: disable=unused-import
-from imgclf_jax.command_line import FLAGS
 from imgclf_jax.command_line import define_flags
+from imgclf_jax.command_line import FLAGS
 from imgclf_jax.command_line import main
 from imgclf_jax.command_line import parse_flags
 from imgclf_jax.command_line import run

@@ -23,11 +23,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax
 import numpy as np
 
-from imgclf_jax import config_keys
-from imgclf_jax import device_axis
-from imgclf_jax import models
-from imgclf_jax import steps
-from imgclf_jax import train_state as train_state_lib
+from imgclf_jax.config import keys
+from imgclf_jax.models import registry
+from imgclf_jax.parallel import device_axis
+from imgclf_jax.training import steps
+from imgclf_jax.training import train_state as train_state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.abspath(
@@ -40,7 +40,7 @@ RENAMED = {'train_step_slices': 'microbatches'}
 
 # The networks the harness measures (`--model`), each with the config it is
 # trained with: name -> (module in configs/, or None for the defaults of
-# config_keys.get_config(); the batch the train step is measured at).
+# keys.get_config(); the batch the train step is measured at).
 BENCH_MODELS = {
     'cnn': (None, 128),                 # the seed CNN, Adam
     'fast_cifar': ('cifar10_fast', 1024),  # airbench94 and its recipe
@@ -63,13 +63,13 @@ def tune_malloc(model: str = 'cnn') -> bool:
 def parse_override(text: str):
   """`--set KEY=VALUE` -> (key, value typed as the key's default)."""
   key, _, value = text.partition('=')
-  default = config_keys.get_config()
+  default = keys.get_config()
   if key in RENAMED:
     raise argparse.ArgumentTypeError(
         f'--set {text!r}: {key} is now {RENAMED[key]}')
   if key not in default or not value:
     raise argparse.ArgumentTypeError(f'--set {text!r}: use KEY=VALUE with a '
-                                     'key of imgclf_jax/config_keys.py')
+                                     'key of imgclf_jax/config/keys.py')
   kind = str if default[key] is None else type(default[key])
   return key, (value.lower() in ('1', 'true') if kind is bool else kind(value))
 
@@ -81,11 +81,11 @@ def override_args(overrides: dict) -> list:
 
 def base_config(base: str = 'cnn'):
   """The config `base` (a BENCH_MODELS name) is trained with, unresolved:
-  config_keys.get_config() for 'cnn', configs/cifar10_fast.py's for
+  keys.get_config() for 'cnn', configs/cifar10_fast.py's for
   'fast_cifar'."""
   module = BENCH_MODELS[base][0]
   if module is None:
-    return config_keys.get_config()
+    return keys.get_config()
   if ROOT not in sys.path:  # the config files import `configs.default`
     sys.path.insert(0, ROOT)
   return importlib.import_module(f'configs.{module}').get_config()
@@ -95,15 +95,15 @@ def make_config(batch_size: int, overrides: dict | None = None,
                 base: str = 'cnn', **more):
   """base_config(base) at `batch_size` (train and eval) with `overrides` and
   `more` applied, checked and resolved as the trainer resolves it
-  (configuration.for_training: e.g. microbatches=3 at batch 128 is refused,
+  (resolve.for_training: e.g. microbatches=3 at batch 128 is refused,
   as main.py would refuse it; microbatches 0 becomes this backend's value)."""
-  from imgclf_jax import configuration  # pylint: disable=import-outside-toplevel
+  from imgclf_jax.config import resolve  # pylint: disable=import-outside-toplevel
   config = base_config(base)
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
   for k, v in {**(overrides or {}), **more}.items():
     config[k] = v
-  return configuration.for_training(config, jax.local_device_count())
+  return resolve.for_training(config, jax.local_device_count())
 
 
 # --- the trainer's step ------------------------------------------------------------
@@ -147,7 +147,7 @@ def jax_setup(batch_size: int, overrides: dict | None = None,
   trainer has them for make_config(batch_size, overrides, base) (the learning
   rate schedule and timed freezes of a 100-step epoch)."""
   config = make_config(batch_size, overrides, base)
-  model = models.create_model(config, NUM_CLASSES)
+  model = registry.create_model(config, NUM_CLASSES)
   state = train_state_lib.create_train_state(
       jax.random.key(0), model, IMAGE_SHAPE, config,
       steps_per_epoch=STEPS_PER_EPOCH)

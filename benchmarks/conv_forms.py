@@ -2,7 +2,7 @@
 
     python -m benchmarks.conv_forms [--batch 128] [--rounds 12] [--steps 5]
 
-`imgclf_jax/fast_conv.py` expresses the convolution filter gradient as an
+`imgclf_jax/models/fast_conv.py` expresses the convolution filter gradient as an
 im2col GEMM. How XLA:CPU runs the equivalent ways of writing it depends on
 the machine, so this script times the trainer's real train step (the
 harness's `jax_setup`, same config) with the library's forms and with each
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from imgclf_jax import fast_conv
+from imgclf_jax.models import fast_conv
 
 
 def im2col_pad_sum(x, kh, kw):

@@ -26,12 +26,12 @@ if __package__ in (None, ''):  # python benchmarks/epoch_breakdown.py
 import jax
 
 from benchmarks import common
-from imgclf_jax import datasets
-from imgclf_jax import device_axis
-from imgclf_jax import input_pipeline
-from imgclf_jax import metrics as metrics_lib
-from imgclf_jax import models
-from imgclf_jax import train_state as train_state_lib
+from imgclf_jax.data import input_pipeline
+from imgclf_jax.data import sources
+from imgclf_jax.models import registry
+from imgclf_jax.parallel import device_axis
+from imgclf_jax.training import metrics as metrics_lib
+from imgclf_jax.training import train_state as train_state_lib
 
 
 def cpu_seconds():
@@ -41,7 +41,7 @@ def cpu_seconds():
 
 def pipeline_cpu_ms(dataset, augment):
   config = common.make_config(128, dataset=dataset, augment=augment)
-  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   for _ in pipeline.train_batches(0):  # fills the cache
     pass
   start, batches = cpu_seconds(), 0
@@ -52,9 +52,9 @@ def pipeline_cpu_ms(dataset, augment):
 
 def bare_loop_epochs(dataset):
   config = common.make_config(128, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), models.create_model(config, pipeline.source.info.num_classes),
+      jax.random.key(0), registry.create_model(config, pipeline.source.info.num_classes),
       pipeline.image_shape, config, pipeline.steps_per_epoch)
   p_step = common.trainer_train_step(config)
   rng = jax.random.key(1)

@@ -3,7 +3,7 @@ alone, forward and backward, in JAX and in PyTorch eager on the same shapes.
 
     python -m benchmarks.fast_cifar_layers [--batch 256] [--rounds 5] [--steps 3]
 
-The pieces are the airbench94 network's (imgclf_jax/fast_cifar.py) at 32x32
+The pieces are the airbench94 network's (imgclf_jax/models/fast_cifar.py) at 32x32
 inputs: each 3x3 convolution (the library's FastConv, as conv_impl=auto uses
 on CPU; XLA's own convolution as nn.Conv emits it; and a form whose forward
 pass and input gradient are im2col GEMMs too), each 2x2 max pool,
@@ -32,7 +32,7 @@ from jax import lax
 import numpy as np
 
 from benchmarks import common
-from imgclf_jax import fast_conv
+from imgclf_jax.models import fast_conv
 
 # (name, height = width, input channels, output channels) of each 3x3
 # convolution, after the 2x2 'VALID' whitening conv (32 -> 31 pixels, 24

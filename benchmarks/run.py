@@ -10,7 +10,7 @@ From the repository root:
 
 (`python benchmarks/run.py ...` works too.) Measures, on this machine, for
 `--model=cnn` (the default: the seed CNN, the default config):
-  1. train-step throughput of the step the trainer uses (imgclf_jax.steps,
+  1. train-step throughput of the step the trainer uses (imgclf_jax.training.steps,
      pmapped over all local devices) at batch 128 and a large batch;
   2. the same model/loss/optimizer/batch in PyTorch (CPU eager in its default
      NCHW layout and in channels_last, and torch.compile where it works),
@@ -19,7 +19,7 @@ From the repository root:
      comparison is reported as skipped);
   3. eval-step throughput;
   4. the input pipeline alone, with every augmentation (img/s);
-  5. real training epochs (imgclf_jax.train.train_and_evaluate; the median
+  5. real training epochs (imgclf_jax.training.train.train_and_evaluate; the median
      of epochs 2-4) against bare epochs of the same steps on one device
      batch, timed before and after them in the same fresh process: the
      pipeline's overhead;
@@ -63,9 +63,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from imgclf_jax import device_axis
-from imgclf_jax import steps
 from imgclf_jax.errors import UserError
+from imgclf_jax.parallel import device_axis
+from imgclf_jax.training import steps
 
 NUM_CLASSES = common.NUM_CLASSES
 # fast_cifar's parameters for 10 classes at 32x32x3 (models.py, the paper).
@@ -360,9 +360,10 @@ def pipeline_throughput(dataset, overrides, batch_size=128):
   """img/s of the input pipeline alone (every augmentation): a first epoch
   (decoding the files into the cache), then a whole second one (cache warm,
   including the shuffle buffer's fill at its start)."""
-  from imgclf_jax import datasets, input_pipeline
+  from imgclf_jax.data import input_pipeline
+  from imgclf_jax.data import sources
   config = common.make_config(batch_size, overrides, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(datasets.make_source(config), config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   rates = []
   for epoch in (0, 1):
     start = time.perf_counter()
@@ -389,7 +390,7 @@ def epoch_overhead(dataset, overrides, batch_size=128, epochs=4, **train):
   A child interpreter (`--child=epochs`), started as `python main.py` starts
   one, times a bare epoch (the epoch's number of train steps on one device
   batch: compute only, no input pipeline), runs
-  imgclf_jax.train.train_and_evaluate for `epochs` epochs, and times a
+  imgclf_jax.training.train.train_and_evaluate for `epochs` epochs, and times a
   second bare epoch. The overhead is the median train time of the real
   epochs after the first (which also decodes the files into the cache) over
   the mean of the two bare epochs. Timing whole epochs on both sides, before
@@ -404,10 +405,12 @@ def epoch_overhead(dataset, overrides, batch_size=128, epochs=4, **train):
 
 def epochs_in_this_process(dataset, batch_size, epochs, overrides, train):
   """epoch_overhead's measurement (--child=epochs)."""
-  from imgclf_jax import datasets, metrics, train as train_lib
+  from imgclf_jax.data import sources
+  from imgclf_jax.training import metrics
+  from imgclf_jax.training import train as train_lib
   config = common.make_config(batch_size, overrides, dataset=dataset,
                               num_epochs=epochs, **train)
-  steps_per_epoch = (datasets.make_source(config).num_examples('train') //
+  steps_per_epoch = (sources.make_source(config).num_examples('train') //
                      batch_size)
   setup = common.jax_setup(batch_size, overrides)
   common.time_jax_train(setup, 3)

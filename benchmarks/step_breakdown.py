@@ -33,7 +33,7 @@ if __package__ in (None, ''):  # python benchmarks/step_breakdown.py
 import jax.numpy as jnp
 
 from benchmarks import common
-from imgclf_jax import fast_conv
+from imgclf_jax.models import fast_conv
 
 LIBRARY_DX = fast_conv._dx  # pylint: disable=protected-access
 LIBRARY_DW = fast_conv._dw  # pylint: disable=protected-access

@@ -5,7 +5,7 @@ Needs torch (an optional dependency of the benchmarks: import this module
 only where `import torch` works). The seed CNN's peer stays in run.py
 (`torch_setup`); this module has fast_cifar's:
 
-  * FastCifar: imgclf_jax/fast_cifar.py's airbench94 network in PyTorch, the
+  * FastCifar: imgclf_jax/models/fast_cifar.py's airbench94 network in PyTorch, the
     layers airbench itself uses (Conv2d, MaxPool2d, BatchNorm2d, GELU,
     Linear), in NCHW;
   * load_flax / to_flax: our Flax parameters and BatchNorm statistics into
@@ -52,7 +52,7 @@ class ConvGroup(nn.Module):
 
 
 class FastCifar(nn.Module):
-  """imgclf_jax.fast_cifar.FastCifar: the whitening conv 2x2 (no padding,
+  """imgclf_jax.models.fast_cifar.FastCifar: the whitening conv 2x2 (no padding,
   bias; its weight frozen) - GELU, the conv groups, a global max pool
   (MaxPool2d(3): the groups leave 3x3 of a 32x32 image), Linear without bias,
   times 1/9. Images [N, C, H, W] -> logits [N, num_classes]."""
@@ -201,7 +201,7 @@ class Recipe:
 def recipe(config, steps_per_epoch: int) -> Recipe:
   """The Recipe of a resolved training `config` (optimizer 'sgd')."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from imgclf_jax import train_state  # pylint: disable=import-outside-toplevel
+  from imgclf_jax.training import train_state  # pylint: disable=import-outside-toplevel
   if config.optimizer != 'sgd':
     raise ValueError(f'the PyTorch fast_cifar peer has SGD only, not '
                      f'optimizer={config.optimizer!r}')

@@ -16,11 +16,11 @@ measuring machines are offline):
     python main.py --config=configs/cifar10.py --workdir=runs/cifar10
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'cifar10'
   config.image_size = 32
   config.num_epochs = 20

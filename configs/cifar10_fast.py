@@ -30,11 +30,11 @@ back), and flip + translate test-time augmentation. 12 epochs rather than
 validation) and has no alternating flip.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'cifar10'
   config.image_size = 32
   config.model = 'fast_cifar'

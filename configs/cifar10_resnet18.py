@@ -25,11 +25,11 @@ The recipe is the common short CIFAR ResNet-18 one:
   weights; test-time augmentation averages each image with its mirror image.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'cifar10'
   config.image_size = 32
 

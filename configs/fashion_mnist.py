@@ -5,11 +5,11 @@
 Not measured: TFDS downloads it, and the measuring machines are offline.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'fashion_mnist'
   config.image_size = 28
   config.augment = 'flip,shift,zoom'

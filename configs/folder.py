@@ -11,11 +11,11 @@ a root/validation (or root/val, root/valid) folder, `validation_fraction` of
 every class (of root/train, or of root) is held out for validation.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'folder:'  # set the root: --config.dataset=folder:/path
   config.image_size = 64
   config.batch_size = 64

@@ -55,11 +55,11 @@ shuffle buffer holds encoded JPEGs (ILSVRC2012_img_train.tar's 138 GB over
 1.28M files: about 110 KB each, 1.1 GB) on top of TFDS's shuffled files.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'imagenet2012'
   config.train_split = 'train'
   config.validation_split = 'validation'

@@ -7,11 +7,11 @@ Not measured: TFDS downloads MNIST, and the measuring machines are offline.
 Digits are not mirror-symmetric, so no horizontal flip.
 """
 
-from imgclf_jax import config_keys
+from imgclf_jax.config import keys
 
 
 def get_config():
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = 'mnist'
   config.image_size = 28
   config.augment = 'rotate,zoom,shift'

@@ -16,11 +16,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from imgclf_jax import cli
-from imgclf_jax import config_keys
-from imgclf_jax import distributed
-from imgclf_jax import malloc_tuning
+from imgclf_jax.config import keys
 from imgclf_jax.errors import UserError
+from imgclf_jax import flag_errors
+from imgclf_jax import malloc_tuning
+from imgclf_jax.modes import dispatch
+from imgclf_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
 FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir',
@@ -44,7 +45,7 @@ def define_flags(flag_values=FLAGS, sys_argv=None):
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and '
                       'plots; training resumes from it.',
                       flag_values=flag_values)
-  flags.DEFINE_enum('mode', 'train', cli.MODES, 'train: train and evaluate '
+  flags.DEFINE_enum('mode', 'train', dispatch.MODES, 'train: train and evaluate '
                     '(resuming in --workdir); eval: evaluate a checkpoint and '
                     'write its report; predict: classify --images; export: '
                     'write a checkpoint as a TensorFlow SavedModel.',
@@ -84,11 +85,11 @@ def usage(flag_values=FLAGS) -> str:
     default = '' if flag.default is None else f' (default: {flag.default})'
     lines += textwrap.wrap(f'--{name}: {flag.help}{default}', 79,
                            initial_indent='  ', subsequent_indent='    ')
-  keys = ', '.join(config_keys.get_config().keys())
+  names = ', '.join(keys.get_config().keys())
   lines += ['', *textwrap.wrap(
       "config keys (--config.KEY=VALUE; each one's default and meaning: "
-      f'{config_keys.__file__}):', 79, subsequent_indent='  ')]
-  lines += textwrap.wrap(keys, 79, initial_indent='  ',
+      f'{keys.__file__}):', 79, subsequent_indent='  ')]
+  lines += textwrap.wrap(names, 79, initial_indent='  ',
                          subsequent_indent='  ')
   lines += ['', '--helpfull lists the flags of every library as well.']
   return '\n'.join(lines)
@@ -96,7 +97,7 @@ def usage(flag_values=FLAGS) -> str:
 
 def parse_flags(argv, flag_values=FLAGS):
   """absl's flag parsing, where a bad flag value or a config file that cannot
-  be loaded is one `error:` line and exit status 2, as cli.run's errors;
+  be loaded is one `error:` line and exit status 2, as dispatch.run's errors;
   --help prints `usage` and exits 0."""
   if any(arg in HELP_FLAGS for arg in argv[1:]):
     print(usage(flag_values))
@@ -113,7 +114,7 @@ def parse_flags(argv, flag_values=FLAGS):
     raise
   except Exception as e:  # pylint: disable=broad-except
     # Only absl's parsers, the config file and its overrides run here.
-    message = cli.flag_error(e, argv, flag_values['config'].value)
+    message = flag_errors.flag_error(e, argv, flag_values['config'].value)
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
@@ -126,7 +127,7 @@ def main(argv):
     sys.exit(2)
   set_keys = (set(config_flags.get_override_values(FLAGS['config']))
               if FLAGS.config is not None else None)
-  # Before TF and JAX load (cli.run imports them): TF's C++ warnings off;
+  # Before TF and JAX load (dispatch.run imports them): TF's C++ warnings off;
   # in predict its errors too, since predict names each file it cannot read
   # (`skipped:`) where TF would add an 'Input file read error' line.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL',
@@ -139,14 +140,14 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
+  dispatch.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
           images=FLAGS.images, set_keys=set_keys,
           export_dir=FLAGS.export_dir)
 
 
 def run():
   """The `imgclf-jax` command (and `python main.py`): the flags, then
-  malloc tuning, then cli.run."""
+  malloc tuning, then dispatch.run."""
   # TensorFlow only feeds data here; without this it announces its oneDNN
   # kernels twice on every start. Set TF_ENABLE_ONEDNN_OPTS=1 to use them.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')

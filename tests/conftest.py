@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from imgclf_jax import evaluate
-from imgclf_jax import train
+from imgclf_jax.modes import evaluate
+from imgclf_jax.training import train
 from tests import helpers
 
 

@@ -11,11 +11,11 @@ import matplotlib.colors
 import numpy as np
 from PIL import Image
 
-from imgclf_jax import augment_math
-from imgclf_jax import config_keys
-from imgclf_jax import device_axis
-from imgclf_jax import steps
-from imgclf_jax import train
+from imgclf_jax.config import keys
+from imgclf_jax.data import augment
+from imgclf_jax.parallel import device_axis
+from imgclf_jax.training import steps
+from imgclf_jax.training import train
 
 # A distinct mean colour per class, so a few epochs learn something.
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
@@ -39,7 +39,7 @@ def make_image_folder(root, per_class=(12, 12, 12), splits=('train',),
 
 def small_config(dataset, **overrides):
   """The default config, shrunk to run in seconds on a CPU."""
-  config = config_keys.get_config()
+  config = keys.get_config()
   config.dataset = dataset
   config.image_size = 16
   config.batch_size = 8
@@ -54,7 +54,7 @@ def small_config(dataset, **overrides):
 
 def augment_spec(names, **sizes):
   """The AugmentSpec of the default config with augment=names and `sizes`."""
-  return augment_math.AugmentSpec.from_config(
+  return augment.AugmentSpec.from_config(
       small_config('cifar10', augment=names, **sizes))
 
 

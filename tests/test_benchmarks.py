@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import run
-from imgclf_jax import models
+from imgclf_jax.models import registry
 
 
 def test_fast_cifar_config_is_the_recipe():
@@ -22,12 +22,12 @@ def test_fast_cifar_config_is_the_recipe():
 def test_peer_has_our_parameters_and_layout():
   pytest.importorskip('torch')
   from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
-  model = models.create_model(common.make_config(64, {}, 'fast_cifar'), 10)
+  model = registry.create_model(common.make_config(64, {}, 'fast_cifar'), 10)
   variables = jax.jit(lambda key: model.init(
       key, np.zeros((1, 32, 32, 3), np.float32), train=False))(
           jax.random.key(0))
   net = torch_models.FastCifar(10)
-  assert (torch_models.num_params(net) == models.num_params(model, (32, 32, 3))
+  assert (torch_models.num_params(net) == registry.num_params(model, (32, 32, 3))
           == run.FAST_CIFAR_PARAMS)
   # Our weights in, and back out unchanged (HWIO <-> OIHW, [in, out] <->
   # [out, in]).

@@ -22,7 +22,8 @@ def test_pyproject_declares_the_command_and_the_library_only():
   module, name = project['project']['scripts']['imgclf-jax'].split(':')
   assert module == command_line.__name__ and callable(getattr(command_line,
                                                               name))
-  assert project['tool']['setuptools']['packages'] == ['imgclf_jax']
+  assert project['tool']['setuptools']['packages']['find'] == {
+      'include': ['imgclf_jax', 'imgclf_jax.*']}
   # The same packages as requirements.txt (CI's pinned set), tests apart.
   with open(os.path.join(ROOT, 'requirements.txt')) as f:
     pinned = {line.split('==')[0].lower().replace('_', '-') for line in f
@@ -48,16 +49,20 @@ def _alone(tmp_path, *args, code):
 
 def test_no_module_of_the_library_imports_configs(tmp_path):
   code = ('import importlib, pkgutil, sys, imgclf_jax\n'
-          'names = [m.name for m in pkgutil.iter_modules(imgclf_jax.__path__)]\n'
+          'names = [m.name for m in pkgutil.walk_packages(\n'
+          '    imgclf_jax.__path__, "imgclf_jax.")]\n'
           'for name in names:\n'
-          '  importlib.import_module("imgclf_jax." + name)\n'
+          '  importlib.import_module(name)\n'
           'assert "configs" not in sys.modules and "main" not in sys.modules\n'
           'print(len(names))\n')
   done = _alone(tmp_path, code=code)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert int(done.stdout) == len([f for f in os.listdir(
-      os.path.join(ROOT, 'imgclf_jax')) if f.endswith('.py') and
-              f != '__init__.py'])
+  # Every module and sub-package of the library was imported.
+  assert int(done.stdout) == len(
+      [f for folder, _, files in os.walk(os.path.join(ROOT, 'imgclf_jax'))
+       for f in files if f.endswith('.py') and f != '__init__.py'] +
+      [d for d in os.listdir(os.path.join(ROOT, 'imgclf_jax'))
+       if os.path.isfile(os.path.join(ROOT, 'imgclf_jax', d, '__init__.py'))])
 
 
 def test_the_command_without_the_checkout(tmp_path):
@@ -68,8 +73,8 @@ def test_the_command_without_the_checkout(tmp_path):
   # A config file of the user's, outside the checkout, starts from the
   # package's defaults; its keys are checked as configs/'s are.
   (tmp_path / 'mine.py').write_text(
-      'from imgclf_jax import config_keys\n\n\ndef get_config():\n'
-      '  config = config_keys.get_config()\n  config.num_epochs = 2\n'
+      'from imgclf_jax.config import keys\n\n\ndef get_config():\n'
+      '  config = keys.get_config()\n  config.num_epochs = 2\n'
       '  return config\n')
   typo = _alone(tmp_path, '--config=mine.py', '--workdir=w',
                 '--config.num_epoch=3', code=run)
@@ -85,5 +90,5 @@ def test_the_command_without_the_checkout(tmp_path):
   assert old.returncode == 2 and old.stderr.splitlines() == [
       "error: --config=old.py: the config file raised ModuleNotFoundError: No "
       "module named 'configs' (line 1): configs/ is not importable here. "
-      "Start from the package's defaults instead: from imgclf_jax import "
-      'config_keys; config = config_keys.get_config().']
+      "Start from the package's defaults instead: from imgclf_jax.config "
+      'import keys; config = keys.get_config().']

@@ -1,4 +1,4 @@
-"""main.py and cli.py: the command line as a user runs it (real files, one
+"""main.py and dispatch.py: the command line as a user runs it (real files, one
 device, subprocesses), its flag errors and workdir checks as one `error:`
 line, and its malloc tuning in a fresh interpreter."""
 
@@ -13,9 +13,9 @@ import sys
 from absl import flags
 import pytest
 
-from imgclf_jax import cli
-from imgclf_jax import config_keys
-from imgclf_jax import inference
+from imgclf_jax.config import keys
+from imgclf_jax.modes import checkpoint_loader
+from imgclf_jax.modes import dispatch
 import main
 from tests import helpers
 
@@ -223,10 +223,10 @@ def test_help_exits_0_with_the_flags_and_the_config_keys(capsys, flag):
                         'checkpoint, or predict images.\n')
   for name in ('--config', '--workdir', '--mode', '--step', '--images'):
     assert f'\n  {name}: ' in out
-  keys = out.split('config keys (--config.KEY=VALUE;')[1]
-  assert os.path.join('imgclf_jax', 'config_keys.py') in keys
-  assert all(re.search(rf'\b{key}\b', keys)
-             for key in config_keys.get_config().keys())
+  listed = out.split('config keys (--config.KEY=VALUE;')[1]
+  assert os.path.join('imgclf_jax', 'config', 'keys.py') in listed
+  assert all(re.search(rf'\b{key}\b', listed)
+             for key in keys.get_config().keys())
 
 
 def test_help_and_mistakes_from_another_folder(tmp_path):
@@ -273,7 +273,7 @@ def test_unexpected_arguments_are_one_line(capsys):
 
 
 # ----------------------------------------------------------------------------
-# cli.check_workdir: refused before any work, nothing written
+# dispatch.check_workdir: refused before any work, nothing written
 
 
 @contextlib.contextmanager
@@ -300,9 +300,9 @@ def _read_only(folder):
 
 
 def _run_cli(capsys, mode, config, workdir, **kwargs):
-  """cli.run, which must refuse with one `error:` line: that line."""
+  """dispatch.run, which must refuse with one `error:` line: that line."""
   with pytest.raises(SystemExit) as exit_info:
-    cli.run(mode, config, str(workdir), **kwargs)
+    dispatch.run(mode, config, str(workdir), **kwargs)
   assert exit_info.value.code == 2
   (line,) = capsys.readouterr().err.splitlines()
   return line
@@ -311,7 +311,7 @@ def _run_cli(capsys, mode, config, workdir, **kwargs):
 def test_workdir_that_is_a_file_or_under_one(tmp_path, capsys):
   config = helpers.small_config(f'folder:{tmp_path}/nothing_read')
   (tmp_path / 'notes').write_text('keep me')
-  for mode in cli.MODES:
+  for mode in dispatch.MODES:
     line = _run_cli(capsys, mode, config, tmp_path / 'notes', images='x.png')
     assert line == (f'error: --workdir={tmp_path}/notes is a file, not a '
                     'folder: give a folder for the checkpoints, logs and '
@@ -326,7 +326,7 @@ def test_read_only_workdir_is_refused_before_any_work(tmp_path, capsys,
                                                       monkeypatch):
   def no_work(*args, **kwargs):
     raise AssertionError('a checkpoint was loaded for a read-only workdir')
-  monkeypatch.setattr(inference, 'load', no_work)
+  monkeypatch.setattr(checkpoint_loader, 'load', no_work)
   config = helpers.small_config(f'folder:{tmp_path}/nothing_read')
   (tmp_path / 'run').mkdir()
   with _read_only(tmp_path / 'run'):

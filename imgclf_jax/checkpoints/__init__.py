@@ -1,0 +1,1 @@
+"""Orbax checkpoints of a workdir, their integrity, and the one-trainer lock."""

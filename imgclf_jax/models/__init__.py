@@ -1,0 +1,1 @@
+"""The model architectures, chosen by name (registry.py)."""

@@ -1,0 +1,119 @@
+"""What the command runs (command_line.py, main.py): dispatch on --mode, and
+one-line errors for users."""
+
+import json
+import logging as pylogging
+import os
+import sys
+
+from absl import logging
+
+from imgclf_jax.errors import UserError
+from imgclf_jax.parallel import distributed
+
+MODES = ('train', 'eval', 'predict', 'export')
+
+
+def run(mode: str, config, workdir: str, step=None, images=None,
+        set_keys=None, export_dir=None):
+  """Runs `mode`; a UserError is printed as one line and exits with status 2.
+
+  `step`: None/'latest', 'best' or a step number (eval, predict, export);
+  `images`: a file, folder or glob (predict); `set_keys`: the keys of
+  `config` set on the command line (--config.KEY=; None: all of them);
+  `export_dir`: where export writes (None: <workdir>/export/step<N>).
+  """
+  # Imported here so that `--help` and flag errors stay fast.
+  from imgclf_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.training import train  # pylint: disable=g-import-not-at-top
+  _quiet_library_logs()
+  try:
+    check_workdir(mode, workdir)
+    if mode == 'train':
+      if config is None:
+        raise UserError('--config is required for --mode=train, e.g. '
+                        '--config=configs/cifar10.py.')
+      return train.train_and_evaluate(config, workdir)
+    if mode == 'predict':
+      return predict.predict_images(config, workdir, images, step)
+    if mode == 'export':
+      from imgclf_jax.modes import export  # pylint: disable=g-import-not-at-top
+      result = export.export_checkpoint(config, workdir, step, export_dir)
+      print(json.dumps(result, indent=2))
+      return result
+    result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
+    # The table is in the log; stdout gets one line of JSON for scripts
+    # (from the first process of several).
+    if distributed.is_primary():
+      print(json.dumps(evaluate.summary(result)))
+    return result
+  except UserError as e:
+    logging.flush()
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except train.Interrupted as e:
+    logging.flush()
+    print(f'interrupted: {e}', file=sys.stderr)
+    sys.exit(130)
+  except train.Stopped as e:  # SIGTERM or Ctrl-C, with a checkpoint
+    logging.flush()
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(e.status)
+
+
+def check_workdir(mode: str, workdir: str):
+  """Refuses, before any work, a --workdir that `mode` could not write to:
+  training creates it (or resumes in it); eval and predict write their
+  reports and CSVs into it."""
+  path = os.path.abspath(workdir)
+  if os.path.lexists(path) and not os.path.exists(path):
+    raise UserError(f'--workdir={workdir} is a broken symbolic link: fix it or '
+                    'give another folder.')
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f'--workdir={workdir} is a file, not a folder: give a '
+                    'folder for the checkpoints, logs and reports (training '
+                    'creates it).')
+  if mode != 'train':
+    if os.path.isdir(path) and not _writable(path):
+      written = {'eval': 'its report (eval_<split>_step<N>.json, .csv, .png)',
+                 'predict': 'predictions_step<N>.csv',
+                 'export': 'the SavedModel (export/step<N>/)'}[mode]
+      raise UserError(
+          f'--workdir={workdir} is not writable, and --mode={mode} writes '
+          f'{written} there: make it writable, or copy the run (cp -r '
+          f'{workdir} /tmp/run) and give --workdir=/tmp/run.')
+    return
+  existing = path
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UserError(f'--workdir={workdir} cannot be created: {existing} is a '
+                    'file, not a folder.')
+  checkpoints = os.path.join(path, 'checkpoints')
+  if not _writable(existing):
+    what = ('is not writable' if existing == path else
+            f'cannot be created: {existing} is not writable')
+  elif os.path.isdir(checkpoints) and not _writable(checkpoints):
+    what = f'has a checkpoints folder that is not writable ({checkpoints})'
+  else:
+    return
+  raise UserError(f'--workdir={workdir} {what}: training writes its '
+                  'checkpoints and logs there; give a folder you can write '
+                  'to.')
+
+
+def _writable(folder: str) -> bool:
+  """Files can be created in `folder` (a read-only mount and an immutable
+  folder are not writable for root either)."""
+  return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _quiet_library_logs():
+  """Keeps Orbax's per-save INFO lines and JAX's search for absent
+  backends ('Unable to initialize backend tpu') out of the log (warnings
+  still show)."""
+  def keep(record):
+    return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+  logging.get_absl_logger().addFilter(keep)
+  pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)

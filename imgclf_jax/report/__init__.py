@@ -1,0 +1,1 @@
+"""What the program writes about a model and its data: tables, plots, TensorBoard events."""

@@ -1,0 +1,1 @@
+"""The pure steps, the train state and optimizer, and the training loop."""

@@ -1,0 +1,235 @@
+"""Several processes (jax.distributed): each process's share of the data is
+its rows of the one-process batches and every validation example is counted
+once (in this process, with `process=(index, count)`); two main.py
+processes on localhost with 2 fake CPU devices each (gloo collectives) train
+as one process with 4 devices, stop together on a SIGTERM to one of them,
+resume, and leave a checkpoint that a one-process eval reproduces."""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from imgclf_jax.config import resolve
+from imgclf_jax.data import input_pipeline
+from imgclf_jax.data import sources
+from imgclf_jax.errors import UserError
+from imgclf_jax.modes import checkpoint_loader
+from imgclf_jax.modes import evaluate
+from imgclf_jax.parallel import device_axis
+from imgclf_jax.parallel import distributed
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _pipelines(folder, count, **overrides):
+  config = resolve.for_training(
+      helpers.small_config(f'folder:{folder}', **overrides), 4)
+  source = sources.make_source(config)
+  whole = input_pipeline.InputPipeline(source, config, process=(0, 1))
+  shares = [input_pipeline.InputPipeline(source, config, whole.normalization,
+                                         process=(i, count))
+            for i in range(count)]
+  return whole, shares
+
+
+@pytest.mark.parametrize('overrides', [{}, {'oversample': True},
+                                       {'crop': 'random_resized'}])
+def test_each_process_gets_its_rows_of_the_one_process_batches(
+    colour_folder, overrides):
+  whole, shares = _pipelines(colour_folder, 2, **overrides)
+  for epoch, start in ((0, 0), (1, 2)):
+    one = list(whole.train_batches(epoch, start))
+    parts = [list(p.train_batches(epoch, start)) for p in shares]
+    assert len(one) == len(parts[0]) == len(parts[1]) == 4 - start
+    for batch, a, b in zip(one, *parts):
+      for key in batch:
+        np.testing.assert_array_equal(
+            np.concatenate([a[key], b[key]]), batch[key], err_msg=key)
+
+
+@pytest.mark.parametrize('crop', ['none', 'random_resized'])
+def test_every_validation_example_is_evaluated_once_over_the_processes(
+    colour_folder, crop):
+  # 6 validation images over 4 processes: shares of 2, 2, 1 and 1, each
+  # padded to the same batches (with crops: the same central crops).
+  whole, shares = _pipelines(colour_folder, 4, validation_fraction=0.15,
+                             eval_batch_size=4, crop=crop)
+  one = list(whole.eval_batches('validation'))
+  labels = np.concatenate([b['label'] for b in one])
+  assert len(labels) == 6
+  seen, images, shapes = [], [], set()
+  for pipeline in shares:
+    batches, padding = pipeline.eval_share('validation')
+    assert padding == (2, 1)
+    padded = list(device_axis.pad_batches(batches, 1, padding))
+    assert len(padded) == 2
+    for batch in padded:
+      shapes.add(batch['image'].shape)
+      seen.append(batch['label'][batch['mask'] > 0])
+      images.append(batch['image'][batch['mask'] > 0])
+  assert shapes == {(1, 16, 16, 3)}
+  np.testing.assert_array_equal(np.concatenate(seen), labels)
+  np.testing.assert_array_equal(np.concatenate(images),
+                                np.concatenate([b['image'] for b in one]))
+
+
+def test_distributed_flags_are_checked():
+  assert distributed.initialize('auto') is False   # one process: nothing
+  with pytest.raises(UserError, match='--distributed=off with --num_processes'):
+    distributed.initialize('off', num_processes=2)
+  assert distributed.launched_as_several(
+      {'SLURM_STEP_ID': '0', 'SLURM_NTASKS': '8'})
+  assert not distributed.launched_as_several({'SLURM_NTASKS': '8'})  # sbatch
+  assert distributed.launched_as_several({'OMPI_COMM_WORLD_SIZE': '2'})
+  assert not distributed.launched_as_several({})
+
+
+# --- Two processes of main.py ---------------------------------------------
+
+EPOCHS = 3
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _main(data, workdir, log, devices, *extra):
+  args = [sys.executable, 'main.py', '--config=configs/folder.py',
+          f'--workdir={workdir}', f'--config.dataset=folder:{data}',
+          '--config.image_size=16', '--config.batch_size=8',
+          '--config.eval_batch_size=8', f'--config.num_epochs={EPOCHS}',
+          '--config.log_every_steps=2', *extra]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  out = open(log, 'a')
+  return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out)
+
+
+def _two_processes(data, workdir, tmp_path, run):
+  port = _free_port()
+  return [_main(data, workdir, str(tmp_path / f'p{i}_{run}.log'), 2,
+                f'--coordinator_address=localhost:{port}',
+                '--num_processes=2', f'--process_id={i}') for i in (0, 1)]
+
+
+def _log(tmp_path, name):
+  with open(tmp_path / name) as f:
+    return f.read()
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(line).items()
+             if k not in ('train_seconds', 'epoch_seconds')} for line in f]
+
+
+@pytest.mark.slow
+def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
+    tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(12, 12, 12),
+                                   ext='jpg')
+  one = str(tmp_path / 'one')
+  assert _main(data, one, str(tmp_path / 'one.log'), 4).wait(600) == 0
+  two = str(tmp_path / 'two')
+
+  # A SIGTERM to process 1 alone, once it has joined: JAX's notifier tells
+  # process 0, and both stop after the same step, with its checkpoint.
+  processes = _two_processes(data, two, tmp_path, 'a')
+  while 'Process 1 of 2' not in _log(tmp_path, 'p1_a.log'):
+    assert processes[1].poll() is None, _log(tmp_path, 'p1_a.log')[-3000:]
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGTERM)
+  codes = [p.wait(600) for p in processes]
+  logs = [_log(tmp_path, f'p{i}_a.log') for i in (0, 1)]
+  assert codes == [143, 143], logs[0][-3000:] + logs[1][-3000:]
+  stopped = [l for l in logs[0].splitlines() if l.startswith('stopped:')]
+  assert len(stopped) == 1 and stopped[0] in logs[1]
+  steps = os.listdir(os.path.join(two, 'checkpoints'))
+  assert len(steps) == 1 and int(steps[0]) < 4 * EPOCHS
+  assert f'checkpoint at step {steps[0]}' in stopped[0]
+
+  processes = _two_processes(data, two, tmp_path, 'b')
+  codes = [p.wait(600) for p in processes]
+  assert codes == [0, 0], _log(tmp_path, 'p0_b.log')[-3000:]
+
+  # The same epochs (one line each: only process 0 writes) and weights.
+  a, b = _records(one), _records(two)
+  assert [r['epoch'] for r in b] == list(range(1, EPOCHS + 1))
+  for x, y in zip(a, b, strict=True):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_allclose(y[key], x[key], rtol=1e-5, err_msg=key)
+  s1, s2 = checkpoint_loader.load(one).state, checkpoint_loader.load(two).state
+  assert int(s1.step) == int(s2.step) == 4 * EPOCHS
+  for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5,
+                               atol=1e-6)
+  assert not glob.glob(os.path.join(two, '.imgclf_jax_shared_check'))
+
+  # The two processes' checkpoint, evaluated by one process, and by two:
+  # each evaluates its share; the first prints and writes the report.
+  result = evaluate.evaluate_checkpoint(None, two)
+  assert result['accuracy'] == b[-1]['validation_accuracy']
+  np.testing.assert_allclose(result['loss'], b[-1]['validation_loss'],
+                             rtol=1e-5)
+  report = os.path.join(two, f'eval_validation_step{4 * EPOCHS}.json')
+  with open(report.replace('.json', '_predictions.csv')) as f:
+    one_csv = f.read()
+  os.remove(report)
+  port = _free_port()
+  evals = [_main(data, two, str(tmp_path / f'e{i}.log'), 2, '--mode=eval',
+                 f'--coordinator_address=localhost:{port}',
+                 '--num_processes=2', f'--process_id={i}') for i in (0, 1)]
+  assert [p.wait(600) for p in evals] == [0, 0], _log(tmp_path, 'e0.log')
+  with open(report) as f:
+    both = json.load(f)
+  assert both['num_examples'] == 3
+  with open(report.replace('.json', '_predictions.csv')) as f:
+    assert f.read() == one_csv  # every example once, in the split's order
+  assert both['accuracy'] == result['accuracy']
+  np.testing.assert_allclose(both['loss'], result['loss'], rtol=1e-6)
+  assert both['confusion_matrix'] == result['confusion_matrix']
+  assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
+
+
+@pytest.mark.parametrize('crop', ['none', 'random_resized'])
+def test_tfds_processes_read_their_own_records_in_batches_of_their_share(
+    crop):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = resolve.for_training(
+      helpers.small_config('mnist', validation_split='', crop=crop), 4)
+  with tfds.testing.mock_data(num_examples=40):
+    source = sources.make_source(config)
+    pipelines = [input_pipeline.InputPipeline(source, config,
+                                              process=(i, 2))
+                 for i in (0, 1)]
+    epochs = [list(p.train_batches(0)) for p in pipelines]
+    resumed = list(pipelines[0].train_batches(0, start=2))
+  steps = pipelines[0].steps_per_epoch
+  assert steps == source.num_examples('train') // 8 > 2
+  for batches in epochs:  # the epoch's steps, half of each batch
+    assert len(batches) == steps
+    assert {b['image'].shape[0] for b in batches} == {4}
+  # Seeds of their own: the two processes' batches differ.
+  assert not np.array_equal(epochs[0][0]['image'], epochs[1][0]['image'])
+  for a, b in zip(resumed, epochs[0][2:], strict=True):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  with pytest.raises(UserError, match='oversample with several processes'):
+    oversampled = config.copy_and_resolve_references()
+    oversampled.oversample = True
+    with tfds.testing.mock_data(num_examples=40):
+      list(input_pipeline.InputPipeline(
+          sources.make_source(oversampled), oversampled,
+          process=(0, 2)).train_batches(0))

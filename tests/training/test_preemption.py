@@ -1,0 +1,188 @@
+"""Step checkpoints and stop signals: a run stopped inside an epoch (SIGTERM,
+Ctrl-C, a step checkpoint then a kill) resumes at that step and ends exactly
+as the uninterrupted `full_run` (tests/conftest.py: 3 epochs of 4 steps on 4
+fake devices, running metrics every 2 steps); a save cut short by a kill is
+removed and training resumes from the step before."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from imgclf_jax.checkpoints import checkpoint_store
+from imgclf_jax.errors import UserError
+from imgclf_jax.modes import checkpoint_loader
+from imgclf_jax.modes import dispatch
+from imgclf_jax.modes import evaluate
+from imgclf_jax.report import event_files
+from imgclf_jax.training import preemption
+from imgclf_jax.training import train
+
+TIMING = ('train_seconds', 'epoch_seconds')
+
+
+def _steps(workdir):
+  return sorted(int(os.path.basename(p)) for p in
+                glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
+
+
+def _untimed_records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in f]
+
+
+def _assert_same_state(workdir, other):
+  a, b = checkpoint_loader.load(workdir).state, checkpoint_loader.load(other).state
+  assert int(a.step) == int(b.step)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _event_steps(workdir):
+  """tag -> the steps of its summaries, over every event file."""
+  steps = {}
+  for path in event_files.files(workdir):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(event.step)
+  return {tag: sorted(s) for tag, s in steps.items()}
+
+
+def _signal_at(monkeypatch, signum, epoch, step):
+  """Sends `signum` to this process once epoch `epoch` (0-based) has done
+  `step` steps: a real signal, handled as the trainer handles it."""
+  real = train.progress_lib.EpochProgress.step
+
+  def step_then_signal(self):
+    real(self)
+    if self.epoch == epoch and self.done == step:
+      os.kill(os.getpid(), signum)
+  monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
+                      step_then_signal)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_exits_143_and_the_rerun_ends_identically(
+    full_run, tmp_path, monkeypatch, capsys):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path)
+  handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+  _signal_at(monkeypatch, signal.SIGTERM, epoch=1, step=2)
+  with pytest.raises(SystemExit) as exit_info:
+    dispatch.run('train', config, workdir)
+  assert exit_info.value.code == 143 == preemption.exit_status(signal.SIGTERM)
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      'stopped: SIGTERM received: training stopped in epoch 2 (its step 2 of '
+      f'4) with a checkpoint at step 6 in {workdir}/checkpoints: run the same '
+      'command to resume from it.')
+  assert _steps(workdir) == [4, 6]
+  assert [r['epoch'] for r in _untimed_records(workdir)] == [1]
+  # The handlers are the program's own again after training.
+  assert (signal.getsignal(signal.SIGTERM),
+          signal.getsignal(signal.SIGINT)) == handlers
+  monkeypatch.undo()
+
+  train.train_and_evaluate(config, workdir)
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)
+  _assert_same_state(workdir, full_workdir)
+  # TensorBoard holds each step once, as the uninterrupted run's events.
+  assert _event_steps(workdir) == _event_steps(full_workdir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_the_first_epoch_saves_its_step_and_resumes_exactly(
+    full_run, tmp_path, monkeypatch, capsys):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path)
+  _signal_at(monkeypatch, signal.SIGINT, epoch=0, step=3)
+  with pytest.raises(SystemExit) as exit_info:
+    dispatch.run('train', config, workdir)
+  assert exit_info.value.code == 130
+  assert 'stopped: SIGINT received: training stopped in epoch 1 (its step 3' \
+      in capsys.readouterr().err
+  assert _steps(workdir) == [3]
+  # No finished epoch: nothing ranks for --step=best, latest evaluates.
+  with pytest.raises(UserError, match=r'--step=best: no checkpoint .* ends '
+                     r'an epoch \(steps there, inside epochs: \[3\]\)'):
+    evaluate.evaluate_checkpoint(None, workdir, 'best')
+  assert evaluate.evaluate_checkpoint(None, workdir, 'latest')['step'] == 3
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)
+  _assert_same_state(workdir, full_workdir)
+
+
+@pytest.mark.slow
+def test_step_checkpoints_resume_inside_an_epoch_after_a_kill(full_run,
+                                                              tmp_path):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  stepped = config.copy_and_resolve_references()
+  stepped.checkpoint_every_steps = 3
+  stepped.max_checkpoints_to_keep = 10
+  train.train_and_evaluate(stepped, workdir)
+  # Every 3 steps (3, 6, 9 inside epochs; 12 ends one) and every epoch's end.
+  assert _steps(workdir) == [3, 4, 6, 8, 9, 12]
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)
+  _, metadata = checkpoint_store.CheckpointStore(workdir).restore_metadata(9)
+  assert metadata['epoch'] == 2 and set(metadata['epoch_train_sums']) == {
+      'loss', 'accuracy'}
+  # A kill -9 after step 9's checkpoint, in the middle of step 12's save:
+  # the last epoch's line was logged, its checkpoint is a temporary folder.
+  os.rename(os.path.join(workdir, 'checkpoints', '12'),
+            os.path.join(workdir, 'checkpoints',
+                         '12.orbax-checkpoint-tmp-1234567'))
+  train.train_and_evaluate(stepped, workdir)
+  assert not glob.glob(os.path.join(workdir, 'checkpoints', '*tmp*'))
+  assert _steps(workdir) == [3, 4, 6, 8, 9, 12]
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)
+  _assert_same_state(workdir, full_workdir)
+  # The events of steps 10 and 12, written before the kill, were cut: each
+  # step once, as in the uninterrupted run.
+  assert _event_steps(workdir) == _event_steps(full_workdir)
+
+
+def test_an_unfinished_save_is_removed_with_a_log_line(trained, caplog):
+  _, workdir = trained
+  tmp = os.path.join(workdir, 'checkpoints', '4.orbax-checkpoint-tmp-99')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', '2'), tmp)
+  store = checkpoint_store.CheckpointStore(workdir, max_to_keep=3)
+  assert store.steps() == [2]
+  with caplog.at_level('WARNING'):
+    store.remove_unfinished()
+  store.close()
+  assert not os.path.exists(tmp)
+  assert (f'Removed {tmp}: a checkpoint save that did not finish' in
+          caplog.text and 'resumes from the latest complete step (2)' in
+          caplog.text)
+
+
+def test_event_files_cut_after_keeps_earlier_steps_and_the_file_header(
+    tmp_path):
+  writer = tf.summary.create_file_writer(str(tmp_path))
+  with writer.as_default():
+    for step in range(1, 7):
+      tf.summary.scalar('loss', 1.0 / step, step=step)
+  writer.close()
+  assert event_files.cut_after(str(tmp_path), 4) == 2
+  assert _event_steps(str(tmp_path)) == {'loss': [1, 2, 3, 4]}
+  (path,) = event_files.files(str(tmp_path))
+  first = next(tf.compat.v1.train.summary_iterator(path))
+  assert first.file_version.startswith('brain.Event')
+  assert event_files.cut_after(str(tmp_path), 4) == 0  # nothing more
+
+
+def test_checkpoint_every_steps_must_not_be_negative(two_class_folder):
+  from imgclf_jax.config import resolve  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  config = helpers.small_config(f'folder:{two_class_folder}',
+                                checkpoint_every_steps=-1)
+  with pytest.raises(UserError, match='checkpoint_every_steps=-1'):
+    resolve.for_training(config, 1)
