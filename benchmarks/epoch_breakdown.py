@@ -26,6 +26,7 @@ if __package__ in (None, ''):  # python benchmarks/epoch_breakdown.py
 import jax
 
 from benchmarks import common
+from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
 from imgclf_jax.models import registry
@@ -41,7 +42,9 @@ def cpu_seconds():
 
 def pipeline_cpu_ms(dataset, augment):
   config = common.make_config(128, dataset=dataset, augment=augment)
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  data = specs.data_spec(config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
+                                          data)
   for _ in pipeline.train_batches(0):  # fills the cache
     pass
   start, batches = cpu_seconds(), 0
@@ -52,7 +55,9 @@ def pipeline_cpu_ms(dataset, augment):
 
 def bare_loop_epochs(dataset):
   config = common.make_config(128, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  data = specs.data_spec(config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
+                                          data)
   state = train_state_lib.create_train_state(
       jax.random.key(0), registry.create_model(config, pipeline.source.info.num_classes),
       pipeline.image_shape, config, pipeline.steps_per_epoch)

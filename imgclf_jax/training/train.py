@@ -14,6 +14,8 @@ from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.checkpoints import workdir_lock
 from imgclf_jax.config import keys
 from imgclf_jax.config import resolve
+from imgclf_jax.config import specs
+from imgclf_jax.data import folder_source
 from imgclf_jax.data import imbalance
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
@@ -49,7 +51,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   devices = jax.local_devices()  # with several processes, this one's
   # The global batch is split over every device of every process.
   config = resolve.for_training(config, jax.device_count())
-  source = sources.make_source(config)
+  source = sources.make_source(specs.data_spec(config).source)
   imbalance.parse_class_weights(config.class_weights, source.info.class_names)
   distributed.check_shared_workdir(workdir)
   # With several processes the first holds the lock (and writes the files).
@@ -98,7 +100,8 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   store.remove_unfinished()
   _check_validation_files(source)
 
-  pipeline = input_pipeline.InputPipeline(source, config, normalization)
+  pipeline = input_pipeline.InputPipeline(source, specs.data_spec(config),
+                                          normalization)
   steps_per_epoch = pipeline.steps_per_epoch
   model = registry.create_model(config, info.num_classes)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -138,7 +141,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
                info.num_examples, config.model, where, steps_per_epoch,
                config.batch_size)
   if primary:
-    class_distribution.write_class_distribution(pipeline, config, workdir)
+    class_distribution.write_class_distribution(pipeline, workdir)
   weights = pipeline.loss_weights()
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
@@ -381,7 +384,7 @@ def _check_validation_files(source):
   before training spends an epoch on the way to it (a new run's statistics
   pass decodes the train split). Image folders only: TFDS has no files."""
   files = source.files('validation')
-  if files is not None and sources.find_unreadable(files):
+  if files is not None and folder_source.find_unreadable(files):
     raise UserError(source.describe_error('validation', None))
 
 

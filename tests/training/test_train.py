@@ -23,7 +23,6 @@ from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.checkpoints import workdir_lock
 from imgclf_jax.config import keys
 from imgclf_jax.config import resolve
-from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import evaluate
@@ -261,7 +260,7 @@ def test_a_corrupt_validation_image_stops_training_before_it_starts(tmp_path):
   data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
   config = helpers.small_config(f'folder:{data}')
   # The validation split is carved out of train/: corrupt one of its files.
-  bad = sources.make_source(config).files('validation')[-1]
+  bad = helpers.make_source(config).files('validation')[-1]
   with open(bad, 'wb') as f:
     f.write(b'not an image')
   workdir = str(tmp_path / 'run')
