@@ -20,9 +20,10 @@ from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import dispatch
 from imgclf_jax.modes import evaluate
+from imgclf_jax.modes import train
 from imgclf_jax.report import event_files
 from imgclf_jax.training import preemption
-from imgclf_jax.training import train
+from imgclf_jax.training import progress as progress_lib
 
 TIMING = ('train_seconds', 'epoch_seconds')
 
@@ -58,13 +59,13 @@ def _event_steps(workdir):
 def _signal_at(monkeypatch, signum, epoch, step):
   """Sends `signum` to this process once epoch `epoch` (0-based) has done
   `step` steps: a real signal, handled as the trainer handles it."""
-  real = train.progress_lib.EpochProgress.step
+  real = progress_lib.EpochProgress.step
 
   def step_then_signal(self):
     real(self)
     if self.epoch == epoch and self.done == step:
       os.kill(os.getpid(), signum)
-  monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
+  monkeypatch.setattr(progress_lib.EpochProgress, 'step',
                       step_then_signal)
 
 
