@@ -137,7 +137,7 @@ class EpochLoop:
         _check_finite(metrics_lib.to_floats(sums, 'train_'), epoch,
                       self.saver.store)
         self.saver.inside_epoch(step, state, epoch, last_record, sums)
-      if stopping:
+      if stopping and inside:  # at the epoch's end: validated, saved (run)
         self.progress.close()
         raise self._stopped(stop.signum, epoch, step)
     self.progress.close()
