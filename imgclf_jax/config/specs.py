@@ -79,4 +79,4 @@ def run_spec(config, num_classes: int) -> RunSpec:
   return RunSpec(model=model_spec(config, num_classes),
                  optim=optim_spec(config), loop=loop_spec(config),
                  checkpoints=checkpoint_spec(config),
-                 config=keys.to_dict(config))
+                 config_record=keys.to_dict(config))

@@ -147,12 +147,14 @@ def trainer(optim: OptimSpec, loop: LoopSpec, pipeline, dropout_rng,
                                                         steps_per_epoch))
 
 
-def checkpoint_metadata(config: dict, pipeline, split_sizes: dict) -> dict:
+def checkpoint_metadata(config_record: dict, pipeline,
+                        split_sizes: dict) -> dict:
   """What every checkpoint of the run records besides its epoch and metrics
-  (checkpoint_store.py): `config` (keys.to_dict), the classes, the
-  normalisation statistics, the image shape and the split sizes."""
+  (checkpoint_store.py): the config (`config_record`, keys.to_dict), the
+  classes, the normalisation statistics, the image shape and the split
+  sizes."""
   info = pipeline.source.info
-  return {'config': config,
+  return {'config': config_record,
           'class_names': list(info.class_names),
           'normalization': pipeline.normalization,
           'image_shape': list(pipeline.image_shape),

@@ -78,11 +78,11 @@ class LoopSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """A training run's specs, and `config`: its resolved config as plain
-  JSON types (keys.to_dict), which each checkpoint's metadata and the
+  """A training run's specs, and `config_record`: its resolved config as
+  plain JSON types (keys.to_dict), which each checkpoint's metadata and the
   TensorBoard hparams record."""
   model: ModelSpec
   optim: OptimSpec
   loop: LoopSpec
   checkpoints: CheckpointSpec
-  config: dict
+  config_record: dict

@@ -60,12 +60,12 @@ def run(spec: RunSpec, source, config, workdir: str, devices, lock,
                  workdir)
   writer = setup.tensorboard_writer(workdir)
   if start.step == 0:
-    writer.write_hparams(spec.config)
+    writer.write_hparams(spec.config_record)
   epochs = loop.EpochLoop(
       spec.loop, spec.checkpoints,
       setup.trainer(spec.optim, spec.loop, pipeline, dropout_rng, devices),
-      loop.Saver(store, setup.checkpoint_metadata(spec.config, pipeline,
-                                                  split_sizes)),
+      loop.Saver(store, setup.checkpoint_metadata(spec.config_record,
+                                                  pipeline, split_sizes)),
       stopper, epoch_log, writer)
   last_record = resumed.metadata['metrics'] if resumed is not None else {}
   return _run_epochs(epochs, state, start, last_record, workdir)

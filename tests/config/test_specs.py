@@ -66,6 +66,6 @@ def test_model_spec_resolves_precision_and_convolutions(monkeypatch):
 def test_run_spec_records_the_config_as_checkpoints_store_it():
   config = helpers.small_config('cifar10', num_epochs=5)
   run = specs.run_spec(config, 10)
-  assert run.config == keys.to_dict(config)
+  assert run.config_record == keys.to_dict(config)
   assert run.loop.num_epochs == run.optim.num_epochs == 5
   assert run.model.num_classes == 10
