@@ -26,6 +26,7 @@ if __package__ in (None, ''):  # python benchmarks/epoch_breakdown.py
 import jax
 
 from benchmarks import common
+from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
 from imgclf_jax.models import registry
@@ -54,8 +55,8 @@ def bare_loop_epochs(dataset):
   config = common.make_config(128, dataset=dataset)
   pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), registry.create_model(config, pipeline.source.info.num_classes),
-      pipeline.image_shape, config, pipeline.steps_per_epoch)
+      jax.random.key(0), registry.create_model(specs.model_spec(config, pipeline.source.info.num_classes)),
+      pipeline.image_shape, specs.optim_spec(config), pipeline.steps_per_epoch)
   p_step = common.trainer_train_step(config)
   rng = jax.random.key(1)
   host = list(pipeline.train_batches(0))

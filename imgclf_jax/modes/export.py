@@ -46,7 +46,7 @@ def probabilities_fn(loaded: checkpoint_loader.Checkpoint):
   test-time augmentation (as steps.predict_step)."""
   mean = jnp.asarray(loaded.normalization['mean'], jnp.float32)
   std = jnp.asarray(loaded.normalization['std'], jnp.float32)
-  apply_fn, tta = loaded.state.apply_fn, loaded.config.tta
+  apply_fn, tta = loaded.state.apply_fn, loaded.report.tta
 
   def probabilities(variables, images):
     return jax.nn.softmax(tta_lib.tta_logits(apply_fn, variables,

@@ -32,18 +32,19 @@ def warn_unvalidated_classes(validation_counts, train_counts,
   return names
 
 
-def write_class_distribution(pipeline, config, workdir: str) -> dict:
+def write_class_distribution(pipeline, workdir: str) -> dict:
   """class_distribution.png and .json for the training and validation splits.
 
-  Logs a warning (imbalance.describe) when the training split's largest class
-  has more than config.imbalance_warning_ratio times the smallest's examples,
-  and one naming the classes without validation examples.
+  Logs a warning (imbalance.describe, with the pipeline's settings) when the
+  training split's largest class has more than imbalance_warning_ratio
+  times the smallest's examples, and one naming the classes without
+  validation examples.
   Returns the JSON's content and, not written, the chart's layout.
   """
   class_names = list(pipeline.source.info.class_names)
   counts = {split: pipeline.class_counts(split)
             for split in ('train', 'validation')}
-  summary = imbalance.describe(counts['train'], class_names, config)
+  summary = imbalance.describe(counts['train'], class_names, pipeline.config)
   summary['classes_without_validation'] = warn_unvalidated_classes(
       counts['validation'], counts['train'], class_names)
   path = os.path.join(workdir, CLASS_DISTRIBUTION + '.png')

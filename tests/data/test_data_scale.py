@@ -15,13 +15,14 @@ import tensorflow_datasets as tfds
 
 from imgclf_jax.config import keys
 from imgclf_jax.config import resolve
+from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import preprocess
 from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import registry
 from imgclf_jax.modes import predict
-from imgclf_jax.training import train
+from imgclf_jax.training import setup
 from imgclf_jax.training import train_state as train_state_lib
 from tests import helpers
 from tests.helpers import assert_examples_at as _assert_examples_at
@@ -562,10 +563,10 @@ def test_init_from_data_gets_the_eval_images_of_its_sample_only(tmp_path,
   everything = np.concatenate([b['image']
                                for b in pipeline.eval_batches('train')])
   state = train_state_lib.create_train_state(
-      jax.random.key(0), registry.create_model(config, 3), (16, 16, 3), config,
-      steps_per_epoch=3)
+      jax.random.key(0), registry.create_model(specs.model_spec(config, 3)),
+      (16, 16, 3), specs.optim_spec(config), steps_per_epoch=3)
   recorder = _Recorder()
-  train._init_from_data(recorder, state, pipeline, seed=3, num_images=10)
+  setup.init_from_data(recorder, state, pipeline, seed=3, num_images=10)
   chosen = np.sort(np.random.default_rng(3).choice(len(everything), 10,
                                                    replace=False))
   assert chosen.tolist() != list(range(10))  # not simply the first images

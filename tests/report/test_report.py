@@ -221,7 +221,7 @@ def test_a_class_without_validation_examples_is_warned_before_training(
   config = helpers.small_config(f'folder:{root}')
   pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   with caplog.at_level('WARNING'):
-    dist = class_distribution.write_class_distribution(pipeline, config, str(tmp_path))
+    dist = class_distribution.write_class_distribution(pipeline, str(tmp_path))
   assert dist['validation'] == [1, 0, 1]
   assert dist['classes_without_validation'] == ['class_1']
   warnings = [r.getMessage() for r in caplog.records
@@ -242,7 +242,7 @@ def test_imbalance_warning_and_chart(tmp_path, caplog):
   config = helpers.small_config(f'folder:{root}')
   pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
   with caplog.at_level('WARNING'):
-    dist = class_distribution.write_class_distribution(pipeline, config,
+    dist = class_distribution.write_class_distribution(pipeline,
                                                       str(tmp_path))
   assert dist['train'] == [36, 7, 36] and dist['validation'] == [4, 1, 4]
   assert dist['imbalance_ratio'] == pytest.approx(36 / 7) and dist['warning']
@@ -278,7 +278,7 @@ def test_no_overfitting_on_a_noisy_but_improving_run(caplog):
     assert overfitting.log_overfitting(records) is None
   assert 'No overfitting seen' in caplog.text
   for n in range(2, 21):  # nor at any point of that run
-    assert overfitting.overfitting_epoch(records[:n]) is None, n
+    assert overfitting.overfitting(records[:n]) is None, n
 
 
 def test_overfitting_on_a_run_that_overfits(caplog):
@@ -294,19 +294,19 @@ def test_overfitting_on_a_run_that_overfits(caplog):
   assert 'Overfitting starts at epoch 7: over 34 consecutive epochs' in (
       caplog.text)
   # Seen as soon as the trend has lasted OVERFIT_PATIENCE epochs.
-  assert overfitting.overfitting_epoch(records[:8]) is None
-  assert overfitting.overfitting_epoch(records[:10]) == 7
+  assert overfitting.overfitting(records[:8]) is None
+  assert overfitting.overfitting(records[:10])['epoch'] == 7
 
 
 def test_overfitting_needs_a_sustained_rise_and_a_widening_gap():
   falling = [2.0, 1.6, 1.3, 1.1, 0.95, 0.85, 0.75, 0.7, 0.65, 0.6]
   rising = [1.9, 1.4, 1.2, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0, 2.2]
-  assert overfitting.overfitting_epoch(_records(rising, falling)) == 5
+  assert overfitting.overfitting(_records(rising, falling))['epoch'] == 5
   # One epoch up, then improving again: no trend.
   wobble = [1.9, 1.4, 1.2, 1.1, 1.3, 1.0, 0.95, 0.9, 0.88, 0.85]
-  assert overfitting.overfitting_epoch(_records(wobble, falling)) is None
+  assert overfitting.overfitting(_records(wobble, falling)) is None
   # Both losses rising together (unstable training): no widening gap.
   both = [v - 0.1 for v in rising]
-  assert overfitting.overfitting_epoch(_records(rising, both)) is None
+  assert overfitting.overfitting(_records(rising, both)) is None
   # Too few epochs to see a trend.
-  assert overfitting.overfitting_epoch(_records(rising[:3], falling[:3])) is None
+  assert overfitting.overfitting(_records(rising[:3], falling[:3])) is None
