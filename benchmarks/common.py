@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from imgclf_jax.config import keys
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.training import steps
@@ -110,14 +111,14 @@ def make_config(batch_size: int, overrides: dict | None = None,
 
 
 def trainer_train_step(config, devices=None, steps_per_epoch=None):
-  """The pmapped train step train.train_and_evaluate builds for `config`
+  """The pmapped train step train_and_evaluate builds for `config`
   (resolved): (state, batch [D, B/D, ...], rng) -> (state, metrics).
   `steps_per_epoch` (for a lookahead's epoch ends): default CIFAR-10's
   45,000 training images' worth."""
   steps_per_epoch = steps_per_epoch or 45_000 // config.batch_size
   return device_axis.pmap_step(
-      steps.train_step_for(config, steps_per_epoch), in_axes=(None, 0, None),
-      devices=devices)
+      steps.train_step_for(specs.optim_spec(config), steps_per_epoch),
+      in_axes=(None, 0, None), devices=devices)
 
 
 def synthetic_batch(batch_size: int, seed: int = 0) -> dict:
@@ -147,9 +148,9 @@ def jax_setup(batch_size: int, overrides: dict | None = None,
   trainer has them for make_config(batch_size, overrides, base) (the learning
   rate schedule and timed freezes of a 100-step epoch)."""
   config = make_config(batch_size, overrides, base)
-  model = registry.create_model(config, NUM_CLASSES)
+  model = registry.create_model(specs.model_spec(config, NUM_CLASSES))
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, IMAGE_SHAPE, config,
+      jax.random.key(0), model, IMAGE_SHAPE, specs.optim_spec(config),
       steps_per_epoch=STEPS_PER_EPOCH)
   # Moved to the devices the way the trainer moves its batches.
   batch = next(device_axis.to_devices(iter([synthetic_batch(batch_size)])))

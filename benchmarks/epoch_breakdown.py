@@ -59,8 +59,8 @@ def bare_loop_epochs(dataset):
   pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
                                           data)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), registry.create_model(config, pipeline.source.info.num_classes),
-      pipeline.image_shape, config, pipeline.steps_per_epoch)
+      jax.random.key(0), registry.create_model(specs.model_spec(config, pipeline.source.info.num_classes)),
+      pipeline.image_shape, specs.optim_spec(config), pipeline.steps_per_epoch)
   p_step = common.trainer_train_step(config)
   rng = jax.random.key(1)
   host = list(pipeline.train_batches(0))

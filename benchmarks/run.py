@@ -19,7 +19,7 @@ From the repository root:
      comparison is reported as skipped);
   3. eval-step throughput;
   4. the input pipeline alone, with every augmentation (img/s);
-  5. real training epochs (imgclf_jax.training.train.train_and_evaluate; the median
+  5. real training epochs (imgclf_jax.modes.train.train_and_evaluate; the median
      of epochs 2-4) against bare epochs of the same steps on one device
      batch, timed before and after them in the same fresh process: the
      pipeline's overhead;
@@ -393,7 +393,7 @@ def epoch_overhead(dataset, overrides, batch_size=128, epochs=4, **train):
   A child interpreter (`--child=epochs`), started as `python main.py` starts
   one, times a bare epoch (the epoch's number of train steps on one device
   batch: compute only, no input pipeline), runs
-  imgclf_jax.training.train.train_and_evaluate for `epochs` epochs, and times a
+  imgclf_jax.modes.train.train_and_evaluate for `epochs` epochs, and times a
   second bare epoch. The overhead is the median train time of the real
   epochs after the first (which also decodes the files into the cache) over
   the mean of the two bare epochs. Timing whole epochs on both sides, before
@@ -411,7 +411,7 @@ def epochs_in_this_process(dataset, batch_size, epochs, overrides, train):
   from imgclf_jax.config import specs
   from imgclf_jax.data import sources
   from imgclf_jax.training import metrics
-  from imgclf_jax.training import train as train_lib
+  from imgclf_jax.modes import train as train_lib
   config = common.make_config(batch_size, overrides, dataset=dataset,
                               num_epochs=epochs, **train)
   steps_per_epoch = (sources.make_source(specs.data_spec(

@@ -201,11 +201,13 @@ class Recipe:
 def recipe(config, steps_per_epoch: int) -> Recipe:
   """The Recipe of a resolved training `config` (optimizer 'sgd')."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from imgclf_jax.config import specs  # pylint: disable=import-outside-toplevel
   from imgclf_jax.training import train_state  # pylint: disable=import-outside-toplevel
   if config.optimizer != 'sgd':
     raise ValueError(f'the PyTorch fast_cifar peer has SGD only, not '
                      f'optimizer={config.optimizer!r}')
-  schedule = train_state.learning_rate_schedule(config, steps_per_epoch)
+  schedule = train_state.learning_rate_schedule(specs.optim_spec(config),
+                                                steps_per_epoch)
   total = int(config.num_epochs * steps_per_epoch)
   return Recipe(
       learning_rates=np.asarray(schedule(jnp.arange(total + 1)), np.float64),

@@ -1,20 +1,12 @@
 """CIFAR-10 with fast_cifar: the airbench94 network and recipe (Keller Jordan,
-arXiv 2404.00498; published: 94.01% on the CIFAR-10 test set in 9.9 epochs at
-batch 1024, about 3.8 s on one A100).
+arXiv 2404.00498).
 
     python main.py --config=configs/cifar10_fast.py --workdir=runs/cifar10_fast \
       --config.dataset=folder:../shared/datasets/cifar10-jpeg
 
-Measured: 90.5% and 90.7% validation accuracy with test-time augmentation
-(88.9% and 90.0% without) after 12 epochs, seeds 0 and 1, on a 2-core AMD
-EPYC VM (CPU, one JAX device; the two seeds ran at the same time, about one
-core each: 1 h 06 min per run). Data: the CIFAR-10 training images as JPEG
-(quality 75), 45,000 for training and 5,000 (10% per class) held out for
-validation. Commit 888e28a. airbench94's own code, ported unchanged to
-PyTorch and trained on the same split, reaches 90.4% with TTA here
-(benchmarks/airbench_torch.py, docs/results.md): on this data the recipe
-stays near 90.5%, short of the published 94.01% (original pixels, 50,000
-training images).
+Result, with its data, machine and commit, beside airbench94's published
+figure and its own code on the same data (benchmarks/airbench_torch.py):
+docs/results.md#fast_cifar-airbench94-on-cifar-10.
 
 The recipe, in this program's terms: Nesterov SGD (momentum 0.85) on the
 mean loss at learning rate 1.5 (airbench's 11.5 per 1024 examples in its

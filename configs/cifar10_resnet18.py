@@ -5,8 +5,7 @@ momentum, cosine schedule, 30 epochs, flip + 4-pixel translation.
       --workdir=runs/cifar10_resnet18 \
       --config.dataset=folder:../shared/datasets/cifar10-jpeg
 
-Not measured: no accuracy or speed is claimed for this config; it has not
-been trained here. It is meant for a GPU or TPU.
+Result: not measured (docs/results.md#not-measured); meant for a GPU or TPU.
 
 The recipe is the common short CIFAR ResNet-18 one:
 

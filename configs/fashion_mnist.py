@@ -2,7 +2,7 @@
 
     python main.py --config=configs/fashion_mnist.py --workdir=runs/fmnist
 
-Not measured: TFDS downloads it, and the measuring machines are offline.
+Result: not measured (docs/results.md#not-measured).
 """
 
 from imgclf_jax.config import keys

@@ -1,10 +1,10 @@
 """Your own images: a folder laid out root/<class_name>/<image file>, or
-root/<split>/<class_name>/<image file> (README.md, "Your own images").
+root/<split>/<class_name>/<image file> (docs/data.md#image-folders).
 
     python main.py --config=configs/folder.py --workdir=runs/photos \
       --config.dataset=folder:/path/to/root
 
-Not measured: the result depends on your images.
+Result: not measured; it depends on your images (docs/results.md#not-measured).
 
 JPEG, PNG, BMP or GIF, any size, grayscale/RGB/RGBA (decoded to RGB). Without
 a root/validation (or root/val, root/valid) folder, `validation_fraction` of

@@ -3,7 +3,7 @@ momentum at batch 1024, cosine schedule with 5 warmup epochs, bfloat16.
 
     python main.py --config=configs/imagenet2012.py --workdir=runs/imagenet2012
 
-Not measured here (no ImageNet copy and no accelerator). For several GPUs or a
+Result: not measured (docs/results.md#not-measured). For several GPUs or a
 TPU host: the global batch of 1024 is split over all local devices.
 
 Data: TFDS 'imagenet2012' needs a manual download. Get ILSVRC2012_img_train.tar
@@ -19,9 +19,8 @@ and pass --config.data_dir=... if it is not TFDS's default. The 50,000
 'test' split has no labels.
 
 The optimisation is the Flax ImageNet example's (github.com/google/flax,
-examples/imagenet: configs/tpu.py and train.py; its README reports 76.3-76.7%
-top-1 on TPUs and GPUs after its 100 epochs; this config keeps the standard
-90):
+examples/imagenet: configs/tpu.py and train.py; it trains 100 epochs, this
+config the standard 90):
 
 * SGD, momentum 0.9, Nesterov; learning rate 0.1 per 256 images (the example's
   `config.learning_rate * config.batch_size / 256`), so 0.4 at batch 1024;

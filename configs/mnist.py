@@ -2,7 +2,7 @@
 
     python main.py --config=configs/mnist.py --workdir=runs/mnist
 
-Not measured: TFDS downloads MNIST, and the measuring machines are offline.
+Result: not measured (docs/results.md#not-measured).
 
 Digits are not mirror-symmetric, so no horizontal flip.
 """

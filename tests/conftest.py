@@ -10,7 +10,7 @@ import os
 import pytest
 
 from imgclf_jax.modes import evaluate
-from imgclf_jax.training import train
+from imgclf_jax.modes import train
 from tests import helpers
 
 

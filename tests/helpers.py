@@ -17,8 +17,8 @@ from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
 from imgclf_jax.parallel import device_axis
+from imgclf_jax.modes import train
 from imgclf_jax.training import steps
-from imgclf_jax.training import train
 
 # A distinct mean colour per class, so a few epochs learn something.
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
@@ -89,6 +89,18 @@ def p_eval_step(devices=None):
 def train_in(config, workdir):
   """train.train_and_evaluate in `workdir` (a str or a path)."""
   return train.train_and_evaluate(config, str(workdir))
+
+
+def checkpoint_steps(workdir):
+  """The steps of the checkpoints in `workdir`, sorted."""
+  return sorted(int(os.path.basename(p)) for p in
+                glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
+
+
+def records(workdir):
+  """The lines of `workdir`'s metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
 
 
 def snapshot(workdir):

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import run
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 
 
@@ -22,7 +23,8 @@ def test_fast_cifar_config_is_the_recipe():
 def test_peer_has_our_parameters_and_layout():
   pytest.importorskip('torch')
   from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
-  model = registry.create_model(common.make_config(64, {}, 'fast_cifar'), 10)
+  model = registry.create_model(
+      specs.model_spec(common.make_config(64, {}, 'fast_cifar'), 10))
   variables = jax.jit(lambda key: model.init(
       key, np.zeros((1, 32, 32, 3), np.float32), train=False))(
           jax.random.key(0))

@@ -38,7 +38,6 @@ import orbax.checkpoint as ocp
 
 from imgclf_jax.byte_sizes import bytes_text
 from imgclf_jax.checkpoints import integrity as integrity
-from imgclf_jax.config import keys
 from imgclf_jax.errors import UserError
 
 # The version of what a checkpoint holds (the metadata's keys and the
@@ -308,34 +307,17 @@ def _log_removed(steps, why: str):
                  'max_checkpoints_to_keep steps and the best.', steps, why)
 
 
-def check_config(saved_config: dict, config, directory: str):
-  """Raises UserError if `config` differs from a checkpoint's in a key a
-  resumed run must keep (keys.KEY_ORIGINS), or in using weight decay
-  (Adam and AdamW keep different state)."""
-  differences = keys.differences
-  diffs = differences(saved_config, config,
-                      keys.keys_where('resume', keys.FIXED))
-  if (saved_config['weight_decay'] > 0) != (config.weight_decay > 0):
-    # The optimizer's state differs with and without weight decay.
-    diffs += differences(saved_config, config, ('weight_decay',))
-  if diffs:
-    diffs = ', '.join(diffs)
-    raise UserError(
-        f'the checkpoints in {directory} come from an incompatible config '
-        f'({diffs}): use a new --workdir, or the config they were trained with.')
-
-
-def check_split_sizes(saved_sizes: dict, sizes: dict, directory: str):
-  """Raises UserError if the train/validation split sizes changed since the
-  checkpoint."""
-  if saved_sizes != sizes:
-    raise UserError(
-        f'the dataset or its split settings (train_split, validation_split, '
-        f'validation_fraction) changed since the checkpoints in {directory} '
-        f'were written (examples per split: checkpoint {saved_sizes} vs now '
-        f'{sizes}): the epochs would not match, and a validation split held '
-        'out of the training images could now hold images already trained on. '
-        'Use a new --workdir, or the dataset and settings as they were.')
+def split_sizes_change(saved_sizes: dict, sizes: dict,
+                       directory: str) -> str | None:
+  """What changed where the train/validation split sizes differ from those
+  the checkpoints in `directory` were written with, or None. A resumed
+  training refuses such a change; eval warns of it."""
+  if saved_sizes == sizes:
+    return None
+  return (f'the dataset or its split settings (train_split, validation_split, '
+          f'validation_fraction) changed since the checkpoints in {directory} '
+          f'were written (examples per split: checkpoint {saved_sizes} vs now '
+          f'{sizes})')
 
 
 def check_class_names(class_names, saved_class_names, directory: str):

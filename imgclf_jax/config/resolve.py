@@ -1,8 +1,9 @@
 """The one place where a config is checked and resolved, before any work.
 
 `for_training` and `for_inference` turn the command line's ConfigDict (and a
-checkpoint's saved one) into the resolved ConfigDict the rest of the program
-reads; `validate` raises a UserError naming the first invalid value.
+checkpoint's saved one) into the resolved ConfigDict that specs.py reads into
+each area's spec; `validate` raises a UserError naming the first invalid
+value; `check_resume` one naming the keys a resumed run may not change.
 """
 
 import math
@@ -277,6 +278,24 @@ def for_training(config: ml_collections.ConfigDict,
   config.microbatches = auto_microbatches(
       config.microbatches, config.batch_size // num_devices, batch_norm)
   return config
+
+
+def check_resume(config, saved_config: dict, directory: str):
+  """Raises UserError if `config` differs from the saved config of the
+  checkpoints in `directory` in a key a resumed run must keep
+  (keys.KEY_ORIGINS), or in using weight decay (Adam and AdamW keep
+  different state)."""
+  differences = keys.differences
+  diffs = differences(saved_config, config,
+                      keys.keys_where('resume', keys.FIXED))
+  if (saved_config['weight_decay'] > 0) != (config.weight_decay > 0):
+    # The optimizer's state differs with and without weight decay.
+    diffs += differences(saved_config, config, ('weight_decay',))
+  if diffs:
+    diffs = ', '.join(diffs)
+    raise UserError(
+        f'the checkpoints in {directory} come from an incompatible config '
+        f'({diffs}): use a new --workdir, or the config they were trained with.')
 
 
 def auto_microbatches(microbatches: int, per_device_batch: int,

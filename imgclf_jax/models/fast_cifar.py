@@ -12,7 +12,7 @@ As published: BatchNorm without a learned scale (bias only), momentum 0.6
 identity (dirac), an implicit residual; the whitening kernel's filters are
 the eigenvectors of the covariance of the training images' 2x2 patches,
 scaled by 1/sqrt(eigenvalue + 5e-4), and their negatives
-(`whitening_kernel`; train.py sets them before the first step). Its bias is
+(`whitening_kernel`; setup.py sets them before the first step). Its bias is
 trained for `config.whiten_bias_epochs` epochs, then frozen, like the kernel
 (`frozen_paths`). The network has no dropout.
 

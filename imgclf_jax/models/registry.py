@@ -1,4 +1,4 @@
-"""Model architectures, chosen by name with `config.model`.
+"""Model architectures, chosen by name (ModelSpec.name: `config.model`).
 
 Add an architecture by writing a linen Module that takes
 (images [N, H, W, C], train: bool, example_ids=None) and returns logits
@@ -24,6 +24,7 @@ from imgclf_jax.models.fast_cifar import FastCifar
 from imgclf_jax.models.fast_conv import FastConv
 from imgclf_jax.models.fast_conv import max_pool_2x2
 from imgclf_jax.models import resnet
+from imgclf_jax.models.spec import ModelSpec
 
 
 class ExampleDropout(nn.Module):
@@ -115,28 +116,24 @@ def has_batch_norm(name: str) -> bool:
   return name in BATCH_NORM_MODELS
 
 
-def compute_dtype(config) -> jnp.dtype:
-  """bfloat16 with config.half_precision, else float32."""
-  return jnp.bfloat16 if config.half_precision else jnp.float32
-
-
-def conv_impl(config) -> str:
-  """'fast' or 'xla': config.conv_impl, 'auto' resolved by backend (fast
-  on CPU where the model has it)."""
-  fast = MODELS[config.model][2]
-  if config.conv_impl == 'auto':
+def conv_impl(model: str, requested: str) -> str:
+  """'fast' or 'xla': the convolutions of `model` for config.conv_impl
+  `requested`, 'auto' resolved by backend (fast on CPU where the model has
+  it)."""
+  fast = MODELS[model][2]
+  if requested == 'auto':
     return 'fast' if fast and jax.default_backend() == 'cpu' else 'xla'
-  if config.conv_impl == 'fast' and not fast:
+  if requested == 'fast' and not fast:
     return 'xla'
-  return config.conv_impl
+  return requested
 
 
-def create_model(config, num_classes: int) -> nn.Module:
-  module, kwargs, fast = MODELS[config.model]
-  if conv_impl(config) == 'fast':
+def create_model(spec: ModelSpec) -> nn.Module:
+  module, kwargs, fast = MODELS[spec.name]
+  if spec.conv_impl == 'fast':
     kwargs = {**kwargs, **fast}
-  return module(num_classes=num_classes, dropout_rate=config.dropout_rate,
-                dtype=compute_dtype(config), **kwargs)
+  return module(num_classes=spec.num_classes, dropout_rate=spec.dropout_rate,
+                dtype=spec.dtype, **kwargs)
 
 
 def num_params(model: nn.Module, image_shape) -> int:

@@ -1,7 +1,8 @@
 """One way to load a checkpoint for inference: eval, predict and the report.
 
-    loaded = inference.load(workdir, step, config, mode='eval')
-    loaded.state, loaded.config, loaded.class_names, loaded.normalization
+    loaded = checkpoint_loader.load(workdir, step, config, mode='eval')
+    loaded.state, loaded.config, loaded.report, loaded.class_names,
+    loaded.normalization
 
 The model, its preprocessing and the class names come from the checkpoint;
 `config` (optional) gives the keys `mode` takes from the command line
@@ -15,7 +16,9 @@ import jax
 
 from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import resolve
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
+from imgclf_jax.report.spec import ReportSpec
 from imgclf_jax.training import train_state as train_state_lib
 
 
@@ -25,6 +28,7 @@ class Checkpoint:
   step: int
   state: train_state_lib.TrainState
   config: object                  # the resolved ConfigDict of `mode`
+  report: ReportSpec              # its top_k, tta and report_images
   class_names: tuple[str, ...]
   normalization: dict             # {'mean': [C], 'std': [C]}
   image_shape: tuple[int, ...]    # (S, S, C), as the model was trained
@@ -45,13 +49,15 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
         set_keys)
     class_names = tuple(metadata['class_names'])
     image_shape = tuple(metadata['image_shape'])
-    model = registry.create_model(resolved, len(class_names))
+    model = registry.create_model(specs.model_spec(resolved,
+                                                   len(class_names)))
     target = train_state_lib.create_train_state(
-        jax.random.key(0), model, image_shape, resolved, 1)
+        jax.random.key(0), model, image_shape, specs.optim_spec(resolved), 1)
     state = store.restore_state(step, target)
   finally:
     store.close()
   return Checkpoint(step=step, state=state, config=resolved,
+                    report=specs.report_spec(resolved),
                     class_names=class_names,
                     normalization=metadata['normalization'],
                     image_shape=image_shape, metadata=metadata,

@@ -26,7 +26,8 @@ def run(mode: str, config, workdir: str, step=None, images=None,
   # Imported here so that `--help` and flag errors stay fast.
   from imgclf_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
   from imgclf_jax.modes import predict  # pylint: disable=g-import-not-at-top
-  from imgclf_jax.training import train  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.modes import train  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.training import loop  # pylint: disable=g-import-not-at-top
   _quiet_library_logs()
   try:
     check_workdir(mode, workdir)
@@ -52,11 +53,11 @@ def run(mode: str, config, workdir: str, step=None, images=None,
     logging.flush()
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except train.Interrupted as e:
+  except loop.Interrupted as e:
     logging.flush()
     print(f'interrupted: {e}', file=sys.stderr)
     sys.exit(130)
-  except train.Stopped as e:  # SIGTERM or Ctrl-C, with a checkpoint
+  except loop.Stopped as e:  # SIGTERM or Ctrl-C, with a checkpoint
     logging.flush()
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.status)

@@ -38,6 +38,7 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
   loaded = checkpoint_loader.load(workdir, step, config, mode='eval',
                           set_keys=set_keys)
   config, step, metadata = loaded.config, loaded.step, loaded.metadata
+  report = loaded.report
   split = config.eval_split
   logging.info('Evaluating checkpoint step %d on dataset %s, split %s%s.',
                step, config.dataset, split,
@@ -50,17 +51,18 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
   pipeline = input_pipeline.InputPipeline(source, data, loaded.normalization,
                                           training=False)
   if split == 'validation' and config.dataset == metadata['dataset']:
-    _warn_if_splits_changed(source, metadata['split_sizes'])
-  if config.tta != 'none':
-    logging.info('Test-time augmentation: %s (tta.tta_views).', config.tta)
+    _warn_if_splits_changed(source, metadata['split_sizes'], step,
+                            loaded.directory)
+  if report.tta != 'none':
+    logging.info('Test-time augmentation: %s (tta.tta_views).', report.tta)
   batches, padding = pipeline.eval_share(split)
   total, outputs = eval_loop.evaluate_split_with_outputs(
-      loaded.state, batches, tta=config.tta, padding=padding)
+      loaded.state, batches, tta=report.tta, padding=padding)
   # With several processes: every process's outputs, in the split's order,
   # on every process; the first writes the report.
   outputs = distributed.gather_examples(outputs)
   values = metrics_lib.to_floats(total, '')
-  numbers = eval_report.build(outputs, source.info.class_names, config.top_k)
+  numbers = eval_report.build(outputs, source.info.class_names, report.top_k)
   logging.info('Evaluation of step %d on %s[%s]:\n%s', step, source.info.name,
                split, eval_report.format_table(numbers, values['accuracy'],
                                           values['loss']))
@@ -68,10 +70,10 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
   if not distributed.is_primary():
     return {'step': step, 'split': split, **values}
   pictures, layouts = eval_report.write_report(
-      outputs, numbers, pipeline, split, prefix, step, config.report_images,
+      outputs, numbers, pipeline, split, prefix, step, report.report_images,
       title=f'{split}, step {step}', values=values)
   result = {'step': step, 'epoch': metadata['epoch'],
-            'dataset': source.info.name, 'split': split, 'tta': config.tta,
+            'dataset': source.info.name, 'split': split, 'tta': report.tta,
             'num_examples': source.num_examples(split),
             **values, **numbers, **pictures}
   with open(prefix + '.json', 'w') as f:
@@ -80,20 +82,21 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
   return {**result, 'layout': layouts}
 
 
-def _warn_if_splits_changed(source, saved_sizes: dict):
+def _warn_if_splits_changed(source, saved_sizes: dict, step: int,
+                            directory: str):
   """Warns when the checkpoint's own dataset no longer has the split sizes
-  it was trained with (a held-out validation split may then hold training
-  images); silent where its train split is no longer there to count."""
+  it was trained with (checkpoint_store.split_sizes_change: a held-out
+  validation split may then hold training images); silent where its train
+  split is no longer there to count."""
   try:
     sizes = source.split_sizes()
   except UserError:
     return
-  if saved_sizes != sizes:
-    logging.warning(
-        'The dataset or its split settings changed since this checkpoint was '
-        'trained (examples per split: then %s, now %s): a validation split '
-        'held out of the training images may now hold images it was trained '
-        'on.', saved_sizes, sizes)
+  change = checkpoint_store.split_sizes_change(saved_sizes, sizes, directory)
+  if change:
+    logging.warning('Evaluating checkpoint step %d: %s: a validation split '
+                    'held out of the training images may now hold images it '
+                    'was trained on.', step, change)
 
 
 def summary(result: dict) -> dict:

@@ -45,7 +45,7 @@ def probabilities_fn(loaded: checkpoint_loader.Checkpoint):
   [N, K]: training's normalisation, then the model with the checkpoint's
   test-time augmentation (as steps.predict_step)."""
   normalization = loaded.normalization
-  apply_fn, tta = loaded.state.apply_fn, loaded.config.tta
+  apply_fn, tta = loaded.state.apply_fn, loaded.report.tta
 
   def probabilities(variables, images):
     return jax.nn.softmax(tta_lib.tta_logits(

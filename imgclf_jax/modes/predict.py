@@ -176,7 +176,7 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   paths = image_paths(images)
   loaded = checkpoint_loader.load(workdir, step, config, mode='predict')
   step, class_names = loaded.step, loaded.class_names
-  k = min(loaded.config.top_k, len(class_names))
+  k = min(loaded.report.top_k, len(class_names))
   csv_path = os.path.join(workdir, f'predictions_step{step}.csv')
   partial = csv_path + '.partial'
   predictions, skipped = [], []
@@ -239,7 +239,7 @@ def _rows(paths, loaded, k: int, spec: str):
   any_read = False
   for probs in probabilities(loaded.state, decoded(), loaded.normalization,
                              loaded.config.eval_batch_size,
-                             tta=loaded.config.tta):
+                             tta=loaded.report.tta):
     any_read = True
     for p, order in zip(probs, predictions.top_classes(probs, k)):
       yield from skipped_rows()

@@ -33,12 +33,12 @@ def warn_unvalidated_classes(validation_counts, train_counts,
 
 
 def write_class_distribution(pipeline, workdir: str) -> dict:
-  """class_distribution.png and .json for the training and validation splits
-  of `pipeline` (input_pipeline.InputPipeline).
+  """class_distribution.png and .json for the training and validation splits.
 
-  Logs a warning (imbalance.describe) when the training split's largest class
-  has more than --config.imbalance_warning_ratio times the smallest's
-  examples, and one naming the classes without validation examples.
+  Logs a warning (imbalance.describe, with the pipeline's settings) when the
+  training split's largest class has more than imbalance_warning_ratio
+  times the smallest's examples, and one naming the classes without
+  validation examples.
   Returns the JSON's content and, not written, the chart's layout.
   """
   class_names = list(pipeline.source.info.class_names)

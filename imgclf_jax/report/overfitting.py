@@ -63,12 +63,6 @@ def overfitting(records: list[dict]):
   return None
 
 
-def overfitting_epoch(records: list[dict]):
-  """The epoch where overfitting starts (`overfitting`), or None."""
-  found = overfitting(records)
-  return found and found['epoch']
-
-
 def log_overfitting(records: list[dict]):
   """Logs where overfitting starts, or that none is seen; returns the epoch
   or None."""

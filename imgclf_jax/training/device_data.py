@@ -30,7 +30,6 @@ from imgclf_jax.data import preprocess
 from imgclf_jax.data import train_stream
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.parallel import distributed
-from imgclf_jax.training import steps
 
 
 def make_batch(images, labels, indices, key, spec: augment.AugmentSpec,
@@ -88,12 +87,13 @@ def train_step(state, images, labels, indices, rng, *, batch_fn, step_fn):
 class DeviceData:
   """The training split on the devices, and the pmapped step that reads it."""
 
-  def __init__(self, pipeline: input_pipeline.InputPipeline, config,
-               devices=None):
-    """`devices`: those the batches are split over (default: all local
-    devices). Reads config.seed, batch_size and steps.train_step_for's keys
-    (resolved)."""
-    self.seed, self.batch_size = config.seed, config.batch_size
+  def __init__(self, pipeline: input_pipeline.InputPipeline, step_fn,
+               seed: int, batch_size: int, devices=None):
+    """`step_fn`: the train step, (state, batch, rng) -> (state, metrics)
+    (steps.train_step_for); `seed` fixes each epoch's order of the
+    `batch_size` batches; `devices`: those the batches are split over
+    (default: all local devices)."""
+    self.seed, self.batch_size = seed, batch_size
     self.devices = device_axis.local_devices(devices)
     images, labels = pipeline.arrays('train')
     self.num_examples = len(labels)
@@ -111,14 +111,12 @@ class DeviceData:
         class_weights=None if weights is None else jnp.asarray(weights,
                                                                jnp.float32))
     self._p_step = device_axis.pmap_step(
-        functools.partial(train_step, batch_fn=batch_fn,
-                          step_fn=steps.train_step_for(
-                              config, pipeline.steps_per_epoch)),
+        functools.partial(train_step, batch_fn=batch_fn, step_fn=step_fn),
         in_axes=(None, 0, 0, 0, None), devices=self.devices)
 
   def train_batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
     """Per step, the example indices [B] of training epoch `epoch` from its
-    step `start` on: a permutation fixed by (config.seed, epoch); the last
+    step `start` on: a permutation fixed by (seed, epoch); the last
     partial batch is dropped, as in the tf.data pipeline. With several
     processes, each gets its rows [B / processes] of every batch (each holds
     the whole split on its devices), so the training is that of one."""

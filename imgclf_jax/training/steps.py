@@ -15,6 +15,7 @@ import optax
 from imgclf_jax.models import tta as tta_lib
 from imgclf_jax.parallel.device_axis import AXIS
 from imgclf_jax.training.metrics import Metrics
+from imgclf_jax.training.spec import OptimSpec
 
 
 def cross_entropy(logits, one_hot_labels, label_smoothing: float = 0.0):
@@ -42,7 +43,7 @@ def model_variables(state, params=None) -> dict:
 
 def inference_variables(state) -> dict:
   """The variables of evaluation, prediction and export: the moving average
-  of the weights (and of the BatchNorm statistics) when config.ema_decay > 0,
+  of the weights (and of the BatchNorm statistics) when OptimSpec.ema_decay > 0,
   else the trained ones."""
   return state.ema if state.ema is not None else model_variables(state)
 
@@ -75,17 +76,16 @@ class Lookahead(NamedTuple):
   per_epoch: int
 
 
-def lookahead_for(config, steps_per_epoch: int) -> Lookahead | None:
-  """The config's Lookahead (None with lookahead_every_steps 0): from the
+def lookahead_for(spec: OptimSpec, steps_per_epoch: int) -> Lookahead | None:
+  """The spec's Lookahead (None with lookahead_every_steps 0): from the
   first multiple of `every` after lookahead_start_epochs."""
-  every = int(config.lookahead_every_steps)
+  every = spec.lookahead_every_steps
   if not every:
     return None
-  start = int(config.lookahead_start_epochs * steps_per_epoch)
-  return Lookahead(every, (start // every + 1) * every,
-                   float(config.lookahead_decay),
-                   float(config.lookahead_decay_power),
-                   int(config.num_epochs * steps_per_epoch), steps_per_epoch)
+  start = int(spec.lookahead_start_epochs * steps_per_epoch)
+  return Lookahead(every, (start // every + 1) * every, spec.lookahead_decay,
+                   spec.lookahead_decay_power,
+                   int(spec.num_epochs * steps_per_epoch), steps_per_epoch)
 
 
 def apply_lookahead(slow: dict, fast: dict, step, la: Lookahead):
@@ -180,13 +180,13 @@ def train_step(state, batch, rng, label_smoothing: float = 0.0,
                              jnp.ones_like(loss))
 
 
-def train_step_for(config, steps_per_epoch: int):
-  """train_step with the config's label smoothing, microbatches, EMA decay
+def train_step_for(spec: OptimSpec, steps_per_epoch: int):
+  """train_step with the spec's label smoothing, microbatches, EMA decay
   and lookahead: (state, batch, rng) -> (state, metrics)."""
-  return functools.partial(train_step, label_smoothing=config.label_smoothing,
-                           microbatches=config.microbatches,
-                           ema_decay=config.ema_decay,
-                           lookahead=lookahead_for(config, steps_per_epoch))
+  return functools.partial(train_step, label_smoothing=spec.label_smoothing,
+                           microbatches=spec.microbatches,
+                           ema_decay=spec.ema_decay,
+                           lookahead=lookahead_for(spec, steps_per_epoch))
 
 
 def _logits(state, images, tta: str = 'none'):

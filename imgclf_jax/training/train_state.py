@@ -1,4 +1,4 @@
-"""TrainState, optimizer and learning-rate schedule built from the config."""
+"""TrainState, optimizer and learning-rate schedule built from an OptimSpec."""
 
 from typing import Any
 
@@ -8,41 +8,44 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from imgclf_jax.training.spec import OptimSpec
+
 
 class TrainState(train_state.TrainState):
   """params, opt_state and step; apply_fn and tx are static.
 
   batch_stats: the BatchNorm running statistics (None for models without
   BatchNorm). ema: {'params', 'batch_stats'?}, the moving average of the
-  weights used by eval, predict and export when config.ema_decay > 0 (else
-  None); the raw weights stay in params, so training resumes exactly.
+  weights used by eval, predict and export when OptimSpec.ema_decay > 0
+  (else None); the raw weights stay in params, so training resumes exactly.
   slow: the lookahead's slow weights and statistics (steps.Lookahead) when
-  config.lookahead_every_steps > 0, else None.
+  OptimSpec.lookahead_every_steps > 0, else None.
   """
   batch_stats: Any = None
   ema: Any = None
   slow: Any = None
 
 
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(spec: OptimSpec,
+                           steps_per_epoch: int) -> optax.Schedule:
   """A linear warmup over `warmup_epochs` from lr_start_fraction x
   learning_rate to learning_rate, then `lr_schedule` ('constant', 'cosine'
   or 'linear') down to lr_end_fraction x learning_rate at the last step."""
-  total = int(config.num_epochs * steps_per_epoch)
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  lr = config.learning_rate
-  end = lr * config.lr_end_fraction
+  total = int(spec.num_epochs * steps_per_epoch)
+  warmup = int(spec.warmup_epochs * steps_per_epoch)
+  lr = spec.learning_rate
+  end = lr * spec.lr_end_fraction
   decay_steps = max(total - warmup, 1)
-  if config.lr_schedule == 'cosine':
+  if spec.lr_schedule == 'cosine':
     main = optax.cosine_decay_schedule(lr, decay_steps,
-                                       alpha=config.lr_end_fraction)
-  elif config.lr_schedule == 'linear':
+                                       alpha=spec.lr_end_fraction)
+  elif spec.lr_schedule == 'linear':
     main = optax.linear_schedule(lr, end, decay_steps)
   else:
     main = optax.constant_schedule(lr)
   if warmup:
     return optax.join_schedules(
-        [optax.linear_schedule(lr * config.lr_start_fraction, lr, warmup),
+        [optax.linear_schedule(lr * spec.lr_start_fraction, lr, warmup),
          main], [warmup])
   return main
 
@@ -56,25 +59,25 @@ def _mask(params, predicate):
       lambda keys, _: predicate(_path(keys)), params)
 
 
-def create_optimizer(config, steps_per_epoch: int, norm_paths=(),
+def create_optimizer(spec: OptimSpec, steps_per_epoch: int, norm_paths=(),
                      frozen_from_epoch=None) -> optax.GradientTransformation:
-  """config.optimizer with decoupled weight decay, all from optax.
+  """spec.optimizer with decoupled weight decay, all from optax.
 
   'adam' is optax.adam (optax.adamw when weight_decay > 0), 'adamw'
-  optax.adamw, 'sgd' momentum (Nesterov with config.nesterov) then the
+  optax.adamw, 'sgd' momentum (Nesterov with spec.nesterov) then the
   decay: the update is -lr(t) (m(t) + weight_decay * params).
   `norm_paths`: the parameter paths of normalisation layers, whose biases'
-  steps are config.norm_bias_lr_scale times larger (their decay is not).
+  steps are spec.norm_bias_lr_scale times larger (their decay is not).
   `frozen_from_epoch`: parameter path -> the epoch from which it is no
   longer updated (0: never trained).
   """
-  schedule = learning_rate_schedule(config, steps_per_epoch)
-  name, wd = config.optimizer, config.weight_decay
+  schedule = learning_rate_schedule(spec, steps_per_epoch)
+  name, wd = spec.optimizer, spec.weight_decay
   if name == 'sgd':
-    core = [optax.trace(config.momentum, nesterov=config.nesterov)]
+    core = [optax.trace(spec.momentum, nesterov=spec.nesterov)]
   else:
     core = [optax.scale_by_adam()]
-  scale = config.norm_bias_lr_scale
+  scale = spec.norm_bias_lr_scale
   if scale != 1.0:
     norm_biases = {f'{p}/bias' for p in norm_paths}
     core.append(optax.masked(optax.scale(scale),
@@ -96,7 +99,7 @@ def create_optimizer(config, steps_per_epoch: int, norm_paths=(),
   return tx
 
 
-def create_train_state(rng, model, image_shape, config,
+def create_train_state(rng, model, image_shape, spec: OptimSpec,
                        steps_per_epoch: int) -> TrainState:
   """Initialises parameters with `rng` for inputs of `image_shape` (HWC)."""
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
@@ -107,16 +110,16 @@ def create_train_state(rng, model, image_shape, config,
   norm_paths = () if batch_stats is None else tuple(sorted({
       '/'.join(keys[:-1])
       for keys in flax.traverse_util.flatten_dict(batch_stats)}))
-  frozen = (model.frozen_paths(config.whiten_bias_epochs)
+  frozen = (model.frozen_paths(spec.whiten_bias_epochs)
             if hasattr(model, 'frozen_paths') else None)
-  tx = create_optimizer(config, steps_per_epoch, norm_paths, frozen)
+  tx = create_optimizer(spec, steps_per_epoch, norm_paths, frozen)
   copy = {'params': params}
   if batch_stats is not None:
     copy['batch_stats'] = batch_stats
   return TrainState.create(
       apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
-      ema=copy if config.ema_decay > 0 else None,
-      slow=copy if config.lookahead_every_steps > 0 else None)
+      ema=copy if spec.ema_decay > 0 else None,
+      slow=copy if spec.lookahead_every_steps > 0 else None)
 
 
 def with_params(state: TrainState, params) -> TrainState:
@@ -127,10 +130,3 @@ def with_params(state: TrainState, params) -> TrainState:
   return state.replace(params=params, opt_state=state.tx.init(params),
                        ema=restart(state.ema), slow=restart(state.slow))
 
-
-def abstract_train_state(model, image_shape, config, steps_per_epoch: int):
-  """The shapes/dtypes of a TrainState, without computing anything."""
-  return jax.eval_shape(
-      lambda rng: create_train_state(rng, model, image_shape, config,
-                                     steps_per_epoch),
-      jax.random.key(0))

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Takes and signs the lock of argv[1], says so, holds it until stdin closes.
 HOLDER = ('import sys; sys.path.insert(0, %r)\n'
-          'from imgclf_jax import workdir_lock\n'
+          'from imgclf_jax.checkpoints import workdir_lock\n'
           'with workdir_lock.TrainLock(sys.argv[1]) as lock:\n'
           '  lock.sign()\n'
           '  print("locked", flush=True)\n'

@@ -12,7 +12,7 @@ from imgclf_jax.config import keys
 from imgclf_jax.config import resolve
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import evaluate
-from imgclf_jax.training import train
+from imgclf_jax.modes import train
 from tests import helpers
 from tests.helpers import edit_metadata as _edit_metadata
 from tests.helpers import train_in as _train

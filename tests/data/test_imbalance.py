@@ -11,7 +11,7 @@ import pytest
 from imgclf_jax.config import specs
 from imgclf_jax.data import imbalance
 from imgclf_jax.errors import UserError
-from imgclf_jax.training import train
+from imgclf_jax.modes import train
 from tests import helpers
 
 # 36, 36 and 7 training images once 10% of each class is held out.

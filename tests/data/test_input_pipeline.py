@@ -2,14 +2,10 @@
 normalise, batch, prefetch) through the whole pipeline; a pipeline that
 evaluates a checkpoint reads nothing of the training split."""
 
-import jax
 import numpy as np
 import pytest
 
 from imgclf_jax.errors import UserError
-from imgclf_jax.models import registry
-from imgclf_jax.training import train
-from imgclf_jax.training import train_state as train_state_lib
 from tests import helpers
 
 
@@ -62,34 +58,6 @@ def test_datasets_run_with_the_autotuner_off_and_fixed_prefetch(tmp_path):
   for ds in (pipeline.train_dataset(0), pipeline.eval_dataset('validation')):
     assert ds.options().autotune.enabled is False
   assert len(list(pipeline.train_batches(0))) == pipeline.steps_per_epoch
-
-
-class _Recorder:
-  """A model's init_from_data that keeps the images it is given."""
-
-  def init_from_data(self, params, images):
-    self.images = images
-    return params
-
-
-@pytest.mark.parametrize('cache', [True, False])
-def test_init_from_data_gets_the_eval_images_of_its_sample_only(tmp_path,
-                                                                 cache):
-  root = helpers.make_image_folder(tmp_path, per_class=(9, 9, 9))
-  config = helpers.small_config(f'folder:{root}', cache=cache,
-                                eval_batch_size=4)
-  pipeline = _pipeline(config)
-  everything = np.concatenate([b['image']
-                               for b in pipeline.eval_batches('train')])
-  state = train_state_lib.create_train_state(
-      jax.random.key(0), registry.create_model(config, 3), (16, 16, 3), config,
-      steps_per_epoch=3)
-  recorder = _Recorder()
-  train._init_from_data(recorder, state, pipeline, seed=3, num_images=10)
-  chosen = np.sort(np.random.default_rng(3).choice(len(everything), 10,
-                                                   replace=False))
-  assert chosen.tolist() != list(range(10))  # not simply the first images
-  np.testing.assert_array_equal(recorder.images, everything[chosen])
 
 
 def test_a_pipeline_that_evaluates_reads_nothing_of_the_training_split(

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.models import fast_cifar
 from imgclf_jax.models import registry
 from imgclf_jax.parallel import device_axis
@@ -33,7 +34,7 @@ def _batch(n=8, size=16, seed=0, classes=4):
 
 
 def test_published_network_size_and_output():
-  model = registry.create_model(_config(), 10)
+  model = registry.create_model(specs.model_spec(_config(), 10))
   assert registry.num_params(model, (32, 32, 3)) == 1_971_640
   variables = model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
                          train=False)
@@ -80,7 +81,8 @@ def test_whitening_is_frozen_and_its_bias_trains_for_its_epochs():
   config = _config(whiten_bias_epochs=1.0)
   model = _small_model(bn_axis_name=device_axis.AXIS)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=2)
+      jax.random.key(0), model, (16, 16, 3), specs.optim_spec(config),
+      steps_per_epoch=2)
   state = train_state_lib.with_params(
       state, model.init_from_data(state.params, _batch(32)['image']))
   p_train = helpers.p_train_step(devices=jax.devices()[:1])
@@ -124,7 +126,8 @@ def test_four_devices_give_the_same_batch_norm_update_as_one():
   config = _config(ema_decay=0.9)
   model = _small_model(bn_axis_name=device_axis.AXIS)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+      jax.random.key(0), model, (16, 16, 3), specs.optim_spec(config),
+      steps_per_epoch=10)
   batch, rng = _batch(16), jax.random.key(1)
   one, m1 = helpers.p_train_step(devices=jax.devices()[:1])(
       state, device_axis.shard(batch, 1), rng)
@@ -137,8 +140,8 @@ def test_four_devices_give_the_same_batch_norm_update_as_one():
                              rtol=1e-5)
   # Per-device statistics (no axis name) would differ: the check can fail.
   local = train_state_lib.create_train_state(
-      jax.random.key(0), _small_model(bn_axis_name=None), (16, 16, 3), config,
-      steps_per_epoch=10)
+      jax.random.key(0), _small_model(bn_axis_name=None), (16, 16, 3),
+      specs.optim_spec(config), steps_per_epoch=10)
   split = jax.pmap(
       lambda s, b: steps.train_step(s, b, rng)[0].batch_stats,
       axis_name=device_axis.AXIS, in_axes=(None, 0))(

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from tests import helpers
 from imgclf_jax.models.fast_conv import FastConv
@@ -81,9 +82,9 @@ def test_cnn_matches_the_same_cnn_built_from_nn_conv():
   x = jax.random.uniform(jax.random.key(0), (6, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(6), 10)
   config = helpers.small_config('cifar10', dropout_rate=0.0)
-  ours = registry.create_model(config, 10)
+  ours = registry.create_model(specs.model_spec(config, 10))
   config.model = 'cnn_plain'
-  plain = registry.create_model(config, 10)
+  plain = registry.create_model(specs.model_spec(config, 10))
   params = ours.init(jax.random.key(1), x, train=False)['params']
   ref_params = plain.init(jax.random.key(1), x, train=False)['params']
   assert jax.tree.structure(params) == jax.tree.structure(ref_params)

@@ -3,12 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from tests import helpers
 
 
 def _init(image_shape, num_classes=10):
-  model = registry.create_model(helpers.small_config('cifar10'), num_classes)
+  model = registry.create_model(
+      specs.model_spec(helpers.small_config('cifar10'), num_classes))
   variables = model.init(jax.random.key(0), jnp.zeros((2, *image_shape)),
                          train=False)
   return model, variables
@@ -56,7 +58,8 @@ def _half_and_full(model_name):
   configs = [helpers.small_config('cifar10', model=model_name,
                                   dropout_rate=dropout, half_precision=half)
              for half in (False, True)]
-  full, half = (registry.create_model(c, 10) for c in configs)
+  full, half = (registry.create_model(specs.model_spec(c, 10))
+                for c in configs)
   init = jax.jit(full.init, static_argnames='train')
   variables = init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False)
   return full, half, variables
@@ -144,8 +147,8 @@ def test_convolutions_by_backend(monkeypatch, model, conv_impl, backend,
   config = helpers.small_config('cifar10', model=model, conv_impl=conv_impl,
                                 dropout_rate=0.5 if model.startswith('cnn')
                                 else 0.0)
-  built = registry.create_model(config, 10)
-  assert registry.conv_impl(config) == ('fast' if expected == 'FastConv'
-                                       else 'xla')
+  built = registry.create_model(specs.model_spec(config, 10))
+  assert registry.conv_impl(config.model, config.conv_impl) == (
+      'fast' if expected == 'FastConv' else 'xla')
   if model != 'resnet18':
     assert built.conv.__name__ == expected

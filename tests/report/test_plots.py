@@ -76,7 +76,7 @@ def test_curves_mark_where_overfitting_starts(tmp_path):
            'train_accuracy': 0.1 * e, 'validation_accuracy': 0.3}
           for e, l in zip(range(1, 9), [1.9, 1.5, 1.3, 1.25, 1.3, 1.4, 1.5,
                                         1.7])]
-  epoch = overfitting.overfitting_epoch(recs)
+  epoch = overfitting.overfitting(recs)['epoch']
   assert epoch == 5
   layout = plots.plot_curves(recs, str(tmp_path / 'marked.png'), epoch)
   plots.plot_curves(recs, str(tmp_path / 'plain.png'))

@@ -276,7 +276,7 @@ def test_no_overfitting_on_a_noisy_but_improving_run(caplog):
     assert overfitting.log_overfitting(records) is None
   assert 'No overfitting seen' in caplog.text
   for n in range(2, 21):  # nor at any point of that run
-    assert overfitting.overfitting_epoch(records[:n]) is None, n
+    assert overfitting.overfitting(records[:n]) is None, n
 
 
 def test_overfitting_on_a_run_that_overfits(caplog):
@@ -292,19 +292,19 @@ def test_overfitting_on_a_run_that_overfits(caplog):
   assert 'Overfitting starts at epoch 7: over 34 consecutive epochs' in (
       caplog.text)
   # Seen as soon as the trend has lasted OVERFIT_PATIENCE epochs.
-  assert overfitting.overfitting_epoch(records[:8]) is None
-  assert overfitting.overfitting_epoch(records[:10]) == 7
+  assert overfitting.overfitting(records[:8]) is None
+  assert overfitting.overfitting(records[:10])['epoch'] == 7
 
 
 def test_overfitting_needs_a_sustained_rise_and_a_widening_gap():
   falling = [2.0, 1.6, 1.3, 1.1, 0.95, 0.85, 0.75, 0.7, 0.65, 0.6]
   rising = [1.9, 1.4, 1.2, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0, 2.2]
-  assert overfitting.overfitting_epoch(_records(rising, falling)) == 5
+  assert overfitting.overfitting(_records(rising, falling))['epoch'] == 5
   # One epoch up, then improving again: no trend.
   wobble = [1.9, 1.4, 1.2, 1.1, 1.3, 1.0, 0.95, 0.9, 0.88, 0.85]
-  assert overfitting.overfitting_epoch(_records(wobble, falling)) is None
+  assert overfitting.overfitting(_records(wobble, falling)) is None
   # Both losses rising together (unstable training): no widening gap.
   both = [v - 0.1 for v in rising]
-  assert overfitting.overfitting_epoch(_records(rising, both)) is None
+  assert overfitting.overfitting(_records(rising, both)) is None
   # Too few epochs to see a trend.
-  assert overfitting.overfitting_epoch(_records(rising[:3], falling[:3])) is None
+  assert overfitting.overfitting(_records(rising[:3], falling[:3])) is None

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from imgclf_jax.config import resolve
+from imgclf_jax.config import specs
 from imgclf_jax.data import augment
 from imgclf_jax.models import registry
 from imgclf_jax.modes import evaluate
+from imgclf_jax.modes import train
 from imgclf_jax.training import device_data
-from imgclf_jax.training import train
+from imgclf_jax.training import steps
 from imgclf_jax.training import train_state as train_state_lib
 from tests import helpers
 
@@ -51,7 +53,10 @@ def test_unaugmented_batch_matches_the_tf_data_batch(folder):
 
 def test_epoch_indices_are_a_seeded_permutation(folder):
   config, pipeline = _pipeline(folder)
-  resident = device_data.DeviceData(pipeline, config)
+  resident = device_data.DeviceData(
+      pipeline, steps.train_step_for(specs.optim_spec(config),
+                                     pipeline.steps_per_epoch),
+      config.seed, config.batch_size)
   epoch = np.stack(list(resident.train_batches(0)))
   assert epoch.shape == (pipeline.steps_per_epoch, config.batch_size)
   flat = epoch.ravel()
@@ -70,10 +75,13 @@ def test_a_step_trains_the_same_on_one_device_or_four(folder):
   params = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     config, pipeline = _pipeline(folder, len(devices), data_on_device=True)
-    resident = device_data.DeviceData(pipeline, config, devices)
+    optim = specs.optim_spec(config)
+    resident = device_data.DeviceData(
+        pipeline, steps.train_step_for(optim, pipeline.steps_per_epoch),
+        config.seed, config.batch_size, devices)
     state = train_state_lib.create_train_state(
-        jax.random.key(0), registry.create_model(config, 3),
-        pipeline.image_shape, config, pipeline.steps_per_epoch)
+        jax.random.key(0), registry.create_model(specs.model_spec(config, 3)),
+        pipeline.image_shape, optim, pipeline.steps_per_epoch)
     state, _ = resident.train_step(state, indices.reshape(len(devices), -1),
                                    jax.random.key(1))
     params.append(state.params)

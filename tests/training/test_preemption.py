@@ -1,8 +1,9 @@
 """Step checkpoints and stop signals: a run stopped inside an epoch (SIGTERM,
-Ctrl-C, a step checkpoint then a kill) resumes at that step and ends exactly
-as the uninterrupted `full_run` (tests/conftest.py: 3 epochs of 4 steps on 4
-fake devices, running metrics every 2 steps); a save cut short by a kill is
-removed and training resumes from the step before."""
+Ctrl-C, a step checkpoint then a kill) or at an epoch's last step resumes at
+that step and ends exactly as the uninterrupted `full_run`
+(tests/conftest.py: 3 epochs of 4 steps on 4 fake devices, running metrics
+every 2 steps); a save cut short by a kill is removed and training resumes
+from the step before."""
 
 import glob
 import json
@@ -20,9 +21,10 @@ from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import dispatch
 from imgclf_jax.modes import evaluate
+from imgclf_jax.modes import train
 from imgclf_jax.report import event_files
 from imgclf_jax.training import preemption
-from imgclf_jax.training import train
+from imgclf_jax.training import progress as progress_lib
 
 TIMING = ('train_seconds', 'epoch_seconds')
 
@@ -58,13 +60,13 @@ def _event_steps(workdir):
 def _signal_at(monkeypatch, signum, epoch, step):
   """Sends `signum` to this process once epoch `epoch` (0-based) has done
   `step` steps: a real signal, handled as the trainer handles it."""
-  real = train.progress_lib.EpochProgress.step
+  real = progress_lib.EpochProgress.step
 
   def step_then_signal(self):
     real(self)
     if self.epoch == epoch and self.done == step:
       os.kill(os.getpid(), signum)
-  monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
+  monkeypatch.setattr(progress_lib.EpochProgress, 'step',
                       step_then_signal)
 
 
@@ -94,6 +96,28 @@ def test_sigterm_saves_the_step_exits_143_and_the_rerun_ends_identically(
   _assert_same_state(workdir, full_workdir)
   # TensorBoard holds each step once, as the uninterrupted run's events.
   assert _event_steps(workdir) == _event_steps(full_workdir)
+
+
+@pytest.mark.slow
+def test_sigterm_at_an_epochs_last_step_validates_saves_and_resumes_exactly(
+    full_run, tmp_path, monkeypatch, capsys):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path)
+  _signal_at(monkeypatch, signal.SIGTERM, epoch=0, step=4)
+  with pytest.raises(SystemExit) as exit_info:
+    dispatch.run('train', config, workdir)
+  assert exit_info.value.code == 143
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      'stopped: SIGTERM received: training stopped at the end of epoch 1 '
+      f'with a checkpoint at step 4 in {workdir}/checkpoints: run the same '
+      'command to resume from it.')
+  # The epoch was validated and logged, and its checkpoint written.
+  assert _steps(workdir) == [4]
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)[:1]
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  assert _untimed_records(workdir) == _untimed_records(full_workdir)
+  _assert_same_state(workdir, full_workdir)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from imgclf_jax.models import tta as tta_lib
 from imgclf_jax.parallel import device_axis
@@ -23,9 +24,10 @@ NUM_CLASSES = 4
 def _state(dropout_rate=0.0, learning_rate=1e-3):
   config = helpers.small_config('cifar10', dropout_rate=dropout_rate,
                                 learning_rate=learning_rate)
-  model = registry.create_model(config, NUM_CLASSES)
+  model = registry.create_model(specs.model_spec(config, NUM_CLASSES))
   return train_state_lib.create_train_state(
-      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+      jax.random.key(0), model, (16, 16, 3), specs.optim_spec(config),
+      steps_per_epoch=10)
 
 
 def _batch(n=16, seed=0):
@@ -191,9 +193,10 @@ def test_a_loss_weight_scales_its_examples_gradient():
 @pytest.mark.slow
 def test_half_precision_step_keeps_parameters_and_optimizer_in_float32():
   config = helpers.small_config('cifar10', half_precision=True)
-  model = registry.create_model(config, NUM_CLASSES)
+  model = registry.create_model(specs.model_spec(config, NUM_CLASSES))
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+      jax.random.key(0), model, (16, 16, 3), specs.optim_spec(config),
+      steps_per_epoch=10)
   new, metrics = helpers.p_train_step()(state, _shard(_batch(), 4),
                                          jax.random.key(1))
   leaves = jax.tree.leaves((new.params, new.opt_state))
@@ -234,7 +237,7 @@ def test_lookahead_follows_airbench_over_a_run():
                                 lookahead_every_steps=2,
                                 lookahead_start_epochs=1.0,
                                 lookahead_decay=0.9, lookahead_decay_power=2.0)
-  la = steps.lookahead_for(config, steps_per_epoch=3)
+  la = steps.lookahead_for(specs.optim_spec(config), steps_per_epoch=3)
   assert (la.first, la.total, la.per_epoch) == (4, 12, 3)
   rng = np.random.default_rng(0)
   slow = fast = {'params': {'w': jnp.zeros(3)}}
@@ -259,4 +262,5 @@ def test_lookahead_follows_airbench_over_a_run():
     if started:
       np.testing.assert_allclose(slow['params']['w'], ref_slow, rtol=1e-5,
                                  atol=1e-6)
-  assert steps.lookahead_for(helpers.small_config('cifar10'), 3) is None
+  assert steps.lookahead_for(
+      specs.optim_spec(helpers.small_config('cifar10')), 3) is None

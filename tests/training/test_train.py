@@ -1,13 +1,12 @@
-"""train_and_evaluate end to end: mock TFDS data and real image folders;
-resumed, rerun, and stopped on a diverged loss with its last good checkpoint
-kept; refused in a workdir another trainer holds or on a corrupt validation
-image; resumed over a damaged metrics.jsonl and after kills with SIGKILL (of
-main.py). Most tests read the session's `full_run` (tests/conftest.py)."""
+"""train.py's run end to end (through modes/train.py's train_and_evaluate):
+mock TFDS data and real image folders, what a run writes and its checkpoints
+hold; refused in a workdir another trainer holds; resumed after kills with
+SIGKILL (of main.py); BatchNorm models with the strong recipes' parts.
+Resumes are test_resume.py's, the loop's ways to end test_loop.py's. Most
+tests read the session's `full_run` (tests/conftest.py)."""
 
 import glob
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,24 +22,15 @@ from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.checkpoints import workdir_lock
 from imgclf_jax.config import keys
 from imgclf_jax.config import resolve
-from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import evaluate
-from imgclf_jax.training import train
+from imgclf_jax.modes import train
 from tests import helpers
+from tests.helpers import checkpoint_steps as _checkpoint_steps
+from tests.helpers import records as _records
 from tests.helpers import train_in as _train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _checkpoint_steps(workdir):
-  return sorted(int(os.path.basename(p)) for p in
-                glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 def _assert_outputs(workdir, epochs, steps_per_epoch):
@@ -69,12 +59,6 @@ def test_train_and_evaluate_on_tfds_mock_data(tmp_path):
   assert last == records[-1] and last['step'] == 6
 
 
-@pytest.fixture
-def folder(colour_folder):
-  """The folder `full_run` trained on (tests/conftest.py)."""
-  return colour_folder
-
-
 @pytest.mark.slow
 def test_folder_run_writes_checkpoints_events_metrics_and_curves(full_run):
   _, workdir, last = full_run
@@ -100,147 +84,9 @@ def test_checkpoint_holds_what_eval_needs(full_run):
   assert len(metadata['normalization']['mean']) == 3
 
 
-@pytest.mark.slow
-def test_resume_finishes_like_an_uninterrupted_run(full_run, folder, tmp_path):
-  config, _, full_last = full_run
-  workdir = str(tmp_path)
-  interrupted = helpers.small_config(f'folder:{folder}', num_epochs=1)
-  train.train_and_evaluate(interrupted, workdir)
-  assert _checkpoint_steps(workdir) == [4]
-  resumed_last = train.train_and_evaluate(config, workdir)
-  assert [r['epoch'] for r in _records(workdir)] == [1, 2, 3]
-  for key in ('train_loss', 'train_accuracy', 'validation_loss',
-              'validation_accuracy'):
-    np.testing.assert_allclose(resumed_last[key], full_last[key], rtol=1e-5,
-                               err_msg=key)
-  assert resumed_last['step'] == full_last['step'] == 12
-
-
-@pytest.mark.slow
-def test_rerun_of_a_finished_run_trains_no_more_and_writes_nothing(
-    full_run, caplog):
-  config, workdir, full_last = full_run
-  before = helpers.snapshot(workdir)
-  with caplog.at_level('INFO'):
-    last = train.train_and_evaluate(config, workdir)
-  assert helpers.snapshot(workdir) == before   # no new events file either
-  assert last == full_last
-  assert 'Already trained 3/3 epochs: nothing to do. Raise --config.num_epochs' \
-      in caplog.text
-
-
-@pytest.mark.slow
-def test_tensorboard_keeps_running_and_epoch_values_apart(full_run):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _, workdir, _ = full_run
-  steps_of = {}
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        steps_of.setdefault(value.tag, []).append(event.step)
-  # 4 steps per epoch, log_every_steps 2: running values at steps 2, 4, ...;
-  # epoch means at the epochs' last steps only.
-  assert sorted(steps_of['train_loss']) == [4, 8, 12]
-  assert sorted(steps_of['train_loss_running']) == [2, 4, 6, 8, 10, 12]
-  assert 'train_images_per_second' in steps_of
-
-
-def _interrupt_at(monkeypatch, epoch, step):
-  real = train.progress_lib.EpochProgress.step
-
-  def step_or_interrupt(self):
-    if self.epoch == epoch and self.done == step:
-      raise KeyboardInterrupt
-    real(self)
-  monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
-                      step_or_interrupt)
-
-
-@pytest.mark.slow
-def test_ctrl_c_keeps_the_checkpoint_draws_the_curves_and_resumes(
-    full_run, folder, tmp_path, monkeypatch, capsys):
-  from imgclf_jax.modes import dispatch  # pylint: disable=g-import-not-at-top
-  config, _, full_last = full_run
-  workdir = str(tmp_path)
-  _interrupt_at(monkeypatch, epoch=1, step=2)
-  with pytest.raises(SystemExit) as exit_info:
-    dispatch.run('train', config, workdir)
-  assert exit_info.value.code == 130
-  err = capsys.readouterr().err.strip().splitlines()
-  assert err[-1] == (
-      f'interrupted: training stopped in epoch 2; the last checkpoint (step '
-      f'4) is kept in {workdir}/checkpoints: run the same command to resume '
-      'from it.')
-  assert _checkpoint_steps(workdir) == [4]
-  assert [r['epoch'] for r in _records(workdir)] == [1]
-  assert os.path.exists(os.path.join(workdir, 'curves.png'))
-  monkeypatch.undo()
-  resumed_last = train.train_and_evaluate(config, workdir)
-  np.testing.assert_allclose(resumed_last['validation_loss'],
-                             full_last['validation_loss'], rtol=1e-5)
-
-
-def test_early_stopping_counts_epochs_without_improvement():
-  stopper = train.EarlyStopping('validation_loss', patience=2)
-  losses = [1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.8]
-  stops = [stopper.update({'epoch': i + 1, 'validation_loss': v})
-           for i, v in enumerate(losses)]
-  assert stops == [False, False, False, True, False, False, True]
-  assert stopper.best_epoch == 5 and stopper.best == 0.7
-  accuracy = train.EarlyStopping('validation_accuracy', patience=1)
-  assert not accuracy.update({'epoch': 1, 'validation_accuracy': 0.5})
-  assert not accuracy.update({'epoch': 2, 'validation_accuracy': 0.6})
-  assert accuracy.update({'epoch': 3, 'validation_accuracy': 0.6})
-  never = train.EarlyStopping('validation_loss', patience=0)
-  assert not any(never.update({'epoch': e, 'validation_loss': 1.0})
-                 for e in range(1, 5))
-
-
-@pytest.mark.slow
-def test_early_stopping_stops_keeps_its_checkpoint_and_reruns_say_so(
-    folder, tmp_path, caplog):
-  # A learning rate too small to change anything: the accuracy of epoch 1
-  # is never beaten.
-  config = helpers.small_config(
-      f'folder:{folder}', num_epochs=4, learning_rate=1e-12,
-      early_stopping_patience=1, early_stopping_metric='validation_accuracy')
-  last = train.train_and_evaluate(config, str(tmp_path))
-  assert last['epoch'] == 2 and _checkpoint_steps(str(tmp_path))[-1] == 8
-  before = helpers.snapshot(str(tmp_path))
-  with caplog.at_level('INFO'):
-    again = train.train_and_evaluate(config, str(tmp_path))
-  assert again == last and helpers.snapshot(str(tmp_path)) == before
-  assert 'Stopped early: validation_accuracy has not improved for 1 epochs' \
-      in caplog.text
-  assert 'raise --config.early_stopping_patience' in caplog.text
-  config.early_stopping_patience = 0
-  assert train.train_and_evaluate(config, str(tmp_path))['epoch'] == 4
-
-
-@pytest.mark.slow
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
-    trained, two_class_folder):
-  _, workdir = trained
-  checkpoints_before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    log_before = f.read()
-  exploding = helpers.small_config(f'folder:{two_class_folder}',
-                                   num_epochs=3, learning_rate=1e30)
-  with pytest.raises(train.TrainingDiverged,
-                     match=r'loss became .*nan.*last good checkpoint \(step 2\)'):
-    _train(exploding, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == (
-      checkpoints_before)
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    assert f.read() == log_before
-  # The kept checkpoint still restores and evaluates.
-  result = evaluate.evaluate_checkpoint(None, workdir)
-  assert result['step'] == 2 and 0 <= result['accuracy'] <= 1
-
-
 # ----------------------------------------------------------------------------
-# Nothing lost, nothing silent: one trainer per workdir, a damaged
-# metrics.jsonl, a corrupt validation image, and kills with SIGKILL.
+# Nothing lost, nothing silent: one trainer per workdir, and kills with
+# SIGKILL.
 
 
 def test_a_second_trainer_stops_before_writing_anything(tmp_path):
@@ -254,50 +100,6 @@ def test_a_second_trainer_stops_before_writing_anything(tmp_path):
                        rf'{lock.path}\)'):
       _train(helpers.small_config(f'folder:{data}'), workdir)
   assert os.listdir(workdir) == ['train.lock']
-
-
-def test_a_corrupt_validation_image_stops_training_before_it_starts(tmp_path):
-  data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
-  config = helpers.small_config(f'folder:{data}')
-  # The validation split is carved out of train/: corrupt one of its files.
-  bad = helpers.make_source(config).files('validation')[-1]
-  with open(bad, 'wb') as f:
-    f.write(b'not an image')
-  workdir = str(tmp_path / 'run')
-  with pytest.raises(UserError,
-                     match=rf'^cannot decode image file {bad} \(.*\): remove '
-                     r'or re-save it, then run the same command again\.$'):
-    _train(config, workdir)
-  # No epoch was trained: no checkpoint, metrics line or event file.
-  assert os.listdir(workdir) == ['train.lock']
-
-
-@pytest.mark.slow
-def test_resume_mends_a_torn_and_garbled_log_of_a_kill_during_a_save(
-    full_run, tmp_path, caplog):
-  config, full_workdir, _ = full_run
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(full_workdir, workdir)
-  # A kill while epoch 3's checkpoint was saved (its line was logged, the
-  # checkpoint never landed), a garbled line, and a line torn by the kill.
-  shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))
-  path = os.path.join(workdir, 'metrics.jsonl')
-  with open(path) as f:
-    lines = f.readlines()
-  with open(path, 'w') as f:
-    f.writelines([lines[0], 'garbage\n', *lines[1:], lines[2][:20]])
-  last = _train(config, workdir)
-  assert f'{path}: cut line 2' in caplog.text
-  assert 'the records of epochs [3], past the epoch of the checkpoint (2)' in (
-      caplog.text)
-  records = _records(workdir)  # every line parses
-  full = _records(full_workdir)
-  assert [(r['epoch'], r['step']) for r in records] == [
-      (r['epoch'], r['step']) for r in full] == [(1, 4), (2, 8), (3, 12)]
-  assert records[:2] == full[:2] and last == records[2]
-  for key in ('train_loss', 'validation_loss', 'validation_accuracy'):
-    np.testing.assert_allclose(last[key], full[2][key], rtol=1e-5,
-                               err_msg=key)
 
 
 # main.py as a user runs it, on one device (tests/test_main.py), killed with

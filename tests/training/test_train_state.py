@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from imgclf_jax.training import steps
 from imgclf_jax.training import train_state as train_state_lib
@@ -26,14 +27,16 @@ def test_warmup_then_decay_to_the_end_fraction(schedule, expected):
   config = _config(num_epochs=2, learning_rate=1.0, lr_schedule=schedule,
                    warmup_epochs=0.8, lr_start_fraction=0.2,
                    lr_end_fraction=0.1)
-  fn = train_state_lib.learning_rate_schedule(config, steps_per_epoch=5)
+  fn = train_state_lib.learning_rate_schedule(specs.optim_spec(config),
+                                             steps_per_epoch=5)
   np.testing.assert_allclose([fn(i) for i in range(11)], expected, atol=1e-6)
 
 
 def test_cosine_ends_at_its_fraction():
   config = _config(num_epochs=1, learning_rate=2.0, lr_schedule='cosine',
                    lr_end_fraction=0.25)
-  fn = train_state_lib.learning_rate_schedule(config, steps_per_epoch=8)
+  fn = train_state_lib.learning_rate_schedule(specs.optim_spec(config),
+                                             steps_per_epoch=8)
   np.testing.assert_allclose([fn(0), fn(4), fn(8)], [2.0, 1.25, 0.5],
                              atol=1e-6)
 
@@ -51,7 +54,8 @@ def test_sgd_nesterov_with_decoupled_weight_decay_and_norm_bias_scale():
                    learning_rate=0.1, weight_decay=0.5, norm_bias_lr_scale=4.0)
   params = {'BatchNorm_0': {'bias': jnp.array([1.0])},
             'Dense_0': {'bias': jnp.array([1.0]), 'kernel': jnp.array([2.0])}}
-  tx = train_state_lib.create_optimizer(config, 10, norm_paths=('BatchNorm_0',))
+  tx = train_state_lib.create_optimizer(specs.optim_spec(config), 10,
+                                        norm_paths=('BatchNorm_0',))
   grads = [jax.tree.map(lambda p, g=g: jnp.full_like(p, g), params)
            for g in (1.0, -2.0, 0.5)]
   got = _run(tx, params, grads)
@@ -79,8 +83,8 @@ def test_adam_is_optax_adam_and_adamw_with_weight_decay():
       ({'weight_decay': 0.1}, optax.adamw(1e-2, weight_decay=0.1)),
       ({'optimizer': 'adamw', 'weight_decay': 0.1},
        optax.adamw(1e-2, weight_decay=0.1))):
-    tx = train_state_lib.create_optimizer(_config(learning_rate=1e-2,
-                                                  **overrides), 10)
+    tx = train_state_lib.create_optimizer(specs.optim_spec(_config(
+        learning_rate=1e-2, **overrides)), 10)
     np.testing.assert_allclose(_run(tx, params, grads)['w'],
                                _run(reference, params, grads)['w'], rtol=1e-6)
 
@@ -91,7 +95,8 @@ def test_frozen_parameters_stop_at_their_epoch():
   params = {'a': jnp.array([1.0]), 'b': jnp.array([1.0]),
             'c': jnp.array([1.0])}
   tx = train_state_lib.create_optimizer(
-      config, steps_per_epoch=2, frozen_from_epoch={'a': 0.0, 'b': 1.0})
+      specs.optim_spec(config), steps_per_epoch=2,
+      frozen_from_epoch={'a': 0.0, 'b': 1.0})
   grads = [{k: jnp.array([1.0]) for k in params}] * 4
   opt_state, history = tx.init(params), []
   for g in grads:
@@ -106,9 +111,10 @@ def test_frozen_parameters_stop_at_their_epoch():
 
 def test_ema_follows_its_definition_over_a_few_steps():
   config = _config(learning_rate=1e-2, ema_decay=0.5)
-  model = registry.create_model(config, 4)
+  model = registry.create_model(specs.model_spec(config, 4))
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, (16, 16, 3), config, steps_per_epoch=10)
+      jax.random.key(0), model, (16, 16, 3), specs.optim_spec(config),
+      steps_per_epoch=10)
   p_train = helpers.p_train_step(devices=jax.devices()[:1], ema_decay=0.5)
   rng = np.random.default_rng(0)
   expected = state.params
