@@ -7,7 +7,8 @@ publishes 94.01% on the official CIFAR-10 test set. Is the gap the data (JPEG
 q75, 45,000 training images) or imgclf_jax's implementation? This script runs
 the reference recipe, unchanged, on exactly the train/validation split that
 imgclf_jax uses (`folder:` source, 10% of every class held out with
-sources.FOLDER_SPLIT_SEED); the validation split plays airbench's test set.
+folder_source.FOLDER_SPLIT_SEED); the validation split plays airbench's test
+set.
 
 Source ported: KellerJordan/cifar10-airbench, airbench94.py (the uncompiled
 variant of airbench94_compiled.py). Kept exactly as there: the network
@@ -120,14 +121,16 @@ def dump_split(dataset: str, path: str):
   (TensorFlow); torch is not imported."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from configs import cifar10_fast
+  from imgclf_jax.config import specs
   from imgclf_jax.data import input_pipeline
   from imgclf_jax.data import sources
   config = cifar10_fast.get_config()
   config.dataset = dataset
   config.image_size = 32
   config.normalization = 'unit'   # no statistics pass: only the uint8 arrays are used
-  source = sources.make_source(config)
-  pipeline = input_pipeline.InputPipeline(source, config)
+  data = specs.data_spec(config)
+  source = sources.make_source(data.source)
+  pipeline = input_pipeline.InputPipeline(source, data)
   train_x, train_y = pipeline.arrays('train')
   val_x, val_y = pipeline.arrays('validation')
   train_files, val_files = source.files('train'), source.files('validation')

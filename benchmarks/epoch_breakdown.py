@@ -42,7 +42,9 @@ def cpu_seconds():
 
 def pipeline_cpu_ms(dataset, augment):
   config = common.make_config(128, dataset=dataset, augment=augment)
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  data = specs.data_spec(config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
+                                          data)
   for _ in pipeline.train_batches(0):  # fills the cache
     pass
   start, batches = cpu_seconds(), 0
@@ -53,7 +55,9 @@ def pipeline_cpu_ms(dataset, augment):
 
 def bare_loop_epochs(dataset):
   config = common.make_config(128, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  data = specs.data_spec(config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
+                                          data)
   state = train_state_lib.create_train_state(
       jax.random.key(0), registry.create_model(specs.model_spec(config, pipeline.source.info.num_classes)),
       pipeline.image_shape, specs.optim_spec(config), pipeline.steps_per_epoch)

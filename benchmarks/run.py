@@ -360,10 +360,13 @@ def pipeline_throughput(dataset, overrides, batch_size=128):
   """img/s of the input pipeline alone (every augmentation): a first epoch
   (decoding the files into the cache), then a whole second one (cache warm,
   including the shuffle buffer's fill at its start)."""
+  from imgclf_jax.config import specs
   from imgclf_jax.data import input_pipeline
   from imgclf_jax.data import sources
   config = common.make_config(batch_size, overrides, dataset=dataset)
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  data = specs.data_spec(config)
+  pipeline = input_pipeline.InputPipeline(sources.make_source(data.source),
+                                          data)
   rates = []
   for epoch in (0, 1):
     start = time.perf_counter()
@@ -405,13 +408,14 @@ def epoch_overhead(dataset, overrides, batch_size=128, epochs=4, **train):
 
 def epochs_in_this_process(dataset, batch_size, epochs, overrides, train):
   """epoch_overhead's measurement (--child=epochs)."""
+  from imgclf_jax.config import specs
   from imgclf_jax.data import sources
   from imgclf_jax.training import metrics
   from imgclf_jax.modes import train as train_lib
   config = common.make_config(batch_size, overrides, dataset=dataset,
                               num_epochs=epochs, **train)
-  steps_per_epoch = (sources.make_source(config).num_examples('train') //
-                     batch_size)
+  steps_per_epoch = (sources.make_source(specs.data_spec(
+      config).source).num_examples('train') // batch_size)
   setup = common.jax_setup(batch_size, overrides)
   common.time_jax_train(setup, 3)
   bare = [common.time_jax_train(setup, steps_per_epoch)]

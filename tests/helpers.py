@@ -4,6 +4,7 @@ few checks more than one test module makes."""
 import csv
 import functools
 import glob
+import io
 import json
 import os
 
@@ -12,7 +13,9 @@ import numpy as np
 from PIL import Image
 
 from imgclf_jax.config import keys
-from imgclf_jax.data import augment
+from imgclf_jax.config import specs
+from imgclf_jax.data import input_pipeline
+from imgclf_jax.data import sources
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.modes import train
 from imgclf_jax.training import steps
@@ -54,8 +57,20 @@ def small_config(dataset, **overrides):
 
 def augment_spec(names, **sizes):
   """The AugmentSpec of the default config with augment=names and `sizes`."""
-  return augment.AugmentSpec.from_config(
-      small_config('cifar10', augment=names, **sizes))
+  return specs.augment_spec(small_config('cifar10', augment=names, **sizes))
+
+
+def make_source(config, class_names=None):
+  """sources.make_source of `config`'s data spec."""
+  return sources.make_source(specs.data_spec(config).source, class_names)
+
+
+def make_pipeline(config, normalization=None, source=None, **kwargs):
+  """input_pipeline.InputPipeline of `config`'s data spec (on `source`, or
+  on make_source(config)); `kwargs`: process, training."""
+  return input_pipeline.InputPipeline(source or make_source(config),
+                                      specs.data_spec(config), normalization,
+                                      **kwargs)
 
 
 def p_train_step(devices=None, label_smoothing=0.0, microbatches=1,
@@ -108,6 +123,53 @@ def edit_metadata(workdir, step, edit):
   with open(path, 'w') as f:
     json.dump(metadata, f)
   return metadata
+
+
+def break_files(paths):
+  """Overwrites each file with bytes that no image decoder reads."""
+  for path in paths:
+    with open(path, 'wb') as f:
+      f.write(b'not an image')
+
+
+def channel_stats(images):
+  """mean/std of uint8 images [N, S, S, C] per channel, as [0, 1] floats."""
+  x = np.asarray(images, np.float64) / 255.0
+  return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+
+
+def jpeg_bytes(pixels, subsampling=0, quality=95) -> bytes:
+  out = io.BytesIO()
+  Image.fromarray(pixels).save(out, 'JPEG', quality=quality,
+                               subsampling=subsampling)
+  return out.getvalue()
+
+
+def png_bytes(pixels) -> bytes:
+  out = io.BytesIO()
+  Image.fromarray(pixels).save(out, 'PNG')
+  return out.getvalue()
+
+
+def smooth_noise(height, width, seed):
+  """A photo-like uint8 RGB image: an upsampled colour field plus noise."""
+  rng = np.random.default_rng(seed)
+  low = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+  image = np.asarray(Image.fromarray(low).resize((width, height),
+                                                Image.BICUBIC), np.int16)
+  return np.clip(image + rng.integers(-25, 26, image.shape), 0,
+                 255).astype(np.uint8)
+
+
+def jpeg_folder(root, per_class=(8, 8), size=(60, 90)):
+  """root/train/class_<c>/<i>.jpg: smooth_noise JPEGs of `size`."""
+  for c, n in enumerate(per_class):
+    folder = os.path.join(root, 'train', f'class_{c}')
+    os.makedirs(folder)
+    for i in range(n):
+      with open(os.path.join(folder, f'{i:02d}.jpg'), 'wb') as f:
+        f.write(jpeg_bytes(smooth_noise(*size, seed=100 * c + i)))
+  return str(root)
 
 
 def pairs(ds):

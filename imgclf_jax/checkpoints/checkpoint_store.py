@@ -36,6 +36,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from imgclf_jax.byte_sizes import bytes_text
 from imgclf_jax.checkpoints import integrity as integrity
 from imgclf_jax.errors import UserError
 
@@ -189,7 +190,7 @@ class CheckpointStore:
                                for x in jax.tree.leaves(state)))
       free = shutil.disk_usage(self.directory).free
       reason = (f'the disk is full (a checkpoint takes about '
-                f'{integrity.size(need)}, {integrity.size(free)} is free '
+                f'{bytes_text(need)}, {bytes_text(free)} is free '
                 'there): free space there')
     else:
       reason = f'({integrity.describe(error)}): make the folder writable'

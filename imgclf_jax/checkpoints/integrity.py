@@ -4,7 +4,7 @@
   all_finite(state)          no NaN/inf in a state's floating arrays
   draining_event_loops()     a failed Orbax read/write leaves nothing pending
   without_orbax_error_logs() Orbax's own error logs (with tracebacks) dropped
-  disk_full(e), write_failure(e), describe(e), folder_bytes(path), size(n)
+  disk_full(e), write_failure(e), describe(e), folder_bytes(path)
 """
 
 import asyncio
@@ -147,12 +147,3 @@ def folder_bytes(path: str) -> int:
   """The disk space the files under `path` take (as `du`)."""
   return sum(os.stat(os.path.join(root, name)).st_blocks * 512
              for root, _, names in os.walk(path) for name in names)
-
-
-def size(num_bytes: float) -> str:
-  """1234567 -> '1.18 MB'."""
-  for unit in ('bytes', 'KB', 'MB', 'GB', 'TB'):
-    if num_bytes < 1000 or unit == 'TB':
-      return f'{num_bytes} bytes' if unit == 'bytes' else (
-          f'{num_bytes:.3g} {unit}')
-    num_bytes /= 1024

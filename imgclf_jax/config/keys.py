@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Data -----------------------------------------------------------------
   # A TFDS name ('cifar10', 'mnist', 'cifar100', ...) or 'folder:/path/to/root'
   # for an image folder laid out root/<class_name>/<image file> or
-  # root/<split>/<class_name>/<image file> (datasets.FolderSource).
+  # root/<split>/<class_name>/<image file> (data/folder_source.py).
   config.dataset = 'cifar10'
   # TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets). A typed
   # placeholder, so that --config.data_dir=/path can set it.
@@ -41,10 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'standardize' measures the per-channel mean and std over the training
   # split's resized images when it holds at most this many; a larger split
   # is measured on this many of its images, drawn with a fixed seed
-  # (datasets.SAMPLE_SEED, not config.seed) from the
+  # (source_base.SAMPLE_SEED, not config.seed) from the
   # split's global index space, the same on every process: an image folder's
   # files at uniformly drawn positions; a TFDS split's records in
-  # datasets.SAMPLE_BLOCKS contiguous runs at drawn positions, so that
+  # tfds_source.SAMPLE_BLOCKS contiguous runs at drawn positions, so that
   # only those records are read (TFDS shuffled the records when it prepared
   # the dataset; one prepared unshuffled is read whole, decoding only the
   # sample). A resumed run, eval and predict use the checkpoint's statistics.
@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   # image): True, False, or 'auto': cache when the two splits together take
   # at most cache_budget_gb (1 GB = 1e9 bytes; checked by size, not against
   # the machine's free memory), else decode the files every epoch. Another
-  # split (--mode=eval's) counts alone against the budget. The log says what
+  # split, and any split --mode=eval reads, counts alone against the budget
+  # (eval reads nothing of the training split). The log says what
   # was decided, with the numbers. Nothing is cached with crop='random_resized'.
   config.cache = ml_collections.FieldReference('auto', field_type=object)
   config.cache_budget_gb = 8.0

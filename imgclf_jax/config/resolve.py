@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from imgclf_jax.config import keys
+from imgclf_jax.config import specs
 from imgclf_jax.config.keys import DATA
 from imgclf_jax.config.keys import FLAGS
 from imgclf_jax.config.keys import MODEL
@@ -145,8 +146,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   _require(_whole(c.translate_pixels) and c.translate_pixels >= 0,
            'translate_pixels', c.translate_pixels, 'a whole number >= 0')
   # Raise on unknown augmentation names.
-  augment.AugmentSpec.from_config(c)
-  minority = augment.AugmentSpec.from_config(c, key='minority_augment')
+  specs.augment_spec(c)
+  minority = specs.augment_spec(c, key='minority_augment')
   _require(c.rotation_degrees >= 0, 'rotation_degrees', c.rotation_degrees,
            '>= 0')
   _require(0 <= c.zoom_range < 1, 'zoom_range', c.zoom_range, 'in [0, 1)')

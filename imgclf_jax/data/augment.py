@@ -47,15 +47,6 @@ class AugmentSpec:
   brightness_delta: float = 0.0
   translate_pixels: int = 0
 
-  @classmethod
-  def from_config(cls, config, key: str = 'augment') -> 'AugmentSpec':
-    """config[key] (e.g. 'augment' or 'minority_augment') with the config's
-    augmentation sizes."""
-    return cls(parse_augment(config[key], key=key),
-               float(config.rotation_degrees), float(config.zoom_range),
-               float(config.shift_fraction), float(config.brightness_delta),
-               int(config.translate_pixels))
-
   def scaled(self, factor: float) -> 'AugmentSpec':
     """The same augmentations with every size times `factor`."""
     return dataclasses.replace(

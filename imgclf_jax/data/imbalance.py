@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf_jax.data import augment
+from imgclf_jax.data import spec as spec_lib
 from imgclf_jax.errors import UserError
 
 NO_WEIGHTS = ('', 'none')
@@ -50,7 +51,8 @@ def minority_classes(counts, fraction: float) -> np.ndarray:
 
 
 def parse_class_weights(spec, class_names=None):
-  """config.class_weights -> None, 'balanced', or float weights per class.
+  """config.class_weights (ImbalanceSpec.class_weights) -> None, 'balanced',
+  or float weights per class.
 
   Without `class_names` only the syntax is checked (and explicit weights come
   back as {class name or index: weight}).
@@ -102,7 +104,7 @@ def parse_class_weights(spec, class_names=None):
 
 
 def loss_weights(spec, counts, class_names):
-  """Per-class loss weights for config.class_weights, or None (no weighting).
+  """Per-class loss weights for class_weights `spec`, or None (no weighting).
 
   'balanced' gives n / (K * n_c): the total weight of every class is the
   same, and it is 0 for a class with no training examples.
@@ -128,7 +130,7 @@ def oversample(class_examples, counts, num_examples: int, seed: int,
   """`num_examples` (image, label) pairs in which every class is equally likely.
 
   `class_examples`: one dataset per class with examples (in class order,
-  skipping classes whose count is 0), as InputPipeline.class_examples gives.
+  skipping classes whose count is 0), as Examples.class_examples gives.
   Each stream is shuffled afresh on every pass and repeated, and a seeded
   random choice of stream is made per example: minority examples repeat
   within an epoch, majority ones are not all seen. Memory is the shuffle buffers only; the order is fixed by `seed`.
@@ -153,13 +155,6 @@ def oversample(class_examples, counts, num_examples: int, seed: int,
 
 # ----------------------------------------------------------------------------
 # Minority augmentation
-
-
-def minority_spec(config) -> augment.AugmentSpec:
-  """The augmentation minority examples get: config.minority_augment's names,
-  the augmentation sizes times config.minority_augment_scale."""
-  return augment.AugmentSpec.from_config(
-      config, key='minority_augment').scaled(config.minority_augment_scale)
 
 
 def minority_augment_fn(spec: augment.AugmentSpec, minority_mask):
@@ -187,28 +182,28 @@ def minority_augment_fn(spec: augment.AugmentSpec, minority_mask):
 # Reporting
 
 
-def describe(counts, class_names, config) -> dict:
+def describe(counts, class_names, spec: spec_lib.ImbalanceSpec) -> dict:
   """Counts, ratio and minority classes of the training split, and a warning."""
   counts = np.asarray(counts)
   ratio = imbalance_ratio(counts)
-  minority = minority_classes(counts, config.minority_fraction)
+  minority = minority_classes(counts, spec.minority_fraction)
   names = [class_names[i] for i in np.flatnonzero(minority)]
   summary = {'imbalance_ratio': ratio if math.isfinite(ratio) else None,
              'minority_classes': names}
-  if ratio > config.imbalance_warning_ratio:
+  if ratio > spec.warning_ratio:
     remedies = [r for r, on in (
         ('--config.class_weights=balanced',
-         parse_class_weights(config.class_weights, class_names) is None),
-        ('--config.oversample=True', not config.oversample),
+         parse_class_weights(spec.class_weights, class_names) is None),
+        ('--config.oversample=True', not spec.oversample),
         ('--config.minority_augment=flip,rotate,zoom,shift,brightness',
-         not augment.parse_augment(config.minority_augment))) if on]
+         not spec.minority_augment)) if on]
     largest = class_names[int(np.argmax(counts))]
     smallest = class_names[int(np.argmin(counts))]
     logging.warning(
         'Class imbalance: the training split has %d %s images but only %d %s '
         '(ratio %.1f > imbalance_warning_ratio %.1f); minority classes: %s.%s',
         counts.max(), largest, counts.min(), smallest, ratio,
-        config.imbalance_warning_ratio, ', '.join(names) or 'none',
+        spec.warning_ratio, ', '.join(names) or 'none',
         f' Remedies: {", ".join(remedies)}.' if remedies else '')
     summary['warning'] = True
   else:

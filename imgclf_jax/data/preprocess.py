@@ -10,13 +10,15 @@ With config.crop='random_resized' the first two steps are one of
 file bytes -> a window of the image, decoded (only the window, for a JPEG)
 and resized to [S, S, C]. `eval_image` is evaluation's path for either.
 
-`input_pipeline.py` and `datasets.py` build their tf.data graphs from these
+The input pipeline and the sources build their tf.data graphs from these
 functions and `predict.py` applies the same ones to single files, so a
-checkpoint sees new images exactly as it saw its training images.
+checkpoint sees new images exactly as it saw its training images;
+`normalize` is also the device-resident data's and the exported model's.
 """
 
 import re
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -141,10 +143,12 @@ def normalize(images, normalization: dict):
   """[0, 1] float pixels -> model input, with the training split's statistics.
 
   `normalization` is {'mean': [C floats], 'std': [C floats]} as stored in the
-  checkpoint metadata.
+  checkpoint metadata. `images` may be a TF tensor (tf.data, predict), a JAX
+  array (device_data.py's step, export.py's served function) or numpy: the
+  statistics are float32 constants of whichever it is.
   """
-  mean = tf.constant(normalization['mean'], tf.float32)
-  std = tf.constant(normalization['std'], tf.float32)
+  mean = np.asarray(normalization['mean'], np.float32)
+  std = np.asarray(normalization['std'], np.float32)
   return (images - mean) / std
 
 

@@ -12,6 +12,7 @@ import os
 from absl import logging
 
 from imgclf_jax.checkpoints import checkpoint_store
+from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
@@ -43,11 +44,12 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
                step, config.dataset, split,
                '' if config.dataset == metadata['dataset'] else
                f' (trained on {metadata["dataset"]})')
-  source = sources.make_source(config, class_names=loaded.class_names)
+  data = specs.data_spec(config)
+  source = sources.make_source(data.source, class_names=loaded.class_names)
   checkpoint_store.check_class_names(source.info.class_names, loaded.class_names,
                                 loaded.directory)
-  pipeline = input_pipeline.InputPipeline(source, config,
-                                          loaded.normalization)
+  pipeline = input_pipeline.InputPipeline(source, data, loaded.normalization,
+                                          training=False)
   if split == 'validation' and config.dataset == metadata['dataset']:
     _warn_if_splits_changed(source, metadata['split_sizes'], step,
                             loaded.directory)

@@ -24,10 +24,10 @@ import shutil
 from absl import logging
 import jax
 from jax.experimental import jax2tf
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from imgclf_jax.data import preprocess
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import tta as tta_lib
 from imgclf_jax.modes import checkpoint_loader
@@ -44,13 +44,13 @@ def probabilities_fn(loaded: checkpoint_loader.Checkpoint):
   """fn(variables, images in [0, 1] [N, S, S, C]) -> class probabilities
   [N, K]: training's normalisation, then the model with the checkpoint's
   test-time augmentation (as steps.predict_step)."""
-  mean = jnp.asarray(loaded.normalization['mean'], jnp.float32)
-  std = jnp.asarray(loaded.normalization['std'], jnp.float32)
+  normalization = loaded.normalization
   apply_fn, tta = loaded.state.apply_fn, loaded.report.tta
 
   def probabilities(variables, images):
-    return jax.nn.softmax(tta_lib.tta_logits(apply_fn, variables,
-                                           (images - mean) / std, tta))
+    return jax.nn.softmax(tta_lib.tta_logits(
+        apply_fn, variables, preprocess.normalize(images, normalization),
+        tta))
 
   return probabilities
 

@@ -23,8 +23,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from imgclf_jax.data import folder_scan
 from imgclf_jax.data import preprocess
-from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.parallel import device_axis
@@ -57,10 +57,11 @@ def image_paths(spec: str) -> list[str]:
       raise UserError(f'--images={spec}: no such file, and no file matches it '
                       "as a glob: give an image file, a folder or a quoted "
                       "glob such as 'photos/*.jpg'.")
-  images = [p for p in found if p.lower().endswith(sources.IMAGE_EXTENSIONS)]
+  images = [p for p in found
+            if p.lower().endswith(folder_scan.IMAGE_EXTENSIONS)]
   if not images:
     raise UserError(f'--images={spec}: {kind} no image files '
-                    f'({", ".join(sources.IMAGE_EXTENSIONS)}), only '
+                    f'({", ".join(folder_scan.IMAGE_EXTENSIONS)}), only '
                     f'{len(found)} other file(s) (e.g. {found[0]}): name a file '
                     'explicitly to predict it whatever its extension.')
   if len(images) < len(found):

@@ -26,13 +26,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   devices = jax.local_devices()  # with several processes, this one's
   # The global batch is split over every device of every process.
   config = resolve.for_training(config, jax.device_count())
-  source = sources.make_source(config)
-  imbalance.parse_class_weights(config.class_weights, source.info.class_names)
+  data = specs.data_spec(config)
+  source = sources.make_source(data.source)
+  imbalance.parse_class_weights(data.imbalance.class_weights,
+                                source.info.class_names)
   distributed.check_shared_workdir(workdir)
   spec = specs.run_spec(config, source.info.num_classes)
   # With several processes the first holds the lock (and writes the files).
   lock = (workdir_lock.TrainLock(workdir) if distributed.is_primary() else
           workdir_lock.NotLocked())
   with lock:
-    return train.run(spec, source, config, workdir, devices, lock,
+    return train.run(spec, source, data, workdir, devices, lock,
                      functools.partial(resolve.check_resume, config))

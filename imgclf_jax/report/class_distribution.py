@@ -44,7 +44,8 @@ def write_class_distribution(pipeline, workdir: str) -> dict:
   class_names = list(pipeline.source.info.class_names)
   counts = {split: pipeline.class_counts(split)
             for split in ('train', 'validation')}
-  summary = imbalance.describe(counts['train'], class_names, pipeline.config)
+  summary = imbalance.describe(counts['train'], class_names,
+                               pipeline.spec.imbalance)
   summary['classes_without_validation'] = warn_unvalidated_classes(
       counts['validation'], counts['train'], class_names)
   path = os.path.join(workdir, CLASS_DISTRIBUTION + '.png')

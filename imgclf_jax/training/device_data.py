@@ -26,6 +26,8 @@ import numpy as np
 
 from imgclf_jax.data import augment
 from imgclf_jax.data import input_pipeline
+from imgclf_jax.data import preprocess
+from imgclf_jax.data import train_stream
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.parallel import distributed
 
@@ -59,9 +61,7 @@ def make_batch(images, labels, indices, key, spec: augment.AugmentSpec,
 
     pixels = augment.augment(augment.jax_ops(), pixels, uniform,
                                   spec)
-  mean = jnp.asarray(normalization['mean'], jnp.float32)
-  std = jnp.asarray(normalization['std'], jnp.float32)
-  batch = {'image': (pixels - mean) / std,
+  batch = {'image': preprocess.normalize(pixels, normalization),
            'label': jax.nn.one_hot(batch_labels, num_classes)}
   if class_weights is not None:
     batch['weight'] = jnp.take(class_weights, batch_labels, axis=0)
@@ -105,7 +105,7 @@ class DeviceData:
     self.steps_per_epoch = pipeline.steps_per_epoch
     weights = pipeline.loss_weights()
     batch_fn = functools.partial(
-        make_batch, spec=pipeline.augment_spec,
+        make_batch, spec=pipeline.spec.augment,
         normalization=pipeline.normalization,
         num_classes=pipeline.source.info.num_classes,
         class_weights=None if weights is None else jnp.asarray(weights,
@@ -121,7 +121,7 @@ class DeviceData:
     processes, each gets its rows [B / processes] of every batch (each holds
     the whole split on its devices), so the training is that of one."""
     order = np.random.default_rng(
-        input_pipeline.epoch_seeds(self.seed, epoch)).permutation(
+        train_stream.epoch_seeds(self.seed, epoch)).permutation(
             self.num_examples)
     order = order[:self.steps_per_epoch * self.batch_size].astype(np.int32)
     batches = order.reshape(self.steps_per_epoch, self.batch_size)[start:]

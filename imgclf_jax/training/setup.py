@@ -16,8 +16,9 @@ import jax
 import numpy as np
 import optax
 
+from imgclf_jax.data import folder_source
 from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
+from imgclf_jax.data.spec import DataSpec
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import registry
 from imgclf_jax.models.spec import ModelSpec
@@ -37,17 +38,17 @@ def check_validation_files(source):
   before training spends an epoch on the way to it (a new run's statistics
   pass decodes the train split). Image folders only: TFDS has no files."""
   files = source.files('validation')
-  if files is not None and sources.find_unreadable(files):
+  if files is not None and folder_source.find_unreadable(files):
     raise UserError(source.describe_error('validation', None))
 
 
-def make_pipeline(source, config, resumed: Resumed | None
+def make_pipeline(source, data: DataSpec, resumed: Resumed | None
                   ) -> input_pipeline.InputPipeline:
-  """The input pipeline of `config`'s data keys; a resumed run normalises
-  with its checkpoint's statistics, a new one measures or takes them."""
+  """The input pipeline of `data`; a resumed run normalises with its
+  checkpoint's statistics, a new one measures or takes them."""
   normalization = None if resumed is None else resumed.metadata[
       'normalization']
-  return input_pipeline.InputPipeline(source, config, normalization)
+  return input_pipeline.InputPipeline(source, data, normalization)
 
 
 def initial_state(model_spec: ModelSpec, optim: OptimSpec, seed: int,

@@ -8,6 +8,7 @@ import time
 from absl import logging
 
 from imgclf_jax.checkpoints import checkpoint_store
+from imgclf_jax.data.spec import DataSpec
 from imgclf_jax.parallel import distributed
 from imgclf_jax.report import event_files
 from imgclf_jax.report import overfitting
@@ -21,11 +22,11 @@ from imgclf_jax.training import setup
 from imgclf_jax.training.spec import RunSpec
 
 
-def run(spec: RunSpec, source, config, workdir: str, devices, lock,
+def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
         check_config) -> dict:
   """Trains `spec` on `source` in `workdir` (absolute), resuming from its
-  latest checkpoint, on `devices` (this process's). `config`: the data keys
-  the input pipeline reads. `lock` (workdir_lock.py) is held; it is signed
+  latest checkpoint, on `devices` (this process's). `data`: what the input
+  pipeline reads (config/specs.data_spec). `lock` (workdir_lock.py) is held; it is signed
   once the checkpoint is known to fit (`check_config(saved_config,
   directory)` raises where its config does not). Returns the last epoch's
   metrics record (also the last line of `<workdir>/metrics.jsonl`)."""
@@ -48,7 +49,7 @@ def run(spec: RunSpec, source, config, workdir: str, devices, lock,
   lock.sign()
   store.remove_unfinished()
   setup.check_validation_files(source)
-  pipeline = setup.make_pipeline(source, config, resumed)
+  pipeline = setup.make_pipeline(source, data, resumed)
   state, dropout_rng = setup.initial_state(
       spec.model, spec.optim, spec.loop.seed, pipeline, store, resumed)
   start = resume.start(resumed, int(state.step), pipeline.steps_per_epoch,

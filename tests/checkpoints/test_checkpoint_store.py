@@ -147,7 +147,7 @@ def test_a_failed_save_is_one_line_at_its_step_and_keeps_the_others(
     store.save(3, _state(3), {'epoch': 3}, metrics={ACC: 0.9})
   assert re.fullmatch(
       r'checkpoint 3 could not be written to \S+/checkpoints: the disk is full '
-      r'\(a checkpoint takes about [\d.]+ KB, [\d.]+ (bytes|[KMGT]B) is free '
+      r'\(a checkpoint takes about [\d.]+ kB, [\d.]+ (bytes|[kMGTP]B) is free '
       r'there\): free space there, or train in a --workdir on another disk, '
       r'then run the same command again \(it resumes from step 2; steps kept: '
       r'\[1, 2\]\)\.', str(raised.value)), str(raised.value)
@@ -405,14 +405,15 @@ def test_a_save_on_a_really_full_disk(tmp_path):
     store = checkpoint_store.CheckpointStore(str(disk), max_to_keep=3)
     rng = np.random.default_rng(0)
     states = [{'w': jnp.asarray(rng.normal(size=(64, 1024)), jnp.float32)}
-              for _ in range(2)]  # 256 KB each, hardly compressible
+              for _ in range(2)]  # 262 kB each, hardly compressible
     store.save(1, states[0], {'epoch': 1}, metrics={ACC: 0.5})
     with open(disk / 'filler', 'wb') as f:  # all but 64 KB taken
       f.write(bytes(shutil.disk_usage(disk).free - 64 * 1024))
     with pytest.raises(UserError, match=r'^checkpoint 2 could not be written '
                        r'to .*disk/checkpoints: the disk is full \(a '
-                       r'checkpoint takes about 2\d\d KB, .* is free there\): '
-                       r'.*\(it resumes from step 1; steps kept: \[1\]\)\.$'):
+                       r'checkpoint takes about [23]\d\d kB, .* is free '
+                       r'there\): .*\(it resumes from step 1; steps kept: '
+                       r'\[1\]\)\.$'):
       store.save(2, states[1], {'epoch': 2}, metrics={ACC: 0.6})
     store.close()
     assert _step_folders(disk) == ['1']

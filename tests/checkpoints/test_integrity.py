@@ -90,9 +90,3 @@ def test_write_failures_and_full_disks():
   assert integrity.describe(ValueError(
       'DATA_LOSS: bad\nmore See full TensorStore details: {...}')) == (
           'ValueError: DATA_LOSS: bad')
-
-
-def test_sizes():
-  assert [integrity.size(n) for n in (0, 999, 1536 * 1024, 5 * 2**30,
-                                      3000 * 2**40)] == [
-      '0 bytes', '999 bytes', '1.5 MB', '5 GB', '3e+03 TB']

@@ -199,3 +199,52 @@ def test_checkpoint_from_a_machine_with_another_device_count(trained, folder):
   record = _train(helpers.small_config(f'folder:{folder}', num_epochs=2),
                   workdir)
   assert record['epoch'] == 2
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'cache': 'yes'}, r"--config.cache='yes' is invalid: it must be True, "
+                       r"False or 'auto'"),
+    ({'cache_budget_gb': -1.0}, r'--config.cache_budget_gb=-1.0 is invalid'),
+    ({'normalization_sample_size': 0},
+     r'--config.normalization_sample_size=0 is invalid: it must be a whole '
+     r'number >= 1'),
+    ({'crop': 'center'}, r"--config.crop='center' is invalid: it must be one "
+                         r"of \('none', 'random_resized'\)"),
+    ({'crop': 'random_resized', 'cache': True},
+     r"--config.cache=True does not combine with --config.crop="
+     r"'random_resized'.*set --config.cache to 'auto' or False"),
+    ({'crop': 'random_resized', 'oversample': True},
+     r'--config.oversample=True does not combine with --config.crop'),
+    ({'crop': 'random_resized', 'data_on_device': True},
+     r'--config.data_on_device=True does not combine with --config.crop'),
+    ({'normalization_mean': (0.5, 0.5, 0.5)},
+     r'--config.normalization_mean=\(0.5, 0.5, 0.5\) and '
+     r'--config.normalization_std=\(\): give both'),
+    ({'normalization_mean': (0.5, 0.5), 'normalization_std': (0.2, 0.0)},
+     r'--config.normalization_std=\(0.2, 0.0\) is invalid: it must be made of '
+     r'numbers > 0'),
+    ({'normalization_mean': (0.5,), 'normalization_std': (0.2,),
+      'normalization': 'unit'},
+     r"--config.normalization_mean=\(0.5,\) is given with "
+     r"--config.normalization='unit'"),
+    ({'normalization_mean': (float('nan'),), 'normalization_std': (0.2,)},
+     r'--config.normalization_mean=\(nan,\) is invalid'),
+])
+def test_bad_values_are_refused(overrides, message):
+  config = helpers.small_config('cifar10', **overrides)
+  with pytest.raises(UserError, match=message):
+    resolve.validate(config, 1)
+
+
+def test_a_checkpoint_from_before_the_keys_evaluates(tmp_path):
+  config = helpers.small_config('cifar10')
+  saved = keys.to_dict(config)
+  for key in ('crop', 'cache_budget_gb', 'normalization_sample_size',
+              'normalization_mean', 'normalization_std'):
+    del saved[key]
+  saved['cache'] = True  # the old default, a bool
+  merged = resolve.for_inference(saved, config, 'eval', 1)
+  assert merged.cache == 'auto' and merged.crop == 'none'
+  alone = resolve.for_inference(saved, None, 'predict', 1)
+  assert alone.cache is True and alone.crop == 'none'
+  assert alone.normalization_sample_size == 50_000

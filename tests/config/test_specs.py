@@ -69,3 +69,50 @@ def test_run_spec_records_the_config_as_checkpoints_store_it():
   assert run.config_record == keys.to_dict(config)
   assert run.loop.num_epochs == run.optim.num_epochs == 5
   assert run.model.num_classes == 10
+
+
+# DataSpec fields (by path) named otherwise than their key.
+DATA_RENAMED = {'cache.budget_gb': 'cache_budget_gb',
+                'statistics.mean': 'normalization_mean',
+                'statistics.std': 'normalization_std',
+                'statistics.sample_size': 'normalization_sample_size',
+                'imbalance.warning_ratio': 'imbalance_warning_ratio'}
+
+
+def _leaves(spec, prefix=''):
+  """(path, value) of every field of a spec, nested specs walked (the
+  AugmentSpecs are left whole)."""
+  for field in dataclasses.fields(spec):
+    value = getattr(spec, field.name)
+    path = prefix + field.name
+    if dataclasses.is_dataclass(value) and field.name not in (
+        'augment', 'minority_augment'):
+      yield from _leaves(value, path + '.')
+    else:
+      yield path, value
+
+
+def test_every_data_field_holds_the_value_of_its_key():
+  config = _changed_config()
+  config.update(dict(validation_split='test', eval_split='test[:50%]',
+                     class_weights='balanced', minority_augment='shift',
+                     oversample=True, normalization_mean=(0.5, 0.4, 0.3),
+                     normalization_std=(0.2, 0.3, 0.4), cache=False,
+                     data_dir='/tmp/tfds'))
+  data = specs.data_spec(config)
+  checked = set()
+  for path, value in _leaves(data):
+    if path.endswith('augment'):
+      continue
+    key = DATA_RENAMED.get(path, path.split('.')[-1])
+    assert value == config[key], (path, value, config[key])
+    checked.add(key)
+  assert len(checked) == 22
+  # The augmentations: the keys' names and sizes, the minority's scaled.
+  assert data.augment == specs.augment_spec(config)
+  assert data.augment.names == tuple(config.augment.split(','))
+  assert data.augment.rotation_degrees == config.rotation_degrees
+  assert data.augment.translate_pixels == config.translate_pixels
+  assert data.imbalance.minority_augment.names == ('shift',)
+  assert data.imbalance.minority_augment.shift_fraction == (
+      config.shift_fraction * config.minority_augment_scale)

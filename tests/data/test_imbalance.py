@@ -8,9 +8,8 @@ weights), and only its images' augmentation (minority augmentation).
 import numpy as np
 import pytest
 
+from imgclf_jax.config import specs
 from imgclf_jax.data import imbalance
-from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import train
 from tests import helpers
@@ -29,7 +28,7 @@ def folder(tmp_path_factory):
 def _pipeline(folder, **overrides):
   config = helpers.small_config(f'folder:{folder}', augment='', image_size=8,
                                 **overrides)
-  return input_pipeline.InputPipeline(sources.make_source(config), config)
+  return helpers.make_pipeline(config)
 
 
 def _labels(batches):
@@ -147,7 +146,7 @@ def test_minority_augment_changes_only_minority_images(folder):
   changed = np.abs(a - b).reshape(len(a), -1).max(axis=1) > 1e-6
   assert (labels == MINORITY).any()
   np.testing.assert_array_equal(changed, labels == MINORITY)
-  strong = imbalance.minority_spec(helpers.small_config(
+  strong = specs.minority_augment_spec(helpers.small_config(
       'x', minority_augment='shift', minority_augment_scale=3.0))
   assert strong.names == ('shift',)
   assert strong.shift_fraction == pytest.approx(0.3)

@@ -1,19 +1,16 @@
-"""input_pipeline.py: from a source's examples to batches (decode, resize,
-normalise, batch, cache), fixed by seed and epoch."""
+"""input_pipeline.py: a source's examples to batches (decode, resize,
+normalise, batch, prefetch) through the whole pipeline; a pipeline that
+evaluates a checkpoint reads nothing of the training split."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
+from imgclf_jax.errors import UserError
 from tests import helpers
-from tests.helpers import assert_examples_at as _assert_examples_at
-from tests.helpers import pairs as _pairs
 
 
-def _pipeline(config):
-  return input_pipeline.InputPipeline(sources.make_source(config), config)
+def _pipeline(config, normalization=None):
+  return helpers.make_pipeline(config, normalization)
 
 
 def test_any_size_grayscale_rgba_decode_to_rgb_at_image_size(tmp_path):
@@ -55,62 +52,6 @@ def test_unit_normalization_is_pixels_over_255(tmp_path):
   np.testing.assert_allclose(image * 255, expected, atol=40)
 
 
-def test_eval_sees_every_example_once(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(9, 8),
-                                   splits=('train', 'test'))
-  config = helpers.small_config(f'folder:{root}', eval_batch_size=8)
-  pipeline = _pipeline(config)
-  batches = list(pipeline.eval_batches('test'))
-  # 17 examples -> 8 + 8 + 1, in the split's order (padding the last one is
-  # device_axis.pad_batches' job).
-  assert [len(b['label']) for b in batches] == [8, 8, 1]
-  labels = np.concatenate([b['label'] for b in batches]).argmax(-1)
-  np.testing.assert_array_equal(labels, pipeline.labels('test'))
-  assert np.bincount(labels).tolist() == [9, 8]
-
-
-def test_training_batches_are_fixed_by_seed_and_epoch(tmp_path):
-  root = helpers.make_image_folder(tmp_path, per_class=(10, 10))
-  config = helpers.small_config(f'folder:{root}')
-  pipeline = _pipeline(config)
-  assert pipeline.steps_per_epoch == 18 // 8
-  first = [b['image'] for b in pipeline.train_batches(0)]
-  again = [b['image'] for b in pipeline.train_batches(0)]
-  fresh = [b['image'] for b in _pipeline(config).train_batches(0)]
-  second_epoch = [b['image'] for b in pipeline.train_batches(1)]
-  other_seed = [b['image'] for b in _pipeline(
-      helpers.small_config(f'folder:{root}', seed=1)).train_batches(0)]
-  for a, b, c in zip(first, again, fresh):
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a, c)
-  assert not np.allclose(first[0], second_epoch[0])
-  assert not np.allclose(first[0], other_seed[0])
-
-
-def test_compiled_train_transform_equals_the_ops_run_one_by_one(tmp_path):
-  # Without augmentation: XLA draws other random numbers than TF's kernels
-  # for the same stateless seed, so only the deterministic part can match.
-  # (The warp itself is compared with TF's kernel in test_augment.py.)
-  root = helpers.make_image_folder(tmp_path, per_class=(6, 6))
-  config = helpers.small_config(f'folder:{root}', augment='',
-                                class_weights='1,3')
-  pipeline = _pipeline(config)
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
-  labels = np.array([0, 1] * 4, np.int32)
-  seed = np.array([3, 4], np.int64)
-  transform = pipeline._train_transform()  # pylint: disable=protected-access
-  compiled = transform(np.int64(5), images, labels, seed)
-  eager = transform.python_function(np.int64(5), images, labels, seed)
-  assert set(compiled) == {'image', 'label', 'weight'}
-  for key in compiled:
-    assert compiled[key].shape[0] == 8  # a global batch
-    np.testing.assert_allclose(compiled[key].numpy(), eager[key].numpy(),
-                               atol=1e-5)
-  np.testing.assert_array_equal(compiled['weight'].numpy().ravel(),
-                                [1, 3] * 4)
-
-
 def test_datasets_run_with_the_autotuner_off_and_fixed_prefetch(tmp_path):
   root = helpers.make_image_folder(tmp_path, per_class=(10, 10))
   pipeline = _pipeline(helpers.small_config(f'folder:{root}'))
@@ -119,29 +60,30 @@ def test_datasets_run_with_the_autotuner_off_and_fixed_prefetch(tmp_path):
   assert len(list(pipeline.train_batches(0))) == pipeline.steps_per_epoch
 
 
-def test_resized_subset_and_class_examples_from_the_cache_or_the_files(
+def test_a_pipeline_that_evaluates_reads_nothing_of_the_training_split(
     tmp_path):
-  for cache in (True, False):
-    root = helpers.make_image_folder(tmp_path / str(cache),
-                                     per_class=(6, 2, 6))
-    pipeline = _pipeline(helpers.small_config(f'folder:{root}', cache=cache))
-    full = _pairs(pipeline.resized_examples('train'))  # fills the cache
-    labels = [label for _, label in full]
-    per_class = [_pairs(ds) for ds in pipeline.class_examples('train')]
-    assert len(per_class) == 3
-    for c, got in enumerate(per_class):
-      _assert_examples_at(got, full,
-                          [i for i, l in enumerate(labels) if l == c])
-    # Break every file: with the cache nothing is read again; without it,
-    # the chosen files are read (so the subset fails).
-    for path in pipeline.source.files('train'):
-      with open(path, 'wb') as f:
-        f.write(b'not an image')
-    if cache:
-      _assert_examples_at(_pairs(pipeline.resized_subset('train', [9, 2])),
-                          full, (2, 9))
-      assert [len(_pairs(ds)) for ds in pipeline.class_examples('train')] \
-          == [len(c) for c in per_class]
-    else:
-      with pytest.raises(tf.errors.OpError):
-        _pairs(pipeline.resized_subset('train', [2]))
+  # A folder of validation/ and test/ only, the classes a checkpoint's:
+  # evaluation, its report's images and a process's share need no train/.
+  root = helpers.make_image_folder(tmp_path, per_class=(5, 4),
+                                   splits=('validation', 'test'))
+  config = helpers.small_config(f'folder:{root}', cache='auto')
+  source = helpers.make_source(config, class_names=('class_0', 'class_1'))
+  stats = {'mean': [0.5] * 3, 'std': [0.25] * 3}
+  pipeline = helpers.make_pipeline(config, stats, source=source,
+                                   training=False)
+  for split in ('validation', 'test'):
+    batches = list(pipeline.eval_share(split)[0])
+    assert sum(len(b['label']) for b in batches) == 9
+    assert len(helpers.pairs(pipeline.resized_subset(split, [0, 8]))) == 2
+  share, padding = helpers.make_pipeline(
+      config, stats, source=source, training=False,
+      process=(1, 2)).eval_share('validation')
+  # Process 1 of 2 holds 4 of the 9; the largest share (5) takes 2 steps.
+  assert sum(len(b['label']) for b in share) == 4 and padding == (2, 4)
+  assert pipeline.normalization == stats
+  # A training pipeline of the same folder needs its train split.
+  with pytest.raises(UserError, match=r"no 'train' subfolder"):
+    helpers.make_pipeline(config, stats, source=source).caches('validation')
+  # And one that does not train has the checkpoint's statistics.
+  with pytest.raises(ValueError, match='normalisation statistics'):
+    helpers.make_pipeline(config, source=source, training=False)

@@ -72,6 +72,27 @@ def test_eval_and_predict_on_a_folder_with_only_a_test_split(run, tmp_path):
     assert row['top_k'][0][0] == predicted[os.path.relpath(row['file'], root)]
 
 
+def test_eval_of_a_validation_folder_reads_nothing_of_the_train_folder(
+    run, tmp_path, caplog):
+  # The report run's test images as root/validation/, and no root/train/:
+  # evaluating the validation split needs no training image (not decoded,
+  # not cached, not counted for the cache).
+  data, trained_workdir, config, expected = run
+  root = tmp_path / 'validation_only'
+  shutil.copytree(os.path.join(data, 'test'), root / 'validation')
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_workdir, workdir)
+  given = config.copy_and_resolve_references()
+  given.dataset, given.eval_split = f'folder:{root}', 'validation'
+  with caplog.at_level(logging.INFO):
+    result = evaluate.evaluate_checkpoint(given, workdir)
+  assert result['split'] == 'validation' and result['num_examples'] == 36
+  assert result['accuracy'] == expected['accuracy']
+  assert result['confusion_matrix'] == expected['confusion_matrix']
+  assert 'Caching the 36 validation images' in caplog.text
+  assert ' train ' not in caplog.text
+
+
 def test_train_and_eval_on_a_root_of_class_folders(tmp_path):
   # root/<class>/<file> (Keras / torchvision): validation held out of it.
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 10),

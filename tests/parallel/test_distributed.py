@@ -19,8 +19,6 @@ import numpy as np
 import pytest
 
 from imgclf_jax.config import resolve
-from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import evaluate
@@ -34,10 +32,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _pipelines(folder, count, **overrides):
   config = resolve.for_training(
       helpers.small_config(f'folder:{folder}', **overrides), 4)
-  source = sources.make_source(config)
-  whole = input_pipeline.InputPipeline(source, config, process=(0, 1))
-  shares = [input_pipeline.InputPipeline(source, config, whole.normalization,
-                                         process=(i, count))
+  source = helpers.make_source(config)
+  whole = helpers.make_pipeline(config, source=source, process=(0, 1))
+  shares = [helpers.make_pipeline(config, whole.normalization, source=source,
+                                  process=(i, count))
             for i in range(count)]
   return whole, shares
 
@@ -211,9 +209,8 @@ def test_tfds_processes_read_their_own_records_in_batches_of_their_share(
   config = resolve.for_training(
       helpers.small_config('mnist', validation_split='', crop=crop), 4)
   with tfds.testing.mock_data(num_examples=40):
-    source = sources.make_source(config)
-    pipelines = [input_pipeline.InputPipeline(source, config,
-                                              process=(i, 2))
+    source = helpers.make_source(config)
+    pipelines = [helpers.make_pipeline(config, source=source, process=(i, 2))
                  for i in (0, 1)]
     epochs = [list(p.train_batches(0)) for p in pipelines]
     resumed = list(pipelines[0].train_batches(0, start=2))
@@ -230,6 +227,5 @@ def test_tfds_processes_read_their_own_records_in_batches_of_their_share(
     oversampled = config.copy_and_resolve_references()
     oversampled.oversample = True
     with tfds.testing.mock_data(num_examples=40):
-      list(input_pipeline.InputPipeline(
-          sources.make_source(oversampled), oversampled,
-          process=(0, 2)).train_batches(0))
+      list(helpers.make_pipeline(oversampled,
+                                 process=(0, 2)).train_batches(0))

@@ -16,8 +16,6 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
 from imgclf_jax.report import class_distribution
 from imgclf_jax.report import eval_report
 from imgclf_jax.report import overfitting
@@ -219,7 +217,7 @@ def test_a_class_without_validation_examples_is_warned_before_training(
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(10, 1, 10),
                                    size=(8, 8))
   config = helpers.small_config(f'folder:{root}')
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  pipeline = helpers.make_pipeline(config)
   with caplog.at_level('WARNING'):
     dist = class_distribution.write_class_distribution(pipeline, str(tmp_path))
   assert dist['validation'] == [1, 0, 1]
@@ -240,7 +238,7 @@ def test_imbalance_warning_and_chart(tmp_path, caplog):
   root = helpers.make_image_folder(tmp_path / 'data', per_class=(40, 8, 40),
                                    size=(8, 8))
   config = helpers.small_config(f'folder:{root}')
-  pipeline = input_pipeline.InputPipeline(sources.make_source(config), config)
+  pipeline = helpers.make_pipeline(config)
   with caplog.at_level('WARNING'):
     dist = class_distribution.write_class_distribution(pipeline,
                                                       str(tmp_path))

@@ -13,8 +13,6 @@ import pytest
 from imgclf_jax.config import resolve
 from imgclf_jax.config import specs
 from imgclf_jax.data import augment
-from imgclf_jax.data import input_pipeline
-from imgclf_jax.data import sources
 from imgclf_jax.models import registry
 from imgclf_jax.modes import evaluate
 from imgclf_jax.modes import train
@@ -27,8 +25,7 @@ from tests import helpers
 def _pipeline(folder, num_devices=4, **overrides):
   config = resolve.for_training(
       helpers.small_config(f'folder:{folder}', **overrides), num_devices)
-  return config, input_pipeline.InputPipeline(sources.make_source(config),
-                                              config)
+  return config, helpers.make_pipeline(config)
 
 
 @pytest.fixture(scope='module')
@@ -43,9 +40,9 @@ def test_unaugmented_batch_matches_the_tf_data_batch(folder):
   assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
   indices = np.array([5, 0, 7, 3], np.int32)
   batch = device_data.make_batch(
-      images, labels, indices, jax.random.key(0), pipeline.augment_spec,
+      images, labels, indices, jax.random.key(0), pipeline.spec.augment,
       pipeline.normalization, 3, jnp.asarray([1.0, 2.0, 3.0]))
-  expected = pipeline._eval_transform(images[indices], labels[indices])  # pylint: disable=protected-access
+  expected = pipeline.eval_transform(images[indices], labels[indices])
   np.testing.assert_allclose(np.asarray(batch['image']),
                              expected['image'].numpy(), atol=1e-5)
   np.testing.assert_array_equal(np.asarray(batch['label']),
@@ -94,7 +91,7 @@ def test_a_step_trains_the_same_on_one_device_or_four(folder):
   # step trained on is not the unaugmented one.
   images, labels = pipeline.arrays('train')
   args = (images, labels, indices, jax.random.key(2))
-  spec = pipeline.augment_spec
+  spec = pipeline.spec.augment
   plain = device_data.make_batch(*args, augment.AugmentSpec(),
                                  pipeline.normalization, 3)
   augmented = device_data.make_batch(*args, spec, pipeline.normalization, 3)
