@@ -19,6 +19,7 @@ from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import registry
+from imgclf_jax.models.pretrained import importer
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.parallel import distributed
 from imgclf_jax.report import class_distribution
@@ -104,10 +105,15 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = train_state_lib.create_train_state(
       init_rng, model, pipeline.image_shape, config, steps_per_epoch)
+  # Where the initial weights came from (pretrained ones), for the metadata.
+  init_record = metadata.get('init_from') if metadata else None
   if latest is not None:
     state = store.restore_state(latest, state)
     logging.info('Resumed from checkpoint step %d in %s', latest,
                  store.directory)
+  elif config.init_from:
+    state, init_record = importer.initialize(
+        state, config.init_from, config.model, info.num_classes)
   elif hasattr(model, 'init_from_data'):
     state = _init_from_data(model, state, pipeline, config.seed)
   step = int(state.step)
@@ -168,6 +174,8 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
             'image_shape': list(pipeline.image_shape),
             'split_sizes': split_sizes,
             'dataset': info.name, 'epoch': epochs_done, 'metrics': record}
+    if init_record is not None:
+      data['init_from'] = init_record
     ranked = None
     if train_sums is not None:
       data['epoch_train_sums'] = metrics_lib.to_sums(train_sums)
