@@ -121,7 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
   # stem), 'resnet50' (ImageNet stem), 'efficientnet_lite0';
   # models/registry.py's table has their sizes.
   config.model = 'cnn'
-  config.dropout_rate = 0.5  # the CNN's and efficientnet_lite0's; 0 for others
+  # Dropout before the classifier: the CNN's and efficientnet_lite0's (0 for
+  # the others).
+  config.dropout_rate = 0.5
   # Start a new training run from these weights instead of random ones ('':
   # none): a .safetensors file with PyTorch names and layouts (timm's or
   # torchvision's resnet18/resnet50, efficientnet-lite-pytorch's

@@ -4,6 +4,7 @@ tests/test_benchmarks.py and tests/models/pretrained/test_fixtures.py), the
 residual rule, BatchNorm's constants, dropout only in training, any image
 size."""
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,11 +40,11 @@ def test_lite0_layout_and_parameter_count():
   assert params['blocks_3']['depthwise_conv'] == {'kernel': (5, 5, 1, 144)}
   assert params['head_conv'] == {'kernel': (1, 1, 320, 1280)}
   assert params['classifier'] == {'kernel': (1280, 1000), 'bias': (1000,)}
-  # BatchNorm statistics: mean and variance per channel of every BatchNorm.
-  assert _count(variables['batch_stats']) == 2 * sum(
-      v['scale'][0] for k, block in params.items()
-      for v in ([block] if k.endswith('bn') else
-                [m for n, m in block.items() if n.endswith('bn')]))
+  # BatchNorm statistics: a mean and a variance per channel of each.
+  scales = [shape for path, shape in flax.traverse_util.flatten_dict(
+      params).items() if path[-1] == 'scale']
+  assert len(scales) == 2 + 15 * 3 + 2  # stem, blocks (block 0: 2), head
+  assert _count(variables['batch_stats']) == 2 * sum(s[0] for s in scales)
 
 
 def _tiny(**kwargs):
