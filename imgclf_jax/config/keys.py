@@ -119,9 +119,26 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Model ------------------------------------------------------------------
   # 'cnn' (the seed CNN), 'fast_cifar' (airbench94), 'resnet18' (CIFAR
-  # stem), 'resnet50' (ImageNet stem); models.py's table has their sizes.
+  # stem), 'resnet50' (ImageNet stem), 'efficientnet_lite0';
+  # models/registry.py's table has their sizes.
   config.model = 'cnn'
-  config.dropout_rate = 0.5         # the CNN's; 0 for the others
+  # Dropout before the classifier: the CNN's and efficientnet_lite0's (0 for
+  # the others).
+  config.dropout_rate = 0.5
+  # Start a new training run from these weights instead of random ones ('':
+  # none): a .safetensors file with PyTorch names and layouts (timm's or
+  # torchvision's resnet18/resnet50, efficientnet-lite-pytorch's
+  # efficientnet_lite0), or a workdir of this program (its latest
+  # checkpoint; <workdir>/checkpoints/<step> for another step). Every tensor
+  # must match the model's by name and shape, except the classifier head,
+  # which starts new when the class count differs (models/pretrained/). The
+  # checkpoints record the path and its SHA-256; a resumed run continues from
+  # its checkpoint and does not read the weights again.
+  config.init_from = ''
+  # The ResNets' layout: 'flax' (Flax's 'SAME' padding; resnet18 with the
+  # CIFAR stem) or 'torch' (torchvision's and timm's: PyTorch's symmetric
+  # padding, the ImageNet stem). init_from sets it to its weights' layout.
+  config.model_layout = 'flax'
   # Convolutions: 'fast' (fast_conv.py's, whose gradients XLA:CPU runs
   # faster), 'xla' (nn.Conv / nn.max_pool: cuDNN on GPU, the TPU's own), or
   # 'auto': 'fast' on CPU for the models that have it, else 'xla'.
@@ -251,6 +268,7 @@ KEY_ORIGINS = {
     'cache_budget_gb':     (None,  FLAGS, None),
     'crop':                (None,  MODEL, None),
     'model':               (FIXED, MODEL, None),
+    'model_layout':        (FIXED, None,  None),
     'optimizer':           (FIXED, None,  None),
     'ema_decay':           (FIXED, None,  None),
     'lookahead_every_steps': (FIXED, None, None),
@@ -280,7 +298,10 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def differences(saved_config: dict, config, keys) -> list[str]:
-  """'key: checkpoint X vs now Y' for each of `keys` that differs."""
+  """'key: checkpoint X vs now Y' for each of `keys` that differs (a key
+  the checkpoint lacks reads as its default, see above)."""
   current = to_dict(config)
-  return [f'{k}: checkpoint {saved_config.get(k)!r} vs now {current.get(k)!r}'
-          for k in keys if saved_config.get(k) != current.get(k)]
+  defaults = to_dict(get_config())
+  saved = {k: saved_config.get(k, defaults.get(k)) for k in keys}
+  return [f'{k}: checkpoint {saved[k]!r} vs now {current.get(k)!r}'
+          for k in keys if saved[k] != current.get(k)]

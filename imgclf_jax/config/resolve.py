@@ -25,12 +25,14 @@ from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import registry
 from imgclf_jax.models import tta
+from imgclf_jax.models.pretrained import source as pretrained_source
 
 NORMALIZATIONS = ('standardize', 'unit')
 CROPS = preprocess.CROPS
 LR_SCHEDULES = ('constant', 'cosine', 'linear')
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 CONV_IMPLS = ('auto', 'fast', 'xla')
+MODEL_LAYOUTS = ('flax', 'torch')
 EARLY_STOPPING_METRICS = ('validation_loss', 'validation_accuracy')
 # jax.random.key keeps 32 bits of a seed (2**32 would train as 0), and numpy's
 # SeedSequence (the input pipeline's epoch seeds) refuses negative ones.
@@ -101,6 +103,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.shuffle_buffer_size, '>= 1')
   _require(c.model in registry.MODELS, 'model', c.model,
            f'one of {sorted(registry.MODELS)}')
+  _require(c.model_layout in MODEL_LAYOUTS, 'model_layout', c.model_layout,
+           f'one of {MODEL_LAYOUTS}')
+  if c.model_layout == 'torch':
+    _require(c.model in registry.TORCH_LAYOUT, 'model_layout',
+             c.model_layout, f"'flax' for --config.model={c.model} (only "
+             f'{sorted(registry.TORCH_LAYOUT)} have the torch layout)')
+  _require(isinstance(c.init_from, str), 'init_from', c.init_from,
+           "a path ('' = none)")
   _require(c.normalization in NORMALIZATIONS, 'normalization',
            c.normalization, f'one of {NORMALIZATIONS}')
   _validate_data_scale(c)
@@ -277,6 +287,8 @@ def for_training(config: ml_collections.ConfigDict,
         'batch; use 0 (automatic) or 1.')
   config.microbatches = auto_microbatches(
       config.microbatches, config.batch_size // num_devices, batch_norm)
+  if config.init_from:
+    _resolve_init_from(config)
   return config
 
 
@@ -296,6 +308,20 @@ def check_resume(config, saved_config: dict, directory: str):
     raise UserError(
         f'the checkpoints in {directory} come from an incompatible config '
         f'({diffs}): use a new --workdir, or the config they were trained with.')
+
+
+def _resolve_init_from(config):
+  """Checks that init_from names weights --config.model can take (reading
+  only their names or metadata), makes its path absolute, and sets
+  model_layout to the weights' layout."""
+  source = pretrained_source.describe(config.init_from)
+  pretrained_source.check_model(source, config.model, config.init_from)
+  if config.model_layout != source.model_layout:
+    logging.info('model_layout %s: the layout of the weights in '
+                 '--config.init_from=%s.', source.model_layout,
+                 config.init_from)
+  config.init_from = source.path
+  config.model_layout = source.model_layout
 
 
 def auto_microbatches(microbatches: int, per_device_batch: int,

@@ -79,7 +79,8 @@ def model_spec(config, num_classes: int) -> ModelSpec:
       name=config.model, num_classes=int(num_classes),
       dropout_rate=float(config.dropout_rate),
       dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
-      conv_impl=registry.conv_impl(config.model, config.conv_impl))
+      conv_impl=registry.conv_impl(config.model, config.conv_impl),
+      layout=config.get('model_layout', 'flax'))
 
 
 def optim_spec(config) -> OptimSpec:

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgclf_jax.models.efficientnet import EfficientNetLite0
 from imgclf_jax.models.fast_cifar import FastCifar
 from imgclf_jax.models.fast_conv import FastConv
 from imgclf_jax.models.fast_conv import max_pool_2x2
@@ -99,15 +100,27 @@ XLA = {'conv': nn.Conv, 'pool': plain_max_pool_2x2}
 #   fast_cifar        1,971,640   airbench94 (fast_cifar.py)
 #   resnet18         11,173,962   CIFAR stem (resnet.py)
 #   resnet50         23,528,522   ImageNet stem (25,557,032 with 1000 classes)
+#   efficientnet_lite0  3,383,818 (4,652,008 with 1000 classes; efficientnet.py)
 MODELS = {
     'cnn': (CNN, XLA, FAST),
     'cnn_plain': (CNN, XLA, None),
     'fast_cifar': (FastCifar, XLA, FAST),
     'resnet18': (resnet.ResNet18, {'stem': 'cifar'}, None),
     'resnet50': (resnet.ResNet50, {'stem': 'imagenet'}, None),
+    'efficientnet_lite0': (EfficientNetLite0, {'dropout': ExampleDropout},
+                           None),
 }
-BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50')
-DROPOUT_MODELS = ('cnn', 'cnn_plain')
+BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50',
+                     'efficientnet_lite0')
+DROPOUT_MODELS = ('cnn', 'cnn_plain', 'efficientnet_lite0')
+# config.model_layout 'torch': the arguments that give a model the layout of
+# torchvision's and timm's networks of its name, whose weights
+# models/pretrained/ loads (resnet18 then has their ImageNet stem). The
+# models missing here have one layout ('flax').
+TORCH_LAYOUT = {
+    'resnet18': {'stem': 'imagenet', 'padding': 'torch'},
+    'resnet50': {'padding': 'torch'},
+}
 # fast_cifar's valid 2x2 conv and three 2x2 pools need 9 pixels (8 -> 0).
 MIN_IMAGE_SIZE = {'fast_cifar': 9}
 
@@ -132,6 +145,8 @@ def create_model(spec: ModelSpec) -> nn.Module:
   module, kwargs, fast = MODELS[spec.name]
   if spec.conv_impl == 'fast':
     kwargs = {**kwargs, **fast}
+  if spec.layout == 'torch':
+    kwargs = {**kwargs, **TORCH_LAYOUT[spec.name]}
   return module(num_classes=spec.num_classes, dropout_rate=spec.dropout_rate,
                 dtype=spec.dtype, **kwargs)
 

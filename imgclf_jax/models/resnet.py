@@ -13,6 +13,12 @@ needs (models.py):
 * `stem`: 'cifar' (one 3x3 stride-1 convolution of `num_filters`, no max
   pool, for 32x32 inputs) or 'imagenet' (7x7 stride-2 convolution and 3x3
   stride-2 max pool, as the Flax example).
+* `padding`: 'flax' (Flax's 'SAME', as the Flax example: a stride-2 3x3
+  convolution or max pool of an even input pads (0, 1)) or 'torch'
+  (torchvision's and timm's ResNets: (k - 1) // 2 on each side of every
+  convolution, 1 on each side of the max pool), the padding of weights
+  loaded from them (models/pretrained/). The stem's 7x7 convolution pads
+  (3, 3) with both. The stride-1 convolutions pad the same either way.
 * `dtype` is the computation dtype (bfloat16 for config.half_precision):
   parameters are float32; BatchNorm computes in float32 (its output is cast
   back to `dtype`); the global average pool is taken in float32; the logits
@@ -54,6 +60,7 @@ from imgclf_jax.parallel.device_axis import AXIS
 ModuleDef = Any
 
 STEMS = ('cifar', 'imagenet')
+PADDINGS = ('flax', 'torch')
 
 
 class ResNetBlock(nn.Module):
@@ -109,12 +116,21 @@ class BottleneckResNetBlock(nn.Module):
     return self.act(residual + y)
 
 
-def _batch_norm(out_dtype, **kwargs):
+def batch_norm(out_dtype, **kwargs):
   """An nn.BatchNorm(**kwargs) (created where this is called, so it belongs
   to the calling module and keeps nn.BatchNorm's name there) whose output is
   cast to `out_dtype`."""
   bn = nn.BatchNorm(**kwargs)
   return lambda x: bn(x).astype(out_dtype)
+
+
+def _torch_padding(conv):
+  """`conv` padding (k - 1) // 2 on each side where no padding is given,
+  as torch.nn.Conv2d(padding=k // 2) in torchvision's ResNets."""
+  def make(features, kernel_size, strides=(1, 1), **kwargs):
+    kwargs.setdefault('padding', [((k - 1) // 2,) * 2 for k in kernel_size])
+    return conv(features, kernel_size, strides, **kwargs)
+  return make
 
 
 class ResNet(nn.Module):
@@ -129,6 +145,7 @@ class ResNet(nn.Module):
   conv: Callable[..., nn.Module] = nn.Conv
   bn_axis_name: str | None = AXIS
   dropout_rate: float = 0.0
+  padding: str = 'flax'        # 'flax' or 'torch' (see above)
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
@@ -138,9 +155,16 @@ class ResNet(nn.Module):
                        f'{self.dropout_rate} (set config.dropout_rate=0)')
     if self.stem not in STEMS:
       raise ValueError(f'stem must be one of {STEMS}, not {self.stem!r}')
+    if self.padding not in PADDINGS:
+      raise ValueError(f'padding must be one of {PADDINGS}, not '
+                       f'{self.padding!r}')
     conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
+    pool_padding = 'SAME'
+    if self.padding == 'torch':
+      conv = _torch_padding(conv)
+      pool_padding = ((1, 1), (1, 1))
     norm = functools.partial(
-        _batch_norm, self.dtype,
+        batch_norm, self.dtype,
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
@@ -156,7 +180,7 @@ class ResNet(nn.Module):
                name='conv_init')(x)
       x = norm(name='bn_init')(x)
       x = self.act(x)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pool_padding)
     for i, block_size in enumerate(self.stage_sizes):
       for j in range(block_size):
         strides = (2, 2) if i > 0 and j == 0 else (1, 1)

@@ -14,10 +14,13 @@ class ModelSpec:
   dropout_rate: the CNN's (0 for the others); dtype: the computation dtype
   (jnp.float32, or jnp.bfloat16 for mixed precision; parameters stay
   float32); conv_impl: 'fast' (fast_conv.py's convolutions) or 'xla'
-  (nn.Conv), already resolved for this backend (registry.conv_impl).
+  (nn.Conv), already resolved for this backend (registry.conv_impl);
+  layout: 'flax', or 'torch' (the ResNets with torchvision/timm's padding
+  and stem, registry.TORCH_LAYOUT, for weights from those sources).
   """
   name: str
   num_classes: int
   dropout_rate: float
   dtype: jnp.dtype
   conv_impl: str
+  layout: str = 'flax'

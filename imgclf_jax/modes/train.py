@@ -11,6 +11,7 @@ from imgclf_jax.config import resolve
 from imgclf_jax.config import specs
 from imgclf_jax.data import imbalance
 from imgclf_jax.data import sources
+from imgclf_jax.modes import pretrained_init
 from imgclf_jax.parallel import distributed
 from imgclf_jax.training import train
 
@@ -37,4 +38,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
           workdir_lock.NotLocked())
   with lock:
     return train.run(spec, source, data, workdir, devices, lock,
-                     functools.partial(resolve.check_resume, config))
+                     functools.partial(resolve.check_resume, config),
+                     _pretrained(config, source.info.num_classes))
+
+
+def _pretrained(config, num_classes: int):
+  """What gives a new run --config.init_from's weights (None without)."""
+  if not config.init_from:
+    return None
+  return functools.partial(pretrained_init.initialize,
+                           init_from=config.init_from, model=config.model,
+                           num_classes=num_classes)

@@ -52,21 +52,29 @@ def make_pipeline(source, data: DataSpec, resumed: Resumed | None
 
 
 def initial_state(model_spec: ModelSpec, optim: OptimSpec, seed: int,
-                  pipeline, store, resumed: Resumed | None):
-  """(state, dropout key): the TrainState training starts from, restored
-  from `resumed`'s step of `store`, or new from `seed` (then, where the
-  model has `init_from_data`, from training images)."""
+                  pipeline, store, resumed: Resumed | None,
+                  pretrained=None):
+  """(state, dropout key, init record): the TrainState training starts
+  from, restored from `resumed`'s step of `store` (never re-importing its
+  initial weights), or new from `seed`, then given pretrained weights
+  (`pretrained(state) -> (state, init record)`, None for none) or, where
+  the model has `init_from_data`, from training images. The init record says where pretrained initial weights
+  came from (checkpoint metadata 'init_from'; None without them)."""
   model = registry.create_model(model_spec)
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
   state = train_state_lib.create_train_state(
       init_rng, model, pipeline.image_shape, optim, pipeline.steps_per_epoch)
+  init_record = None
   if resumed is not None:
     state = store.restore_state(resumed.step, state)
+    init_record = resumed.metadata.get('init_from')
     logging.info('Resumed from checkpoint step %d in %s', resumed.step,
                  store.directory)
+  elif pretrained is not None:
+    state, init_record = pretrained(state)
   elif hasattr(model, 'init_from_data'):
     state = init_from_data(model, state, pipeline, seed)
-  return state, dropout_rng
+  return state, dropout_rng, init_record
 
 
 def init_from_data(model, state, pipeline, seed: int,
@@ -148,16 +156,19 @@ def trainer(optim: OptimSpec, loop: LoopSpec, pipeline, dropout_rng,
                                                         steps_per_epoch))
 
 
-def checkpoint_metadata(config_record: dict, pipeline,
-                        split_sizes: dict) -> dict:
+def checkpoint_metadata(config_record: dict, pipeline, split_sizes: dict,
+                        init_record: dict | None = None) -> dict:
   """What every checkpoint of the run records besides its epoch and metrics
   (checkpoint_store.py): the config (`config_record`, keys.to_dict), the
   classes, the normalisation statistics, the image shape and the split
-  sizes."""
+  sizes; and where pretrained initial weights came from (`init_record`)."""
   info = pipeline.source.info
-  return {'config': config_record,
-          'class_names': list(info.class_names),
-          'normalization': pipeline.normalization,
-          'image_shape': list(pipeline.image_shape),
-          'split_sizes': split_sizes,
-          'dataset': info.name}
+  metadata = {'config': config_record,
+              'class_names': list(info.class_names),
+              'normalization': pipeline.normalization,
+              'image_shape': list(pipeline.image_shape),
+              'split_sizes': split_sizes,
+              'dataset': info.name}
+  if init_record is not None:
+    metadata['init_from'] = init_record
+  return metadata

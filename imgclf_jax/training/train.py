@@ -23,13 +23,15 @@ from imgclf_jax.training.spec import RunSpec
 
 
 def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
-        check_config) -> dict:
+        check_config, pretrained=None) -> dict:
   """Trains `spec` on `source` in `workdir` (absolute), resuming from its
   latest checkpoint, on `devices` (this process's). `data`: what the input
   pipeline reads (config/specs.data_spec). `lock` (workdir_lock.py) is held; it is signed
   once the checkpoint is known to fit (`check_config(saved_config,
   directory)` raises where its config does not). Returns the last epoch's
-  metrics record (also the last line of `<workdir>/metrics.jsonl`)."""
+  metrics record (also the last line of `<workdir>/metrics.jsonl`).
+  `pretrained(state) -> (state, init record)` gives a new (not a resumed)
+  run its initial weights (None: random ones)."""
   store = checkpoint_store.CheckpointStore(workdir,
                                            spec.checkpoints.max_to_keep)
   split_sizes = source.split_sizes()
@@ -50,8 +52,9 @@ def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
   store.remove_unfinished()
   setup.check_validation_files(source)
   pipeline = setup.make_pipeline(source, data, resumed)
-  state, dropout_rng = setup.initial_state(
-      spec.model, spec.optim, spec.loop.seed, pipeline, store, resumed)
+  state, dropout_rng, init_record = setup.initial_state(
+      spec.model, spec.optim, spec.loop.seed, pipeline, store, resumed,
+      pretrained)
   start = resume.start(resumed, int(state.step), pipeline.steps_per_epoch,
                        store.directory)
   epoch_log.resume(start.epoch)
@@ -65,8 +68,8 @@ def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
   epochs = loop.EpochLoop(
       spec.loop, spec.checkpoints,
       setup.trainer(spec.optim, spec.loop, pipeline, dropout_rng, devices),
-      loop.Saver(store, setup.checkpoint_metadata(spec.config_record,
-                                                  pipeline, split_sizes)),
+      loop.Saver(store, setup.checkpoint_metadata(
+          spec.config_record, pipeline, split_sizes, init_record)),
       stopper, epoch_log, writer)
   last_record = resumed.metadata['metrics'] if resumed is not None else {}
   return _run_epochs(epochs, state, start, last_record, workdir)

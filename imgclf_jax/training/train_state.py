@@ -122,11 +122,15 @@ def create_train_state(rng, model, image_shape, spec: OptimSpec,
       slow=copy if spec.lookahead_every_steps > 0 else None)
 
 
-def with_params(state: TrainState, params) -> TrainState:
-  """`state` with new initial `params` (a data-dependent initialisation),
-  the EMA and the lookahead's slow weights restarted from them."""
+def with_params(state: TrainState, params, batch_stats=None) -> TrainState:
+  """`state` with new initial `params` (a data-dependent initialisation,
+  pretrained weights) and, where given, BatchNorm `batch_stats`; the EMA and
+  the lookahead's slow weights restarted from them."""
+  new = {'params': params}
+  if batch_stats is not None:
+    new['batch_stats'] = batch_stats
   def restart(copy):
-    return None if copy is None else {**copy, 'params': params}
-  return state.replace(params=params, opt_state=state.tx.init(params),
+    return None if copy is None else {**copy, **new}
+  return state.replace(**new, opt_state=state.tx.init(params),
                        ema=restart(state.ema), slow=restart(state.slow))
 

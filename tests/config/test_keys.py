@@ -56,8 +56,9 @@ def test_every_origin_names_a_key_of_the_defaults():
     assert all(origin in (None, keys.FLAGS, keys.DATA,
                           keys.MODEL) for origin in row[1:])
   assert set(keys.keys_where('resume', keys.FIXED)) == {
-      'dataset', 'model', 'image_size', 'normalization', 'batch_size',
-      'optimizer', 'ema_decay', 'norm_bias_lr_scale', 'lookahead_every_steps'}
+      'dataset', 'model', 'model_layout', 'image_size', 'normalization',
+      'batch_size', 'optimizer', 'ema_decay', 'norm_bias_lr_scale',
+      'lookahead_every_steps'}
   assert set(keys.keys_where('eval', keys.DATA)) == {
       'dataset', 'data_dir', 'train_split', 'validation_split',
       'validation_fraction'}
@@ -75,3 +76,15 @@ def test_config_files_can_set_cache_to_a_bool():
   assert config.cache == 'auto'
   config.cache = False  # what configs/*.py write (the key takes any type)
   assert config.cache is False
+
+
+def test_a_key_a_checkpoint_lacks_reads_as_its_default():
+  """A checkpoint from before model_layout existed resumes with the default
+  ('flax', the layout it was trained with), and not with another."""
+  saved = keys.to_dict(keys.get_config())
+  del saved['model_layout']
+  config = keys.get_config()
+  assert keys.differences(saved, config, ('model', 'model_layout')) == []
+  config.model_layout = 'torch'
+  assert keys.differences(saved, config, ('model_layout',)) == [
+      "model_layout: checkpoint 'flax' vs now 'torch'"]

@@ -27,7 +27,7 @@ def folder(two_class_folder):
 @pytest.mark.parametrize('overrides, message', [
     ({'learning_rate': -0.1}, r'--config.learning_rate=-0.1 is invalid.*> 0'),
     ({'num_epochs': 0}, r'--config.num_epochs=0 is invalid'),
-    ({'model': 'resnet9000'}, r"--config.model='resnet9000'.*one of \['cnn', 'cnn_plain', 'fast_cifar'"),
+    ({'model': 'resnet9000'}, r"--config.model='resnet9000'.*one of \['cnn', 'cnn_plain', 'efficientnet_lite0', 'fast_cifar'"),
     ({'optimizer': 'lamb'}, r"--config.optimizer='lamb'.*one of \('adam', 'adamw', 'sgd'\)"),
     ({'tta': 'crops'}, r"--config.tta='crops'.*'flip_translate'"),
     ({'model': 'fast_cifar'},

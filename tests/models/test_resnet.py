@@ -9,6 +9,7 @@ counts, computed with jax.eval_shape: nothing is computed)."""
 
 import functools
 
+import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -150,6 +151,55 @@ def test_stems_downsample_as_published():
 def test_unknown_stem_raises():
   with pytest.raises(ValueError, match='stem'):
     _init(_tiny(stem='tiny'))
+  with pytest.raises(ValueError, match='padding'):
+    _init(_tiny(padding='same'))
+
+
+def _stem_and_pool(model, variables, x):
+  """The stem convolution's output (before BatchNorm) and the first block's
+  input (after the max pool)."""
+  names = ('conv_init', 'ResNetBlock_0')
+  _, state = model.apply(
+      variables, x, train=False, mutable=['intermediates'],
+      capture_intermediates=lambda mdl, _: mdl.name in names)
+  out = state['intermediates']
+  return out['conv_init']['__call__'][0], out['ResNetBlock_0']['__call__'][0]
+
+
+def test_torch_padding_is_pytorchs():
+  """padding='torch' pads as torch.nn.Conv2d(padding=k // 2) and
+  MaxPool2d(3, 2, padding=1): (1, 1) where Flax's 'SAME' pads a stride-2
+  3x3 window of an even input (0, 1). Same parameters; the default stays
+  'flax'. (Against torchvision and timm themselves:
+  tests/models/pretrained/.)"""
+  assert resnet.ResNet.padding == 'flax'
+  flax_model = _tiny(stem='imagenet')
+  torch_model = _tiny(stem='imagenet', padding='torch')
+  variables = _init(flax_model, 16)
+  assert jax.tree.map(np.shape, _init(torch_model, 16)) == jax.tree.map(
+      np.shape, variables)
+  x = _images(2, 16)
+  conv_flax, pooled_flax = _stem_and_pool(flax_model, variables, x)
+  conv_torch, pooled_torch = _stem_and_pool(torch_model, variables, x)
+  np.testing.assert_array_equal(conv_torch, conv_flax)  # 7x7: (3, 3) both
+  assert pooled_torch.shape == pooled_flax.shape == (2, 4, 4, 4)
+  # The pool's input, through BatchNorm (running averages: 0 and 1) and ReLU.
+  bn = variables['params']['bn_init']
+  y = jax.nn.relu(conv_torch / np.sqrt(1 + 1e-5) * bn['scale'] + bn['bias'])
+  want = lax.reduce_window(y, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+  np.testing.assert_allclose(pooled_torch, want, rtol=1e-6)
+  assert not np.allclose(pooled_flax, want)
+  # The blocks' strided 3x3 convolutions.
+  kernel = variables['params']['ResNetBlock_1']['Conv_0']['kernel']
+  h = jax.random.normal(jax.random.key(5), (1, 8, 8, 4))
+  torch_conv = resnet._torch_padding(nn.Conv)  # pylint: disable=protected-access
+  for conv, pad in ((nn.Conv, (0, 1)), (torch_conv, (1, 1))):
+    got = conv(8, (3, 3), (2, 2), use_bias=False).apply(
+        {'params': {'kernel': kernel}}, h)
+    want = lax.conv_general_dilated(h, kernel, (2, 2), (pad, pad),
+                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('block_cls, last', [

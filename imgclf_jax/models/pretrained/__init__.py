@@ -1,0 +1,1 @@
+"""Pretrained weights (--config.init_from): name_maps.py (PyTorch names and layouts -> our trees), source.py (what init_from names), importer.py (their tensors into our variable tree; modes/pretrained_init.py makes a training state of them)."""
