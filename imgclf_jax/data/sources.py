@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from imgclf_jax.data import dataset_name
 from imgclf_jax.data import preprocess
 from imgclf_jax.data import tfds_download
 from imgclf_jax.errors import UserError
@@ -28,7 +29,7 @@ from imgclf_jax.errors import UserError
 # TF must leave any GPU to JAX: tf.data runs on the host.
 tf.config.set_visible_devices([], 'GPU')
 
-FOLDER_PREFIX = 'folder:'
+FOLDER_PREFIX = dataset_name.FOLDER_PREFIX
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 FOLDER_VALIDATION_NAMES = ('validation', 'val', 'valid')
 # A root with a subfolder of one of these names is in the splits layout
@@ -379,10 +380,7 @@ class FolderSource(Source):
 
   def __init__(self, root: str, config, class_names=None):
     self._root = root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-      raise UserError(f'--config.dataset=folder:{root}: no such folder. Point '
-                      'it at a folder laid out root/<class>/<image> or '
-                      'root/<split>/<class>/<image>.')
+    dataset_name.check_folder(root)
     self._subfolders = sorted(d.name for d in os.scandir(root) if _is_dir(d))
     names = {*FOLDER_SPLIT_NAMES, config.train_split, config.validation_split,
              config.eval_split} - {''}
@@ -700,7 +698,5 @@ def make_source(config, class_names=None) -> Source:
   name = config.dataset.strip()
   if name.startswith(FOLDER_PREFIX):
     return FolderSource(name[len(FOLDER_PREFIX):], config, class_names)
-  if os.path.sep in name or pathlib.Path(name).exists():
-    raise UserError(f'--config.dataset={name!r} looks like a path: write '
-                    f'--config.dataset=folder:{name} for an image folder.')
+  dataset_name.check(name)
   return TfdsSource(name, config)

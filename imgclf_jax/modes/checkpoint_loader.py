@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 import jax
+import numpy as np
 
 from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import resolve
@@ -46,9 +47,7 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
     class_names = tuple(metadata['class_names'])
     image_shape = tuple(metadata['image_shape'])
     model = registry.create_model(resolved, len(class_names))
-    target = train_state_lib.create_train_state(
-        jax.random.key(0), model, image_shape, resolved, 1)
-    state = store.restore_state(step, target)
+    state = store.restore_state(step, _target(model, image_shape, resolved))
   finally:
     store.close()
   return Checkpoint(step=step, state=state, config=resolved,
@@ -56,3 +55,14 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
                     normalization=metadata['normalization'],
                     image_shape=image_shape, metadata=metadata,
                     directory=store.directory)
+
+
+def _target(model, image_shape, config):
+  """What the checkpoint's arrays are restored into: their shapes and dtypes
+  (train_state.abstract_train_state), without initialising the model, which
+  outside jit costs a compilation per operation (seconds of start-up); as
+  numpy zeros with several processes (each restores the arrays whole)."""
+  target = train_state_lib.abstract_train_state(model, image_shape, config, 1)
+  if jax.process_count() > 1:
+    target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
+  return target
