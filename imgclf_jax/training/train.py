@@ -126,7 +126,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
     resumed_sums = metrics_lib.from_sum_record(metadata['epoch_train_sums'])
     logging.info('Resuming inside epoch %d, at its step %d of %d.',
                  start_epoch + 1, start_in_epoch, steps_per_epoch)
-  epoch_log.resume(start_epoch)
+  epoch_log.resume(start_epoch, metadata and metadata['metrics'])
   if primary:
     event_files.cut_after(workdir, step)
 
