@@ -6,7 +6,6 @@ import signal
 import time
 
 from absl import logging
-from clu import metric_writers
 import jax
 import numpy as np
 
@@ -143,7 +142,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
         f'{n}={w:.3g}' for n, w in zip(info.class_names, weights)))
-  writer = _tensorboard_writer(workdir)
+  writer = event_files.TrainingWriter(workdir, write=primary)
   if step == 0:
     writer.write_hparams(keys.to_dict(config))
   if config.data_on_device:
@@ -198,10 +197,9 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
             _check_finite(running, epoch, store)
             rate = progress.show(running['train_loss'],
                                  running['train_accuracy'])
-            writer.write_scalars(step, {
-                'train_loss_running': running['train_loss'],
-                'train_accuracy_running': running['train_accuracy'],
-                'train_images_per_second': rate['images_per_second']})
+            writer.write_running(step, running['train_loss'],
+                                 running['train_accuracy'],
+                                 rate['images_per_second'])
           inside = step % steps_per_epoch != 0
           stopping = stop.requested(step)
           if inside and (stopping or (every_steps and
@@ -232,8 +230,7 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
                   'learning_rate': float(schedule(step - 1)),
                   'train_seconds': round(train_seconds, 2),
                   'epoch_seconds': round(time.time() - epoch_start, 2)}
-        writer.write_scalars(step, {k: v for k, v in record.items()
-                                    if k not in ('epoch', 'step')})
+        writer.write_epoch(step, record)
         # Logged before its checkpoint: a kill in between leaves a line past
         # the checkpoint, which the resumed run cuts (EpochLog.resume).
         epoch_log.append(record)
@@ -323,14 +320,6 @@ def _summary(records: list, workdir: str, seconds: float):
       'events.', progress_lib.format_seconds(seconds), last['epoch'],
       100 * last['validation_accuracy'], tta, best['epoch'],
       100 * best[checkpoint_store.BEST_METRIC], workdir)
-
-
-def _tensorboard_writer(workdir: str):
-  """TensorBoard events in `workdir` on the first process (the log has its
-  own epoch lines); nothing on the others."""
-  if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
 
 
 class EarlyStopping:

@@ -47,7 +47,9 @@ def _records(workdir):
 def _assert_outputs(workdir, epochs, steps_per_epoch):
   assert _checkpoint_steps(workdir) == [
       steps_per_epoch * (e + 1) for e in range(epochs)][-3:]
-  assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  for run in ('train', 'validation'):
+    assert glob.glob(os.path.join(workdir, run, 'events.out.tfevents.*'))
+  assert not glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   records = _records(workdir)
   assert [r['epoch'] for r in records] == list(range(1, epochs + 1))
   for r in records:
@@ -130,20 +132,48 @@ def test_rerun_of_a_finished_run_trains_no_more_and_writes_nothing(
       in caplog.text
 
 
-@pytest.mark.slow
-def test_tensorboard_keeps_running_and_epoch_values_apart(full_run):
+def _tensorboard_runs(logdir):
+  """{run: {tag: [(step, value)]}}: the scalars as TensorBoard reads a
+  --logdir (its own event multiplexer; runs are the folders with events)."""
+  from tensorboard.backend.event_processing import (  # pylint: disable=g-import-not-at-top
+      plugin_event_multiplexer)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _, workdir, _ = full_run
-  steps_of = {}
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        steps_of.setdefault(value.tag, []).append(event.step)
-  # 4 steps per epoch, log_every_steps 2: running values at steps 2, 4, ...;
-  # epoch means at the epochs' last steps only.
-  assert sorted(steps_of['train_loss']) == [4, 8, 12]
-  assert sorted(steps_of['train_loss_running']) == [2, 4, 6, 8, 10, 12]
-  assert 'train_images_per_second' in steps_of
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(logdir)
+  multiplexer.Reload()
+  scalars = multiplexer.PluginRunToTagToContent('scalars')
+  return {run: {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                      for e in multiplexer.Tensors(run, tag)]
+                for tag in tags}
+          for run, tags in scalars.items()}
+
+
+@pytest.mark.slow
+def test_tensorboard_draws_train_validation_and_eval_on_one_chart(
+    full_run, tmp_path):
+  _, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  evaluate.evaluate_checkpoint(None, workdir)
+  runs = _tensorboard_runs(workdir)
+  assert sorted(runs) == ['eval_validation', 'train', 'validation']
+  records = _records(workdir)
+  # The same tags in train/ and validation/ (one chart each in TensorBoard):
+  # the epoch means at the epochs' last steps, as in metrics.jsonl.
+  for run in ('train', 'validation'):
+    for tag in ('loss', 'accuracy'):
+      assert runs[run][tag] == [
+          (r['step'], pytest.approx(r[f'{run}_{tag}'])) for r in records], (
+              run, tag)
+  assert {'loss', 'accuracy'} <= set(runs['eval_validation'])
+  assert runs['eval_validation']['accuracy'] == [
+      (12, pytest.approx(records[-1]['validation_accuracy']))]
+  # Running values (4 steps per epoch, log_every_steps 2: steps 2, 4, ...)
+  # and the rest in train/ only.
+  assert [s for s, _ in runs['train']['loss_running']] == [2, 4, 6, 8, 10, 12]
+  assert {'accuracy_running', 'images_per_second', 'learning_rate',
+          'train_seconds', 'epoch_seconds'} <= set(runs['train'])
+  assert set(runs['validation']) == {'loss', 'accuracy'}
 
 
 def _interrupt_at(monkeypatch, epoch, step):
