@@ -49,13 +49,15 @@ class TrainingWriter:
       self._runs['train'].write_hparams(hparams)
 
   def write_running(self, step: int, loss: float, accuracy: float,
-                    images_per_second: float):
+                    images_per_second: float | None):
     """At a log point: the epoch's running mean loss and accuracy so far,
-    and the images per second since the last log point."""
+    and the images per second since the last log point (None: not known
+    yet, after an epoch's first step)."""
     if self._runs:
-      self._runs['train'].write_scalars(step, {
-          'loss_running': loss, 'accuracy_running': accuracy,
-          'images_per_second': images_per_second})
+      scalars = {'loss_running': loss, 'accuracy_running': accuracy}
+      if images_per_second is not None:
+        scalars['images_per_second'] = images_per_second
+      self._runs['train'].write_scalars(step, scalars)
 
   def write_epoch(self, step: int, record: dict):
     """An epoch's record (metrics.jsonl's line): `train_<m>` and

@@ -185,16 +185,19 @@ def _train(config, source, workdir: str, devices, lock) -> dict:
         train_metrics = metrics_lib.Accumulator(
             resumed_sums if first else None)
         progress = progress_lib.EpochProgress(
-            epoch, num_epochs, steps_per_epoch, config.batch_size, done=first)
+            epoch, num_epochs, steps_per_epoch, config.batch_size, done=first,
+            log_every_seconds=config.log_every_seconds)
         for batch in device_axis.to_devices(epoch_batches(epoch, first),
                                             devices):
           state, step_metrics = p_train_step(state, batch, dropout_rng)
           train_metrics.add(step_metrics)
           step += 1
           progress.step()
-          if step % config.log_every_steps == 0:
+          by_steps = step % config.log_every_steps == 0
+          if by_steps or progress.seconds_due():
             running = metrics_lib.to_floats(train_metrics.result(), 'train_')
-            _check_finite(running, epoch, store)
+            if by_steps:  # at the same steps in every process
+              _check_finite(running, epoch, store)
             rate = progress.show(running['train_loss'],
                                  running['train_accuracy'])
             writer.write_running(step, running['train_loss'],

@@ -7,6 +7,7 @@ main.py). Most tests read the session's `full_run` (tests/conftest.py)."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,6 +186,27 @@ def _interrupt_at(monkeypatch, epoch, step):
     real(self)
   monkeypatch.setattr(train.progress_lib.EpochProgress, 'step',
                       step_or_interrupt)
+
+
+@pytest.mark.slow
+def test_progress_is_logged_every_n_seconds_as_well(two_class_folder,
+                                                    tmp_path, caplog):
+  # 2 steps per epoch, log_every_steps far away: the log points are those
+  # of log_every_seconds (here any step); the first step's holds no img/s.
+  config = helpers.small_config(f'folder:{two_class_folder}', num_epochs=1,
+                                log_every_steps=1000, log_every_seconds=1e-9)
+  with caplog.at_level('INFO'):
+    _train(config, tmp_path)
+  shown = [m for m in caplog.messages if m.startswith('epoch 1/1: step ')]
+  assert len(shown) == 2
+  assert re.fullmatch(r'epoch 1/1: step 1/2, loss \d\.\d{4}, accuracy '
+                      r'\d+\.\d%', shown[0]), shown[0]
+  assert re.fullmatch(r'epoch 1/1: step 2/2, loss \d\.\d{4}, accuracy '
+                      r'\d+\.\d%, [\d,]+ img/s, epoch ETA 0s', shown[1]), (
+                          shown[1])
+  runs = _tensorboard_runs(str(tmp_path))
+  assert [s for s, _ in runs['train']['loss_running']] == [1, 2]
+  assert [s for s, _ in runs['train']['images_per_second']] == [2]
 
 
 @pytest.mark.slow
