@@ -5,9 +5,12 @@ flags and loads a config file from any folder. (Not pip-installed here: the
 package is put on PYTHONPATH alone, or the wheel `pip install .` would
 install is built and unpacked there.)"""
 
+import ast
 import glob
+import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,15 +41,55 @@ def test_pyproject_declares_the_command_and_the_library_only():
   assert project['tool']['setuptools']['package-dir'] == {
       'imgclf_jax.configs': 'configs'}
   # The same packages as requirements.txt (CI's pinned set), tests apart.
-  with open(os.path.join(ROOT, 'requirements.txt')) as f:
-    pinned = {line.split('==')[0].lower().replace('_', '-') for line in f
-              if line.strip() and not line.startswith('#')}
+  pinned, _ = _requirements()
   declared = {d.split('~=')[0].split('==')[0].lower().replace('_', '-')
               for d in project['project']['dependencies']}
   test_only = {'pytest', 'pytest-xdist'}
   assert declared == pinned - test_only
   assert {d.split('~=')[0] for d in
           project['project']['optional-dependencies']['test']} == test_only
+
+
+def _requirements():
+  """requirements.txt's package names (normalised) and its lines."""
+  with open(os.path.join(ROOT, 'requirements.txt')) as f:
+    lines = f.read().splitlines()
+  names = {line.split('==')[0].lower().replace('_', '-') for line in lines
+           if line.strip() and not line.startswith('#')}
+  return names, lines
+
+
+def test_requirements_list_every_package_the_library_imports():
+  # Each third-party module a module of imgclf_jax imports comes from a
+  # listed package (not only through another one's dependencies).
+  modules = set()
+  for folder, _, files in os.walk(os.path.join(ROOT, 'imgclf_jax')):
+    for name in files:
+      if name.endswith('.py'):
+        with open(os.path.join(folder, name)) as f:
+          tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+          if isinstance(node, ast.Import):
+            modules |= {a.name.split('.')[0] for a in node.names}
+          elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules.add(node.module.split('.')[0])
+  third_party = modules - set(sys.stdlib_module_names) - {'imgclf_jax'}
+  distributions = importlib.metadata.packages_distributions()
+  pinned, _ = _requirements()
+  for module in sorted(third_party):
+    names = {d.lower().replace('_', '-') for d in distributions[module]}
+    assert names & pinned, f'{module} (from {names}) is not in requirements.txt'
+
+
+def test_the_readme_sections_requirements_txt_names_exist():
+  _, lines = _requirements()
+  named = [n for line in lines if line.startswith('#')
+           for n in re.findall(r'README\.md \("([^"]+)"\)', line)]
+  assert named
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    headings = {line.lstrip('#').strip() for line in f
+                if line.startswith('#')}
+  assert set(named) <= headings, set(named) - headings
 
 
 def _alone(tmp_path, *args, code):

@@ -181,7 +181,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.microbatches = 0
 
   # --- Evaluation report and prediction -----------------------------------------
-  # --mode=eval reports top-k accuracy; --mode=predict prints the top-k classes.
+  # --mode=eval reports top-k accuracy (n/a, null, when top_k is at least
+  # the number of classes: it would always be 1); --mode=predict prints the
+  # top-k classes.
   config.top_k = 5
   # Test-time augmentation of eval, the report, predict and training's last
   # validation: 'none', 'flip' (mean of the image and its mirror) or

@@ -80,6 +80,23 @@ def test_report_numbers_agree_with_each_other(run):
       {k: v for k, v in result.items() if k != 'layout'}))
 
 
+def test_top_k_accuracy_is_na_when_every_class_is_in_the_top_k():
+  # 3 classes: top-2 accuracy means something, top-3 (or top_k=5, the
+  # default, capped at 3) is always 1.
+  probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
+  outputs = {'probs': probs, 'label': np.array([1, 0, 2]),
+             'predicted': probs.argmax(1)}
+  two = eval_report.build(outputs, CLASSES, 2)
+  assert two['top_k'] == 2 and two['top_k_accuracy'] == pytest.approx(2 / 3)
+  for top_k in (3, 5):
+    report = eval_report.build(outputs, CLASSES, top_k)
+    assert report['top_k'] == 3 and report['top_k_accuracy'] is None
+    table = eval_report.format_table(report, 0.0, 1.5)
+    assert table.splitlines()[-1] == (
+        'accuracy 0.0000, loss 1.5000, top-3 accuracy n/a (top_k=3: every '
+        'class is in the top 3), 3 examples')
+
+
 @pytest.mark.slow
 def test_galleries_of_confident_mistakes_and_unsure_right_answers(run):
   _, workdir, _, result = run

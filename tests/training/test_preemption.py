@@ -217,6 +217,23 @@ def test_event_files_cut_after_cuts_both_runs_of_training(tmp_path):
       'validation/loss': [4], 'validation/accuracy': [4]}
 
 
+def test_only_ctrl_c_says_a_second_one_stops_at_once(caplog):
+  # (Real signals to this process, while StopSignals handles them.)
+  said = {}
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    caplog.clear()
+    with caplog.at_level('WARNING'), preemption.StopSignals() as stop:
+      os.kill(os.getpid(), signum)
+      assert stop.requested(1) and stop.signum == signum
+    said[signum] = caplog.messages
+  assert said[signal.SIGTERM] == [
+      'SIGTERM received: training stops after this step, with a checkpoint '
+      'at it.']
+  assert said[signal.SIGINT] == [
+      'SIGINT (Ctrl-C) received: training stops after this step, with a '
+      'checkpoint at it (Ctrl-C again: stop at once).']
+
+
 def test_checkpoint_every_steps_must_not_be_negative(two_class_folder):
   from imgclf_jax.config import resolve  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
