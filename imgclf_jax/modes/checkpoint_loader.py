@@ -60,9 +60,13 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
 def _target(model, image_shape, config):
   """What the checkpoint's arrays are restored into: their shapes and dtypes
   (train_state.abstract_train_state), without initialising the model, which
-  outside jit costs a compilation per operation (seconds of start-up); as
-  numpy zeros with several processes (each restores the arrays whole)."""
+  outside jit costs a compilation per operation (seconds of start-up); on
+  this process's first device, whatever devices saved them; as numpy zeros
+  with several processes (each restores the arrays whole)."""
   target = train_state_lib.abstract_train_state(model, image_shape, config, 1)
   if jax.process_count() > 1:
-    target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
-  return target
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      target)
