@@ -1,11 +1,12 @@
 """imgclf_jax command line: train, evaluate a checkpoint, or predict images.
 
-    imgclf-jax --config=configs/cifar10.py --workdir=runs/cifar10
+    imgclf-jax --config=cifar10 --workdir=runs/cifar10
     imgclf-jax --workdir=runs/cifar10 --mode=eval --step=best
     imgclf-jax --workdir=runs/cifar10 --mode=predict --images='photos/*.jpg'
     imgclf-jax --workdir=runs/cifar10 --mode=export
 
-(`python main.py` in a checkout takes the same flags.)
+(`python main.py` in a checkout takes the same flags. --config takes a
+config file or the name of a recipe shipped with the package.)
 """
 
 import os
@@ -17,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from imgclf_jax.config import keys
+from imgclf_jax.config import recipes
 from imgclf_jax.errors import UserError
 from imgclf_jax import flag_errors
 from imgclf_jax import malloc_tuning
@@ -38,7 +40,8 @@ def define_flags(flag_values=FLAGS, sys_argv=None):
   that --config's overrides are read from, default sys.argv)."""
   config_flags.DEFINE_config_file(
       'config', None, 'Config file (e.g. configs/cifar10.py), executed as '
-      'Python: only use files you trust. Override keys with '
+      'Python: only use files you trust; or a recipe by name (cifar10: '
+      'configs/cifar10.py, wherever the command runs). Override keys with '
       '--config.KEY=VALUE (the keys are listed below). Optional for '
       '--mode=eval and predict (the checkpoint has one).',
       flag_values=flag_values, lock_config=True, sys_argv=sys_argv)
@@ -91,6 +94,10 @@ def usage(flag_values=FLAGS) -> str:
       f'{keys.__file__}):', 79, subsequent_indent='  ')]
   lines += textwrap.wrap(names, 79, initial_indent='  ',
                          subsequent_indent='  ')
+  if recipes.folder() is not None:
+    lines += ['', *textwrap.wrap(
+        f'recipes (--config=NAME; in {recipes.folder()}): '
+        f'{", ".join(recipes.names())}', 79, subsequent_indent='  ')]
   lines += ['', '--helpfull lists the flags of every library as well.']
   return '\n'.join(lines)
 
@@ -103,6 +110,7 @@ def parse_flags(argv, flag_values=FLAGS):
     print(usage(flag_values))
     sys.exit(0)
   try:
+    argv = recipes.expand(argv)
     rest = flag_values(argv)
     config = flag_values['config'].value
     if config is not None:
@@ -135,6 +143,7 @@ def main(argv):
   malloc_tuning.tune_malloc(FLAGS.config.model if FLAGS.config is not None
                             and FLAGS.mode == 'train' else None)
   try:
+    dispatch.check_before_imports(FLAGS.mode, FLAGS.config, set_keys)
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address,
                            FLAGS.num_processes, FLAGS.process_id)
   except UserError as e:

@@ -7,6 +7,8 @@ import traceback
 
 from absl import flags
 
+from imgclf_jax.config import recipes
+
 
 def flag_error(error: Exception, argv, config) -> str:
   """The one line for an error raised while parsing the command line `argv`:
@@ -22,9 +24,12 @@ def flag_error(error: Exception, argv, config) -> str:
     while cause.__cause__ is not None:
       cause = cause.__cause__
     reason = str(cause).strip().splitlines()[-1].strip()
+    name = recipes.name_for(path)
+    hint = (f'the recipe by name: --config={name}' if name else
+            "a recipe's name, e.g. --config=cifar10 (--help lists them)")
     return (f'--config={path}: cannot read the config file ({reason})'
-            f'{_relative_to(path)}: give the path of a config file, e.g. '
-            f'--config={_example_config(path)}.')
+            f'{_relative_to(path)}: give the path of a config file, or '
+            f'{hint}.')
   raised = _raised_in(error, text, path)
   if raised and "No module named 'configs'" in raised:
     return (f'--config={path}: the config file raised {raised}: configs/ is '
@@ -61,16 +66,6 @@ def _relative_to(path: str) -> str:
   if os.path.isabs(path):
     return ''
   return f', looked for in the current folder {os.getcwd()}'
-
-
-def _example_config(path: str) -> str:
-  """`path` in the checkout this package lies in, where it is there (a
-  relative --config given from another folder), else configs/cifar10.py."""
-  checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  there = os.path.join(checkout, path)
-  if not os.path.isabs(path) and os.path.isfile(there):
-    return there
-  return 'configs/cifar10.py'
 
 
 def _config_path(argv):

@@ -49,6 +49,8 @@ def small_config(dataset, **overrides):
   config.eval_batch_size = 8
   config.num_epochs = 2
   config.log_every_steps = 2
+  config.log_every_seconds = 0.0  # log points by steps alone: the same in
+                                  # every run
   config.shuffle_buffer_size = 64
   for key, value in overrides.items():
     config[key] = value

@@ -125,6 +125,54 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
                                      'invalid: it must be > 0.')
 
 
+# Runs the command with `sys.argv[1:]`, then (also after its sys.exit) prints
+# which of TensorFlow, JAX and the trainer it imported.
+IMPORTED = '''
+import atexit, sys
+atexit.register(lambda: print('imported:', sorted(
+    m for m in ('tensorflow', 'jax', 'imgclf_jax.training.train')
+    if m in sys.modules)))
+from imgclf_jax.command_line import run
+run()
+'''
+
+
+def _imported(result) -> list:
+  (line,) = [l for l in result.stdout.splitlines() if l.startswith('imported:')]
+  return eval(line.split(':', 1)[1])  # pylint: disable=eval-used
+
+
+def test_a_folder_that_is_not_there_is_reported_before_tf_and_jax_load(
+    tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  for mode, config in (('train', 'configs/folder.py'),
+                       ('eval', 'configs/cifar10.py')):
+    result = subprocess.run(
+        [sys.executable, '-c', IMPORTED, f'--config={config}',
+         f'--workdir={tmp_path}/run', f'--mode={mode}',
+         f'--config.dataset=folder:{tmp_path}/photos'], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300)
+    assert _one_error_line(result) == (
+        f'error: --config.dataset=folder:{tmp_path}/photos: no such folder. '
+        'Point it at a folder laid out root/<class>/<image> or '
+        'root/<split>/<class>/<image>.')
+    assert _imported(result) == []
+  assert not os.path.exists(tmp_path / 'run')
+
+
+@pytest.mark.parametrize('mode', ['eval', 'predict', 'export'])
+def test_the_short_modes_do_not_import_the_trainer(tmp_path, mode):
+  # (No checkpoint in the workdir: each stops at its one line, having
+  # imported what it runs.)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-c', IMPORTED, f'--workdir={tmp_path}',
+       f'--mode={mode}', f'--images={ROOT}/README.md'], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert _one_error_line(result).startswith('error: no checkpoint')
+  assert _imported(result) == ['jax', 'tensorflow']
+
+
 @pytest.mark.slow
 def test_bad_config_files_seeds_and_workdirs_from_the_command_line(tmp_path):
   (tmp_path / 'broken.py').write_text('def get_config(:\n')
@@ -170,7 +218,8 @@ def _parse(*args):
 @pytest.mark.parametrize('text, message', [
     (None, r'--config=CONFIG: cannot read the config file \(\[Errno 2\] No '
            r'such file or directory: .CONFIG.\): give the path of a config '
-           r'file, e.g. --config=configs/cifar10.py\.$'),
+           r"file, or a recipe's name, e.g. --config=cifar10 \(--help lists "
+           r'them\)\.$'),
     ('def get_config():\n  return [\n',
      r'--config=CONFIG: the config file has a syntax error at line 2: '),
     ('def get_config():\n  raise ValueError("no data here")\n',
@@ -232,7 +281,8 @@ def test_help_exits_0_with_the_flags_and_the_config_keys(capsys, flag):
 def test_help_and_mistakes_from_another_folder(tmp_path):
   # main.py run from another folder: --help exits 0 (absl's exits 1); a
   # relative --config is looked for in that folder, the one line says so and
-  # names the checkout's file; a config file loads from any folder.
+  # names the recipe; a recipe's name and a config file load from any
+  # folder.
   def run(*args, cwd):
     return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'),
                            *args], cwd=cwd, capture_output=True, text=True,
@@ -247,7 +297,11 @@ def test_help_and_mistakes_from_another_folder(tmp_path):
       "error: --config=configs/cifar10.py: cannot read the config file "
       "([Errno 2] No such file or directory: 'configs/cifar10.py'), looked "
       f'for in the current folder {tmp_path}: give the path of a config '
-      f'file, e.g. --config={ROOT}/configs/cifar10.py.')
+      'file, or the recipe by name: --config=cifar10.')
+  assert _one_error_line(run('--config=cifar10', '--workdir=w',
+                             '--config.num_epoch=3', cwd=tmp_path)) == (
+      "error: --config.num_epoch=3: the config has no key 'num_epoch' (did "
+      'you mean --config.num_epochs?): --help lists the keys.')
   assert _one_error_line(run('--config=cifar10.py', '--workdir=w',
                              '--config.num_epoch=3',
                              cwd=os.path.join(ROOT, 'configs'))) == (

@@ -199,7 +199,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.microbatches = 0
 
   # --- Evaluation report and prediction -----------------------------------------
-  # --mode=eval reports top-k accuracy; --mode=predict prints the top-k classes.
+  # --mode=eval reports top-k accuracy (n/a, null, when top_k is at least
+  # the number of classes: it would always be 1); --mode=predict prints the
+  # top-k classes.
   config.top_k = 5
   # Test-time augmentation of eval, the report, predict and training's last
   # validation: 'none', 'flip' (mean of the image and its mirror) or
@@ -224,7 +226,12 @@ def get_config() -> ml_collections.ConfigDict:
   # The latest checkpoints kept; the one with the best validation accuracy is
   # kept besides them (--mode=eval --step=best).
   config.max_checkpoints_to_keep = 3
+  # The running loss, accuracy, img/s and ETA (on the progress bar, or log
+  # lines where there is no terminal; and TensorBoard) every this many
+  # steps, and after any step that ends log_every_seconds or more after the
+  # last time they were shown (0: by steps only).
   config.log_every_steps = 50
+  config.log_every_seconds = 30.0
 
   return config
 

@@ -99,6 +99,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.max_checkpoints_to_keep, '>= 1')
   _require(c.log_every_steps >= 1, 'log_every_steps', c.log_every_steps,
            '>= 1')
+  _require(c.log_every_seconds >= 0, 'log_every_seconds',
+           c.log_every_seconds, '>= 0 (0: by steps only)')
   _require(c.shuffle_buffer_size >= 1, 'shuffle_buffer_size',
            c.shuffle_buffer_size, '>= 1')
   _require(c.model in registry.MODELS, 'model', c.model,

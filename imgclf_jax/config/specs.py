@@ -112,6 +112,7 @@ def loop_spec(config) -> LoopSpec:
       batch_size=config.batch_size,
       seed=config.seed,
       log_every_steps=config.log_every_steps,
+      log_every_seconds=float(config.log_every_seconds),
       early_stopping_metric=config.early_stopping_metric,
       early_stopping_patience=int(config.early_stopping_patience),
       tta=config.tta,

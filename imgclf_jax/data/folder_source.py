@@ -7,13 +7,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from imgclf_jax.data import dataset_name
 from imgclf_jax.data import folder_scan
 from imgclf_jax.data import preprocess
 from imgclf_jax.data import source_base
 from imgclf_jax.data import spec as spec_lib
 from imgclf_jax.errors import UserError
 
-FOLDER_PREFIX = 'folder:'
+FOLDER_PREFIX = dataset_name.FOLDER_PREFIX
 FOLDER_VALIDATION_NAMES = ('validation', 'val', 'valid')
 # A root with a subfolder of one of these names is in the splits layout
 # (root/<split>/<class>/<file>); any other root in the classes layout
@@ -48,10 +49,7 @@ class FolderSource(source_base.Source):
   def __init__(self, root: str, spec: spec_lib.SourceSpec,
                class_names=None):
     self._root = root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-      raise UserError(f'--config.dataset=folder:{root}: no such folder. Point '
-                      'it at a folder laid out root/<class>/<image> or '
-                      'root/<split>/<class>/<image>.')
+    dataset_name.check_folder(root)
     self._subfolders = sorted(d.name for d in os.scandir(root)
                               if folder_scan.is_dir(d))
     names = {*FOLDER_SPLIT_NAMES, spec.train_split, spec.validation_split,

@@ -4,13 +4,12 @@ what source_base.Source promises. Everything after that (resize, cache,
 shuffle, augment, batch) is shared code (input_pipeline.py)."""
 
 import os
-import pathlib
 
+from imgclf_jax.data import dataset_name
 from imgclf_jax.data import folder_source
 from imgclf_jax.data import source_base
 from imgclf_jax.data import spec as spec_lib
 from imgclf_jax.data import tfds_source
-from imgclf_jax.errors import UserError
 
 
 def canonical_dataset(name: str) -> str:
@@ -34,7 +33,5 @@ def make_source(spec: spec_lib.SourceSpec,
   name, prefix = spec.dataset.strip(), folder_source.FOLDER_PREFIX
   if name.startswith(prefix):
     return folder_source.FolderSource(name[len(prefix):], spec, class_names)
-  if os.path.sep in name or pathlib.Path(name).exists():
-    raise UserError(f'--config.dataset={name!r} looks like a path: write '
-                    f'--config.dataset=folder:{name} for an image folder.')
+  dataset_name.check(name)
   return tfds_source.TfdsSource(name, spec)

@@ -8,6 +8,8 @@ failing. Folders that a failed preparation created are removed again;
 nothing that was there before is touched.
 """
 
+import contextlib
+import logging as pylogging
 import os
 import queue
 import shutil
@@ -89,6 +91,30 @@ def unreachable(hosts, timeout: float = PROBE_TIMEOUT):
   why = f'{type(error).__name__}: {error}' if error else (
       f'no answer within {timeout:g} s')
   return f'{host}:{port} cannot be reached ({why})'
+
+
+def is_prepared(builder) -> bool:
+  """builder.is_prepared(), without TFDS's warning that the dataset's
+  version folder 'has no dataset_info.json': tfds.builder made that folder
+  for a dataset not prepared yet (which `prepare` then prepares, or removes
+  where it cannot)."""
+  with _without(lambda record: str(record.msg).startswith('Variant folder ')
+                and 'has no' in str(record.msg)):
+    return builder.is_prepared()
+
+
+@contextlib.contextmanager
+def _without(dropped):
+  """absl's log records for which `dropped(record)` holds are not shown."""
+  class Drop(pylogging.Filter):
+    def filter(self, record):
+      return not dropped(record)
+  drop, logger = Drop(), logging.get_absl_logger()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 def prepare(builder, name: str):

@@ -189,7 +189,7 @@ def _tfds_builder(name: str, data_dir):
         f'--config.dataset={name!r}: no TFDS dataset of that name. Use a name '
         'from tfds.list_builders() (e.g. cifar10, mnist, fashion_mnist) or '
         'folder:/path/to/root for your own images.') from None
-  if not builder.is_prepared():
+  if not tfds_download.is_prepared(builder):
     tfds_download.prepare(builder, name)
   return builder
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 import jax
+import numpy as np
 
 from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import resolve
@@ -20,6 +21,7 @@ from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from imgclf_jax.report.spec import ReportSpec
 from imgclf_jax.training import train_state as train_state_lib
+from imgclf_jax.training.spec import OptimSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +53,8 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
     image_shape = tuple(metadata['image_shape'])
     model = registry.create_model(specs.model_spec(resolved,
                                                    len(class_names)))
-    target = train_state_lib.create_train_state(
-        jax.random.key(0), model, image_shape, specs.optim_spec(resolved), 1)
-    state = store.restore_state(step, target)
+    state = store.restore_state(step, _target(model, image_shape,
+                                              specs.optim_spec(resolved)))
   finally:
     store.close()
   return Checkpoint(step=step, state=state, config=resolved,
@@ -62,3 +63,18 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
                     normalization=metadata['normalization'],
                     image_shape=image_shape, metadata=metadata,
                     directory=store.directory)
+
+
+def _target(model, image_shape, optim: OptimSpec):
+  """What the checkpoint's arrays are restored into: their shapes and dtypes
+  (train_state.abstract_train_state), without initialising the model, which
+  outside jit costs a compilation per operation (seconds of start-up); on
+  this process's first device, whatever devices saved them; as numpy zeros
+  with several processes (each restores the arrays whole)."""
+  target = train_state_lib.abstract_train_state(model, image_shape, optim, 1)
+  if jax.process_count() > 1:
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      target)

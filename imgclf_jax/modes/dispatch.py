@@ -8,6 +8,7 @@ import sys
 
 from absl import logging
 
+from imgclf_jax.data import dataset_name
 from imgclf_jax.errors import UserError
 from imgclf_jax.parallel import distributed
 
@@ -23,26 +24,23 @@ def run(mode: str, config, workdir: str, step=None, images=None,
   `config` set on the command line (--config.KEY=; None: all of them);
   `export_dir`: where export writes (None: <workdir>/export/step<N>).
   """
-  # Imported here so that `--help` and flag errors stay fast.
-  from imgclf_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
-  from imgclf_jax.modes import predict  # pylint: disable=g-import-not-at-top
-  from imgclf_jax.modes import train  # pylint: disable=g-import-not-at-top
-  from imgclf_jax.training import loop  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  # Each mode imports its own modules, here: `--help` and flag errors stay
+  # fast, and eval, predict and export do not import the trainer.
   _quiet_library_logs()
   try:
     check_workdir(mode, workdir)
     if mode == 'train':
-      if config is None:
-        raise UserError('--config is required for --mode=train, e.g. '
-                        '--config=configs/cifar10.py.')
-      return train.train_and_evaluate(config, workdir)
+      return _train(config, workdir)
     if mode == 'predict':
+      from imgclf_jax.modes import predict
       return predict.predict_images(config, workdir, images, step)
     if mode == 'export':
-      from imgclf_jax.modes import export  # pylint: disable=g-import-not-at-top
+      from imgclf_jax.modes import export
       result = export.export_checkpoint(config, workdir, step, export_dir)
       print(json.dumps(result, indent=2))
       return result
+    from imgclf_jax.modes import evaluate
     result = evaluate.evaluate_checkpoint(config, workdir, step, set_keys)
     # The table is in the log; stdout gets one line of JSON for scripts
     # (from the first process of several).
@@ -53,6 +51,18 @@ def run(mode: str, config, workdir: str, step=None, images=None,
     logging.flush()
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+def _train(config, workdir: str):
+  """--mode=train; a stop by Ctrl-C or SIGTERM is one line and its exit
+  status."""
+  from imgclf_jax.modes import train  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.training import loop  # pylint: disable=g-import-not-at-top
+  if config is None:
+    raise UserError('--config is required for --mode=train: a config file '
+                    'or a recipe by name, e.g. --config=cifar10.')
+  try:
+    return train.train_and_evaluate(config, workdir)
   except loop.Interrupted as e:
     logging.flush()
     print(f'interrupted: {e}', file=sys.stderr)
@@ -61,6 +71,17 @@ def run(mode: str, config, workdir: str, step=None, images=None,
     logging.flush()
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.status)
+
+
+def check_before_imports(mode: str, config, set_keys=None):
+  """What is checked before TensorFlow and JAX load (seconds): the
+  config.dataset that `mode` reads, where it names a folder that is not
+  there (training's; eval's when set on the command line, `set_keys`)."""
+  if config is None:
+    return
+  if mode == 'train' or (mode == 'eval' and set_keys is not None and
+                         'dataset' in set_keys):
+    dataset_name.check(config.dataset)
 
 
 def check_workdir(mode: str, workdir: str):

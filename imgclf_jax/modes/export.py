@@ -7,17 +7,20 @@ normalisation), converted by jax2tf and saved in <workdir>/export/step<N>/
 (or --export_dir). Loading and calling it needs TensorFlow only:
 
     model = tf.saved_model.load(path)
-    model.signatures['serving_default'](images=uint8 [N, S, S, C])
-    model.signatures['float_images'](images=float32 [N, S, S, C] in [0, 1])
+    model.signatures['serving_default'](images=uint8 [N, H, W, C])
+    model.signatures['float_images'](images=float32 [N, H, W, C] in [0, 1])
       -> {'probabilities': [N, K], 'class_name': [N] (the most probable)}
     model.class_names  (tf.Variable, [K] strings; also assets/class_names.txt)
 
-S and C are the checkpoint's image size and channels: resize images to S x S
-first (as predict.load_image does; or with config.crop, take its central
-crop: preprocess.eval_image). It runs on CPU, GPU (CUDA) and TPU
-wherever it was exported.
+C is the checkpoint's channels; the images of a batch have one size H x W,
+any size: the model resizes them to its S x S as --mode=predict does
+(`model_pixels`: with config.crop, the central crop first; then
+preprocess.resize_image, TensorFlow's antialiased resize, rounded to whole
+pixel values for uint8 images). Images of S x S pass through untouched. It
+runs on CPU, GPU (CUDA) and TPU wherever it was exported.
 """
 
+import logging as pylogging
 import os
 import shutil
 
@@ -55,6 +58,30 @@ def probabilities_fn(loaded: checkpoint_loader.Checkpoint):
   return probabilities
 
 
+def model_pixels(images, size: int, crop: str = 'none'):
+  """uint8 or float32 images [N, H, W, C] (one size in the batch, any size)
+  -> [N, size, size, C] of the same dtype, as --mode=predict sees decoded
+  files: with config.crop `crop`, the central window
+  (preprocess.central_window) first; then preprocess.resize_image for uint8
+  (antialiased, rounded), for float32 the same resize without rounding.
+  Images of that size (and no crop) pass through untouched."""
+  channels = images.shape[-1]
+
+  def one(image):
+    if crop != 'none':
+      shape = tf.shape(image)
+      y, x, h, w = tf.unstack(preprocess.central_window(shape[0], shape[1]))
+      image = image[y:y + h, x:x + w]
+    if image.dtype == tf.uint8:
+      return preprocess.resize_image(image, size, channels)
+    same = tf.reduce_all(tf.shape(image)[:2] == size)
+    return tf.cond(same, lambda: image, lambda: tf.image.resize(
+        image, [size, size], antialias=True))
+
+  return tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(
+      [size, size, channels], images.dtype))
+
+
 class _Served(tf.Module):
   """What the SavedModel holds: the variables, the class names and the two
   signatures."""
@@ -71,18 +98,23 @@ class _Served(tf.Module):
         probabilities_fn(loaded), with_gradient=False,
         polymorphic_shapes=[None, f'(b, {size}, {size}, {channels})'],
         native_serialization_platforms=PLATFORMS)
-    shape = [None, size, size, channels]
+    self._size, self._crop = size, loaded.config.crop
+    shape = [None, None, None, channels]
     self.uint8_images = tf.function(
         self._from_uint8, autograph=False,
         input_signature=[tf.TensorSpec(shape, tf.uint8, name='images')])
     self.float_images = tf.function(
-        self._outputs, autograph=False,
+        self._from_float, autograph=False,
         input_signature=[tf.TensorSpec(shape, tf.float32, name='images')])
 
   def _from_uint8(self, images):
-    return self._outputs(tf.cast(images, tf.float32) / 255.0)
+    images = model_pixels(images, self._size, self._crop)
+    return self._from_unit_float(tf.cast(images, tf.float32) / 255.0)
 
-  def _outputs(self, images):
+  def _from_float(self, images):
+    return self._from_unit_float(model_pixels(images, self._size, self._crop))
+
+  def _from_unit_float(self, images):
     probabilities = self._probabilities(self.model_variables, images)
     return {'probabilities': probabilities,
             'class_name': tf.gather(self.class_names,
@@ -90,14 +122,20 @@ class _Served(tf.Module):
 
 
 def _save(served, path: str, signatures: dict):
-  """tf.saved_model.save, which sets absl's logger to WARNING on its way:
-  its level is put back (later INFO lines of this process still show)."""
-  absl_logger = logging.get_absl_logger()
-  level = absl_logger.level
+  """tf.saved_model.save without its INFO lines (inputs 'renamed' for
+  'unsupported characters', 'Sharding callback duration', where it wrote
+  the assets and fingerprint: export logs where the SavedModel is); the
+  loggers' levels are put back after it (tf.saved_model.save also leaves
+  absl's at WARNING)."""
+  loggers = [logging.get_absl_logger(), pylogging.getLogger('tensorflow')]
+  levels = [logger.level for logger in loggers]
   try:
+    for logger in loggers:
+      logger.setLevel(pylogging.WARNING)
     tf.saved_model.save(served, path, signatures=signatures)
   finally:
-    absl_logger.setLevel(level)
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def export_checkpoint(config, workdir: str, step=None, export_dir=None

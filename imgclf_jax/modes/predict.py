@@ -16,6 +16,7 @@ import csv
 import fnmatch
 import functools
 import glob
+import itertools
 import os
 import sys
 
@@ -167,8 +168,9 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   """Classifies the files named by `images` with a checkpoint of `workdir`.
 
   Prints one line per file (top-k classes and probabilities, or why it was
-  skipped), writes <workdir>/predictions_step<N>.csv (in place of an older
-  one only once it is complete) and returns
+  skipped), writes <workdir>/predictions_step<N>.csv once it is complete
+  (predictions_step<N>_run2.csv, _run3, ... where an earlier run's is there:
+  `csv_name`) and returns
   {'step', 'csv', 'predictions': [{'file', 'top_k': [[class, p], ...]}],
    'skipped': [{'file', 'error'}]}.
   """
@@ -177,8 +179,10 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   loaded = checkpoint_loader.load(workdir, step, config, mode='predict')
   step, class_names = loaded.step, loaded.class_names
   k = min(loaded.report.top_k, len(class_names))
-  csv_path = os.path.join(workdir, f'predictions_step{step}.csv')
-  partial = csv_path + '.partial'
+  # A name of its own per run (the first process's), taken when complete.
+  partial = os.path.join(workdir, f'predictions_step{step}.csv.partial.'
+                         f'{os.getpid()}')
+  csv_path = None
   predictions, skipped = [], []
   # With several processes each predicts every image (its devices' share of
   # each batch); the first prints and writes.
@@ -202,14 +206,42 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
           show(row['file'] + '\t' + '\t'.join(
               f'{name} {p:.4f}' for name, p in row['top_k']))
     if primary:
-      os.replace(partial, csv_path)
+      csv_path = _keep(partial, workdir, step)
   finally:
     if os.path.exists(partial):
       os.remove(partial)
-  logging.info('Predicted %d image(s) with checkpoint step %d (%d skipped); '
-               'written to %s', len(predictions), step, len(skipped), csv_path)
+  written = '' if csv_path is None else f'; written to {csv_path}'
+  if csv_path not in (None, os.path.join(workdir, csv_name(step))):
+    written += f' (a new name: {csv_name(step)} holds an earlier run\'s)'
+  logging.info('Predicted %d image(s) with checkpoint step %d (%d skipped)%s.',
+               len(predictions), step, len(skipped), written)
   return {'step': step, 'csv': csv_path, 'predictions': predictions,
           'skipped': skipped}
+
+
+def csv_name(step: int, run: int = 1) -> str:
+  """The name of predict's CSV for checkpoint `step`: predictions_step<N>.csv
+  for the first run, predictions_step<N>_run<run>.csv for later ones."""
+  return f'predictions_step{step}' + (f'_run{run}' if run > 1 else '') + '.csv'
+
+
+def _keep(partial: str, workdir: str, step: int) -> str:
+  """Gives the finished CSV `partial` the first csv_name not taken (never
+  over an earlier run's, also one finishing at the same time: a hard link
+  fails where the name exists); returns its path."""
+  for run in itertools.count(1):
+    path = os.path.join(workdir, csv_name(step, run))
+    try:
+      os.link(partial, path)
+    except FileExistsError:
+      continue
+    except OSError:  # a filesystem without hard links
+      if os.path.lexists(path):
+        continue
+      os.replace(partial, path)
+      return path
+    os.remove(partial)
+    return path
 
 
 def _rows(paths, loaded, k: int, spec: str):

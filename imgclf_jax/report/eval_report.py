@@ -119,9 +119,10 @@ def build(outputs, class_names, top_k: int) -> dict:
                             num_classes)
   per_class = per_class_metrics(matrix, class_names)
   k = min(top_k, num_classes)
+  # With k = K every class is among the top k: always 1, so n/a (None).
   return {'top_k': k,
           'top_k_accuracy': top_k_accuracy(outputs['probs'], outputs['label'],
-                                           k),
+                                           k) if k < num_classes else None,
           'per_class': per_class, **averages(per_class),
           'class_names': list(class_names),
           'confusion_matrix': matrix.tolist()}
@@ -146,8 +147,11 @@ def format_table(report: dict, accuracy: float, loss: float) -> str:
     lines.append(f'{avg:<{width}}  {_number(row["precision"], 9)}  '
                  f'{_number(row["recall"], 6)}  {_number(row["f1"], 6)}')
   total = sum(r['support'] for r in report['per_class'].values())
-  lines.append(f'accuracy {accuracy:.4f}, loss {loss:.4f}, top-{report["top_k"]}'
-               f' accuracy {report["top_k_accuracy"]:.4f}, {total} examples')
+  k, top = report['top_k'], report['top_k_accuracy']
+  top = (f'{top:.4f}' if top is not None else
+         f'n/a (top_k={k}: every class is in the top {k})')
+  lines.append(f'accuracy {accuracy:.4f}, loss {loss:.4f}, top-{k} accuracy '
+               f'{top}, {total} examples')
   missing = report.get('classes_without_support')
   if missing:
     lines.append(f'no examples of {", ".join(missing)} in this split: n/a, '
@@ -208,7 +212,7 @@ def write_report(outputs, report: dict, pipeline, split: str, prefix: str,
   layouts = {'confusion_matrix': plots.plot_confusion_matrix(
       report['confusion_matrix'], class_names, written['confusion_matrix'],
       title=title)}
-  titles = {'grid': f'predictions on a random sample ({title})',
+  titles = {'grid': f'predictions on a fixed sample ({title})',
             'confident_mistakes': f'most confident mistakes ({title})',
             'unsure_correct': f'least confident correct predictions ({title})'}
   empty = {'grid': 'no examples', 'confident_mistakes': 'no mistakes',

@@ -118,7 +118,8 @@ class EpochLoop:
     train_metrics = metrics_lib.Accumulator(sums)
     self.progress = progress_lib.EpochProgress(
         epoch, self.spec.num_epochs, self.steps_per_epoch,
-        self.spec.batch_size, done=first)
+        self.spec.batch_size, done=first,
+        log_every_seconds=self.spec.log_every_seconds)
     stopping = False
     trainer = self.trainer
     for batch in device_axis.to_devices(trainer.batches(epoch, first),
@@ -128,8 +129,9 @@ class EpochLoop:
       train_metrics.add(step_metrics)
       step += 1
       self.progress.step()
-      if step % self.spec.log_every_steps == 0:
-        self._log_running(step, epoch, train_metrics.result())
+      by_steps = step % self.spec.log_every_steps == 0
+      if by_steps or self.progress.seconds_due():
+        self._log_running(step, epoch, train_metrics.result(), by_steps)
       inside = step % self.steps_per_epoch != 0
       stopping = stop.requested(step)
       if inside and (stopping or self.checkpoints.due_inside_epoch(step)):
@@ -143,16 +145,18 @@ class EpochLoop:
     self.progress.close()
     return state, step, train_metrics.result(), stopping
 
-  def _log_running(self, step: int, epoch: int, sums):
+  def _log_running(self, step: int, epoch: int, sums, check: bool):
     """The running loss and accuracy of the epoch so far: on the bar (or a
-    log line) and in TensorBoard, with the images per second."""
+    log line) and in TensorBoard, with the images per second. `check`: also
+    stop on a non-finite value (at the step-based log points only, the same
+    steps in every process)."""
     running = metrics_lib.to_floats(sums, 'train_')
-    _check_finite(running, epoch, self.saver.store)
+    if check:
+      _check_finite(running, epoch, self.saver.store)
     rate = self.progress.show(running['train_loss'], running['train_accuracy'])
-    self.writer.write_scalars(step, {
-        'train_loss_running': running['train_loss'],
-        'train_accuracy_running': running['train_accuracy'],
-        'train_images_per_second': rate['images_per_second']})
+    self.writer.write_running(step, running['train_loss'],
+                              running['train_accuracy'],
+                              rate['images_per_second'])
 
   def _end_epoch(self, state, step: int, epoch: int, sums,
                  epoch_start: float):
@@ -171,8 +175,7 @@ class EpochLoop:
               'learning_rate': float(self.trainer.schedule(step - 1)),
               'train_seconds': round(train_seconds, 2),
               'epoch_seconds': round(time.time() - epoch_start, 2)}
-    self.writer.write_scalars(step, {k: v for k, v in record.items()
-                                     if k not in ('epoch', 'step')})
+    self.writer.write_epoch(step, record)
     # Logged before its checkpoint: a kill in between leaves a line past
     # the checkpoint, which the resumed run cuts (EpochLog.resume).
     self.epoch_log.append(record)

@@ -115,10 +115,12 @@ class EpochLog:
         by_epoch[record['epoch']] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
 
-  def resume(self, epoch: int):
+  def resume(self, epoch: int, saved: dict | None = None):
     """Keeps the records of epochs 1..`epoch` (the checkpoint training resumes
     from), the last line of each, in epoch order; rewrites the file (a new
     file moved in its place) if that changes it, warning if it cuts anything.
+    `saved`: the record the checkpoint holds (of its epoch, `epoch`), written
+    back where its line is missing (e.g. torn).
     """
     old = self._text()
     lines = _lines(old)
@@ -141,6 +143,10 @@ class EpochLog:
     if cut:
       logging.warning('%s: cut %s; training goes on from epoch %d.',
                       self.path, '; '.join(cut), epoch + 1)
+    if saved and saved.get('epoch') == epoch and epoch not in kept:
+      kept[epoch] = json.dumps(saved)
+      logging.warning('%s: the record of epoch %d written again from its '
+                      'checkpoint.', self.path, epoch)
     missing = sorted(set(range(1, epoch + 1)) - set(kept))
     if missing:
       logging.warning('%s has no record of epochs %s (before the checkpoint '

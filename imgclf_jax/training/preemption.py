@@ -69,8 +69,9 @@ class StopSignals:
       return
     self.signum = signum
     logging.warning('%s received: training stops after this step, with a '
-                    'checkpoint at it (Ctrl-C again: stop at once).',
-                    _NAMES.get(signum, signum))
+                    'checkpoint at it%s.', _NAMES.get(signum, signum),
+                    ' (Ctrl-C again: stop at once)' if signum == signal.SIGINT
+                    else '')
     if self._several:
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's notifier
 

@@ -11,7 +11,6 @@ import dataclasses
 from typing import Callable
 
 from absl import logging
-from clu import metric_writers
 import jax
 import numpy as np
 import optax
@@ -113,14 +112,6 @@ def describe(model_name: str, batch_size: int, pipeline, devices,
   if weights is not None:
     logging.info('Loss weights per class: %s', ', '.join(
         f'{n}={w:.3g}' for n, w in zip(info.class_names, weights)))
-
-
-def tensorboard_writer(workdir: str):
-  """TensorBoard events in `workdir` on the first process (the log has its
-  own epoch lines); nothing on the others."""
-  if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
 
 
 @dataclasses.dataclass(frozen=True)

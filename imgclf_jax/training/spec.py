@@ -61,7 +61,9 @@ class LoopSpec:
   num_epochs: epochs to train; batch_size: the global batch (images per
   step); seed: the parameters' initialisation, the dropout masks, the
   device-resident batches' order and init_from_data's sample;
-  log_every_steps: the running metrics' period; early_stopping_metric and
+  log_every_steps, log_every_seconds: the running metrics' periods (also
+  after log_every_seconds since the last; 0: by steps only);
+  early_stopping_metric and
   early_stopping_patience (0: never stops early); tta: the last
   validation's test-time augmentation ('none': none); data_on_device: the
   training split on the devices (device_data.py) instead of tf.data.
@@ -70,6 +72,7 @@ class LoopSpec:
   batch_size: int
   seed: int
   log_every_steps: int
+  log_every_seconds: float
   early_stopping_metric: str
   early_stopping_patience: int
   tta: str

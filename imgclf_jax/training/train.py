@@ -57,12 +57,13 @@ def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
       pretrained)
   start = resume.start(resumed, int(state.step), pipeline.steps_per_epoch,
                        store.directory)
-  epoch_log.resume(start.epoch)
+  epoch_log.resume(start.epoch,
+                   resumed.metadata['metrics'] if resumed is not None else None)
   if distributed.is_primary():
     event_files.cut_after(workdir, start.step)
   setup.describe(spec.model.name, spec.loop.batch_size, pipeline, devices,
                  workdir)
-  writer = setup.tensorboard_writer(workdir)
+  writer = event_files.TrainingWriter(workdir, write=distributed.is_primary())
   if start.step == 0:
     writer.write_hparams(spec.config_record)
   epochs = loop.EpochLoop(

@@ -134,3 +134,11 @@ def with_params(state: TrainState, params, batch_stats=None) -> TrainState:
   return state.replace(**new, opt_state=state.tx.init(params),
                        ema=restart(state.ema), slow=restart(state.slow))
 
+
+def abstract_train_state(model, image_shape, spec: OptimSpec,
+                         steps_per_epoch: int):
+  """The shapes/dtypes of a TrainState, without computing anything."""
+  return jax.eval_shape(
+      lambda rng: create_train_state(rng, model, image_shape, spec,
+                                     steps_per_epoch),
+      jax.random.key(0))

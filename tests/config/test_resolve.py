@@ -66,6 +66,8 @@ def test_invalid_config_values(folder, tmp_path, overrides, message):
                             r'be a whole number in \[8, 1024\] \(the model '
                             r'grows with image_size\*\*2'),
     ('top_k', float('inf'), r'--config.top_k=inf is invalid'),
+    ('log_every_seconds', -1.0, r'--config.log_every_seconds=-1.0 is invalid: '
+                                r'it must be >= 0 \(0: by steps only\)\.'),
 ])
 def test_out_of_range_values(key, value, message):
   config = helpers.small_config('cifar10')

@@ -1,9 +1,12 @@
 """predict.py: --mode=predict with the checkpoint of the session's report run
 (`run`, tests/conftest.py): any image kind, unreadable files skipped, the
-same answers as eval, a UserError for what cannot be predicted."""
+same answers as eval, a UserError for what cannot be predicted, and a CSV
+per run (an earlier one is never overwritten)."""
 
 import glob
+import logging
 import os
+import shutil
 import weakref
 
 from PIL import Image
@@ -36,8 +39,9 @@ def test_predict_on_training_images_matches_eval(run):
 
 @pytest.mark.slow
 def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
-                                                          capsys):
-  _, workdir, _, _ = run
+                                                          capsys, caplog):
+  workdir = str(tmp_path / 'run')  # (its CSVs: this test's alone)
+  shutil.copytree(run[1], workdir)
   red, blue = helpers.COLOURS[0], helpers.COLOURS[2]
   Image.new('RGBA', (61, 45), (*red, 255)).save(tmp_path / 'a_rgba.png')
   Image.new('RGB', (300, 200), blue).save(tmp_path / 'b_big.jpg')
@@ -72,6 +76,22 @@ def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
   with pytest.raises(UserError, match=r'f_notes\.txt: cannot read image'):
     predict.predict_images(None, workdir, str(tmp_path / 'f_notes.txt'))
   assert _csv(out['csv']) == rows  # the refused run left the CSV as it was
+  # A later run's answers go to a file of their own, and the log says so;
+  # the earlier CSV stays.
+  caplog.set_level(logging.INFO)
+  for run_number in (2, 3):
+    again = predict.predict_images(None, workdir, str(tmp_path / 'd.bmp'))
+    assert again['csv'] == os.path.join(
+        workdir, f'predictions_step12_run{run_number}.csv')
+    assert [r['file'] for r in _csv(again['csv'])] == [str(tmp_path / 'd.bmp')]
+    assert (f'Predicted 1 image(s) with checkpoint step 12 (0 skipped); '
+            f'written to {again["csv"]} (a new name: predictions_step12.csv '
+            "holds an earlier run's).") in caplog.messages
+  assert _csv(out['csv']) == rows
+  assert sorted(f for f in os.listdir(workdir)
+                if f.startswith('predictions')) == [
+      'predictions_step12.csv', 'predictions_step12_run2.csv',
+      'predictions_step12_run3.csv']
 
 
 @pytest.mark.slow

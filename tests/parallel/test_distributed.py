@@ -24,6 +24,7 @@ from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.modes import evaluate
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.parallel import distributed
+from imgclf_jax.training import steps
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,6 +91,69 @@ def test_distributed_flags_are_checked():
   assert not distributed.launched_as_several({'SLURM_NTASKS': '8'})  # sbatch
   assert distributed.launched_as_several({'OMPI_COMM_WORLD_SIZE': '2'})
   assert not distributed.launched_as_several({})
+
+
+# --- The same training, up to float rounding -------------------------------
+#
+# 2 processes x 2 devices train as 1 process x 4: the same batches (each
+# process's rows), augmentations, dropout masks and steps. The arithmetic
+# differs in one place: the sums across devices (the gradients' pmean, the
+# metrics' psum) add the same terms in another order (across processes,
+# gloo's all-reduce; in one, XLA's), so the parameters differ by float
+# rounding (about 1e-7 relative), checked to rtol 1e-5 / atol 1e-6. A loss
+# near 0 then differs by more than its rtol: a confident example's loss is
+# log(1 + s) with s = sum of exp(logit - the largest) tiny, and float32
+# rounds 1 + s to a multiple of its step at 1, eps = 1.19e-7, whatever s is.
+# So two runs' losses of an example differ by 0 or eps, and a mean loss by
+# at most eps (issue 23: 3.97e-8 = eps / 3 on a 2-core AMD EPYC, one of 3
+# validation examples a step apart, on a loss of 0.0004).
+LOSS_ATOL = float(np.finfo(np.float32).eps)
+
+
+def assert_same_training(one: list, two: list):
+  """metrics.jsonl records of two runs of the same training: the same
+  epochs, steps and keys; values to rtol 1e-5, losses also to LOSS_ATOL."""
+  assert [(r['epoch'], r['step']) for r in one] == [
+      (r['epoch'], r['step']) for r in two]
+  for x, y in zip(one, two, strict=True):
+    assert x.keys() == y.keys()
+    for key in x:
+      atol = LOSS_ATOL if key.endswith('loss') else 0.0
+      np.testing.assert_allclose(y[key], x[key], rtol=1e-5, atol=atol,
+                                 err_msg=key)
+
+
+def test_a_confident_examples_loss_is_rounded_in_steps_of_eps():
+  # The premise of LOSS_ATOL: optax's cross-entropy of logits (z, 0, 0) for
+  # class 0 is log(1 + 2 exp(-z)), computed in float32 as the log of 1 + a
+  # multiple of eps (the sum 1 + e + e rounded twice: off by up to eps
+  # however small the loss is), and so relatively far off its exact value.
+  z = np.linspace(9.0, 16.0, 200)
+  logits = np.stack([z, 0 * z, 0 * z], axis=1).astype(np.float32)
+  labels = np.zeros_like(logits)
+  labels[:, 0] = 1
+  loss = np.asarray(steps.cross_entropy(logits, labels), np.float64)
+  exact = np.log1p(2 * np.exp(-z.astype(np.float32).astype(np.float64)))
+  np.testing.assert_allclose(loss, exact, rtol=0, atol=LOSS_ATOL)
+  steps_of_eps = np.expm1(loss) / LOSS_ATOL  # 1 + s, rounded: whole steps
+  np.testing.assert_allclose(steps_of_eps, np.round(steps_of_eps), atol=1e-3)
+  assert np.max(np.abs(loss - exact) / exact) > 1e-2
+
+
+def test_the_same_training_up_to_float_rounding():
+  record = {'epoch': 3, 'step': 12, 'train_loss': 0.011,
+            'train_accuracy': 1.0, 'validation_loss': 0.0004,
+            'validation_accuracy': 1.0, 'learning_rate': 1e-3}
+  # Issue 23's numbers: validation_loss a step of eps apart on one of its 3
+  # examples (9.9e-5 relative).
+  other = dict(record, validation_loss=0.0004 + LOSS_ATOL / 3)
+  assert_same_training([record], [other])
+  for far in (dict(record, validation_loss=0.0004 + 2 * LOSS_ATOL),
+              dict(record, validation_accuracy=2 / 3),
+              dict(record, train_loss=0.0111),
+              dict(record, step=13)):
+    with pytest.raises(AssertionError):
+      assert_same_training([record], [far])
 
 
 # --- Two processes of main.py ---------------------------------------------
@@ -165,10 +229,7 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
   # The same epochs (one line each: only process 0 writes) and weights.
   a, b = _records(one), _records(two)
   assert [r['epoch'] for r in b] == list(range(1, EPOCHS + 1))
-  for x, y in zip(a, b, strict=True):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_allclose(y[key], x[key], rtol=1e-5, err_msg=key)
+  assert_same_training(a, b)
   s1, s2 = checkpoint_loader.load(one).state, checkpoint_loader.load(two).state
   assert int(s1.step) == int(s2.step) == 4 * EPOCHS
   for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True):
@@ -181,7 +242,7 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
   result = evaluate.evaluate_checkpoint(None, two)
   assert result['accuracy'] == b[-1]['validation_accuracy']
   np.testing.assert_allclose(result['loss'], b[-1]['validation_loss'],
-                             rtol=1e-5)
+                             rtol=1e-5, atol=LOSS_ATOL)
   report = os.path.join(two, f'eval_validation_step{4 * EPOCHS}.json')
   with open(report.replace('.json', '_predictions.csv')) as f:
     one_csv = f.read()
@@ -197,7 +258,8 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
   with open(report.replace('.json', '_predictions.csv')) as f:
     assert f.read() == one_csv  # every example once, in the split's order
   assert both['accuracy'] == result['accuracy']
-  np.testing.assert_allclose(both['loss'], result['loss'], rtol=1e-6)
+  np.testing.assert_allclose(both['loss'], result['loss'], rtol=1e-6,
+                             atol=LOSS_ATOL)
   assert both['confusion_matrix'] == result['confusion_matrix']
   assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
 

@@ -78,6 +78,23 @@ def test_report_numbers_agree_with_each_other(run):
       {k: v for k, v in result.items() if k != 'layout'}))
 
 
+def test_top_k_accuracy_is_na_when_every_class_is_in_the_top_k():
+  # 3 classes: top-2 accuracy means something, top-3 (or top_k=5, the
+  # default, capped at 3) is always 1.
+  probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
+  outputs = {'probs': probs, 'label': np.array([1, 0, 2]),
+             'predicted': probs.argmax(1)}
+  two = eval_report.build(outputs, CLASSES, 2)
+  assert two['top_k'] == 2 and two['top_k_accuracy'] == pytest.approx(2 / 3)
+  for top_k in (3, 5):
+    report = eval_report.build(outputs, CLASSES, top_k)
+    assert report['top_k'] == 3 and report['top_k_accuracy'] is None
+    table = eval_report.format_table(report, 0.0, 1.5)
+    assert table.splitlines()[-1] == (
+        'accuracy 0.0000, loss 1.5000, top-3 accuracy n/a (top_k=3: every '
+        'class is in the top 3), 3 examples')
+
+
 @pytest.mark.slow
 def test_galleries_of_confident_mistakes_and_unsure_right_answers(run):
   _, workdir, _, result = run
@@ -288,12 +305,52 @@ def test_overfitting_on_a_run_that_overfits(caplog):
     assert overfitting.log_overfitting(records) == 7
   found = overfitting.overfitting(records)
   assert found['best_epoch'] == 5 and found['end_epoch'] == 40
-  assert found['epochs'] == 34
-  assert 'Overfitting starts at epoch 7: over 34 consecutive epochs' in (
-      caplog.text)
+  assert found['epochs'] == 34 and found['kind'] == 'overfitting'
+  # The validation accuracy stalls as the loss climbs (53.5% at epoch 6,
+  # 51% at 8 and 9): smoothed, its best before epoch 7 and its value at 9.
+  assert found['validation_accuracy'] == pytest.approx([0.5133, 0.5033],
+                                                       abs=1e-4)
+  assert ('Overfitting starts at epoch 7: the validation loss (mean of 3 '
+          'epochs) rises (1.4602 at epoch 5 -> 3.1754 at epoch 40) while the '
+          'training loss falls (0.9355 -> 0.0012) and the validation '
+          'accuracy stalls (51.3% before epoch 7, 50.3% at epoch 9). '
+          '--step=best is the epoch of the best validation accuracy.') in (
+              caplog.messages)
   # Seen as soon as the trend has lasted OVERFIT_PATIENCE epochs.
   assert overfitting.overfitting(records[:8]) is None
   assert overfitting.overfitting(records[:10])['epoch'] == 7
+
+
+def test_a_rising_validation_loss_with_a_rising_accuracy_is_over_confidence(
+    caplog):
+  # Issue 23's run: 5 epochs on 3 x 300 photos, validation accuracy up every
+  # epoch to 61.1% (the best epoch, 5), the validation loss up from epoch 2
+  # while the training loss falls. Not overfitting (no red line on
+  # curves.png), and the log does not say so.
+  records = [{'epoch': e, 'train_loss': t, 'validation_loss': v,
+              'validation_accuracy': a}
+             for e, t, v, a in zip(range(1, 6), [1.05, 0.85, 0.7, 0.55, 0.45],
+                                   [0.95, 0.97, 1.02, 1.08, 1.15],
+                                   [0.45, 0.5, 0.55, 0.58, 0.611])]
+  with caplog.at_level('INFO'):
+    assert overfitting.log_overfitting(records) is None
+  assert overfitting.overfitting(records)['kind'] == 'over-confidence'
+  assert caplog.messages == [
+      'Over-confidence from epoch 2, not overfitting: the validation loss '
+      '(mean of 3 epochs) rises (0.9600 at epoch 1 -> 1.1150 at epoch 5) '
+      'while the validation accuracy still improves (47.5% before epoch 2, '
+      '58.0% at epoch 4).']
+  # Where the accuracy then stalls while the loss goes on rising, that is
+  # overfitting, from the first epoch of a stretch at whose end the
+  # accuracy (mean of 3 epochs) is no better than before it: epoch 6 (59.0%
+  # at epoch 8, 59.7% at epoch 5); not 4 or 5 (60.0% at 6, 59.7% at 7).
+  stalled = records + [
+      {'epoch': e, 'train_loss': t, 'validation_loss': v,
+       'validation_accuracy': a}
+      for e, t, v, a in zip(range(6, 10), [0.35, 0.28, 0.2, 0.15],
+                            [1.25, 1.35, 1.5, 1.6], [0.6, 0.59, 0.6, 0.58])]
+  found = overfitting.overfitting(stalled)
+  assert (found['kind'], found['epoch']) == ('overfitting', 6)
 
 
 def test_overfitting_needs_a_sustained_rise_and_a_widening_gap():

@@ -3,8 +3,9 @@ Ctrl-C (Interrupted) that keeps the checkpoint and draws the curves, early
 stopping, and a diverged loss (TrainingDiverged) that keeps the last good
 checkpoint. Most tests read the session's `full_run` (tests/conftest.py)."""
 
-import glob
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -25,20 +26,48 @@ def folder(colour_folder):
   return colour_folder
 
 
-@pytest.mark.slow
-def test_tensorboard_keeps_running_and_epoch_values_apart(full_run):
+def _tensorboard_runs(logdir):
+  """{run: {tag: [(step, value)]}}: the scalars as TensorBoard reads a
+  --logdir (its own event multiplexer; runs are the folders with events)."""
+  from tensorboard.backend.event_processing import (  # pylint: disable=g-import-not-at-top
+      plugin_event_multiplexer)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _, workdir, _ = full_run
-  steps_of = {}
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        steps_of.setdefault(value.tag, []).append(event.step)
-  # 4 steps per epoch, log_every_steps 2: running values at steps 2, 4, ...;
-  # epoch means at the epochs' last steps only.
-  assert sorted(steps_of['train_loss']) == [4, 8, 12]
-  assert sorted(steps_of['train_loss_running']) == [2, 4, 6, 8, 10, 12]
-  assert 'train_images_per_second' in steps_of
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(logdir)
+  multiplexer.Reload()
+  scalars = multiplexer.PluginRunToTagToContent('scalars')
+  return {run: {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                      for e in multiplexer.Tensors(run, tag)]
+                for tag in tags}
+          for run, tags in scalars.items()}
+
+
+@pytest.mark.slow
+def test_tensorboard_draws_train_validation_and_eval_on_one_chart(
+    full_run, tmp_path):
+  _, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  evaluate.evaluate_checkpoint(None, workdir)
+  runs = _tensorboard_runs(workdir)
+  assert sorted(runs) == ['eval_validation', 'train', 'validation']
+  records = _records(workdir)
+  # The same tags in train/ and validation/ (one chart each in TensorBoard):
+  # the epoch means at the epochs' last steps, as in metrics.jsonl.
+  for run in ('train', 'validation'):
+    for tag in ('loss', 'accuracy'):
+      assert runs[run][tag] == [
+          (r['step'], pytest.approx(r[f'{run}_{tag}'])) for r in records], (
+              run, tag)
+  assert {'loss', 'accuracy'} <= set(runs['eval_validation'])
+  assert runs['eval_validation']['accuracy'] == [
+      (12, pytest.approx(records[-1]['validation_accuracy']))]
+  # Running values (4 steps per epoch, log_every_steps 2: steps 2, 4, ...)
+  # and the rest in train/ only.
+  assert [s for s, _ in runs['train']['loss_running']] == [2, 4, 6, 8, 10, 12]
+  assert {'accuracy_running', 'images_per_second', 'learning_rate',
+          'train_seconds', 'epoch_seconds'} <= set(runs['train'])
+  assert set(runs['validation']) == {'loss', 'accuracy'}
 
 
 def _interrupt_at(monkeypatch, epoch, step):
@@ -50,6 +79,27 @@ def _interrupt_at(monkeypatch, epoch, step):
     real(self)
   monkeypatch.setattr(progress_lib.EpochProgress, 'step',
                       step_or_interrupt)
+
+
+@pytest.mark.slow
+def test_progress_is_logged_every_n_seconds_as_well(two_class_folder,
+                                                    tmp_path, caplog):
+  # 2 steps per epoch, log_every_steps far away: the log points are those
+  # of log_every_seconds (here any step); the first step's holds no img/s.
+  config = helpers.small_config(f'folder:{two_class_folder}', num_epochs=1,
+                                log_every_steps=1000, log_every_seconds=1e-9)
+  with caplog.at_level('INFO'):
+    _train(config, tmp_path)
+  shown = [m for m in caplog.messages if m.startswith('epoch 1/1: step ')]
+  assert len(shown) == 2
+  assert re.fullmatch(r'epoch 1/1: step 1/2, loss \d\.\d{4}, accuracy '
+                      r'\d+\.\d%', shown[0]), shown[0]
+  assert re.fullmatch(r'epoch 1/1: step 2/2, loss \d\.\d{4}, accuracy '
+                      r'\d+\.\d%, [\d,]+ img/s, epoch ETA 0s', shown[1]), (
+                          shown[1])
+  runs = _tensorboard_runs(str(tmp_path))
+  assert [s for s, _ in runs['train']['loss_running']] == [1, 2]
+  assert [s for s, _ in runs['train']['images_per_second']] == [2]
 
 
 @pytest.mark.slow

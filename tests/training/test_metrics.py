@@ -59,6 +59,31 @@ def test_resume_cuts_a_torn_last_line_and_the_next_record_reads(tmp_path,
   assert os.listdir(tmp_path) == ['metrics.jsonl']  # no temporary file left
 
 
+def test_resume_writes_a_torn_record_of_the_checkpoints_epoch_again(
+    tmp_path, caplog):
+  # Epoch 2's line torn (its checkpoint landed): the checkpoint's record of
+  # epoch 2 takes its place, and the next record follows it.
+  log = metrics_lib.EpochLog(str(tmp_path))
+  path = tmp_path / 'metrics.jsonl'
+  _write(path, _line(_record(1)), '{"epoch": 2, "st')
+  log.resume(2, saved=_record(2))
+  assert path.read_text() == _line(_record(1)) + _line(_record(2))
+  assert f'{path}: cut line 2 (cut short, the last line' in caplog.text
+  assert f'{path}: the record of epoch 2 written again from its checkpoint.' in (
+      caplog.messages)
+  assert 'lost' not in caplog.text
+  log.append(_record(3))
+  assert log.read() == [_record(1), _record(2), _record(3)]
+  # A record the log has is kept as it is; one of another epoch is not used.
+  caplog.clear()
+  log.resume(2, saved=_record(2, train_loss=5.0))
+  assert log.read() == [_record(1), _record(2)]
+  _write(path, _line(_record(1)))
+  log.resume(3, saved=_record(2))
+  assert log.read() == [_record(1)]
+  assert 'has no record of epochs [2, 3]' in caplog.text
+
+
 def test_a_garbage_middle_line_is_skipped_with_a_warning(tmp_path, caplog):
   log = metrics_lib.EpochLog(str(tmp_path))
   path = tmp_path / 'metrics.jsonl'

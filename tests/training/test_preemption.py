@@ -48,12 +48,14 @@ def _assert_same_state(workdir, other):
 
 
 def _event_steps(workdir):
-  """tag -> the steps of its summaries, over every event file."""
+  """run/tag -> the steps of its summaries, over every event file of
+  training (the runs train/ and validation/)."""
   steps = {}
   for path in event_files.files(workdir):
+    run = os.path.relpath(os.path.dirname(path), workdir)
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        steps.setdefault(value.tag, []).append(event.step)
+        steps.setdefault(f'{run}/{value.tag}', []).append(event.step)
   return {tag: sorted(s) for tag, s in steps.items()}
 
 
@@ -196,11 +198,64 @@ def test_event_files_cut_after_keeps_earlier_steps_and_the_file_header(
       tf.summary.scalar('loss', 1.0 / step, step=step)
   writer.close()
   assert event_files.cut_after(str(tmp_path), 4) == 2
-  assert _event_steps(str(tmp_path)) == {'loss': [1, 2, 3, 4]}
+  assert _event_steps(str(tmp_path)) == {'./loss': [1, 2, 3, 4]}
   (path,) = event_files.files(str(tmp_path))
   first = next(tf.compat.v1.train.summary_iterator(path))
   assert first.file_version.startswith('brain.Event')
   assert event_files.cut_after(str(tmp_path), 4) == 0  # nothing more
+
+
+def test_event_files_cut_after_cuts_both_runs_of_training(tmp_path):
+  # A workdir resumed from before the runs (events in the workdir itself)
+  # and then written in train/ and validation/.
+  old = tf.summary.create_file_writer(str(tmp_path))
+  with old.as_default():
+    tf.summary.scalar('train_loss', 1.0, step=4)
+  old.close()
+  writer = event_files.TrainingWriter(str(tmp_path))
+  for step in (4, 8, 12):
+    writer.write_running(step - 2, 1.0, 0.5, 100.0)
+    writer.write_epoch(step, {
+        'epoch': step // 4, 'step': step, 'train_loss': 1.0,
+        'train_accuracy': 0.5, 'validation_loss': 1.1,
+        'validation_accuracy': 0.4, 'learning_rate': 1e-3,
+        'train_seconds': 1.0, 'epoch_seconds': 1.5})
+  writer.flush()
+  train_tags = {'train/loss': [4, 8, 12], 'train/accuracy': [4, 8, 12],
+                'train/loss_running': [2, 6, 10],
+                'train/accuracy_running': [2, 6, 10],
+                'train/images_per_second': [2, 6, 10],
+                'train/learning_rate': [4, 8, 12],
+                'train/train_seconds': [4, 8, 12],
+                'train/epoch_seconds': [4, 8, 12]}
+  assert _event_steps(str(tmp_path)) == {
+      './train_loss': [4], **train_tags,
+      'validation/loss': [4, 8, 12], 'validation/accuracy': [4, 8, 12]}
+  # Cut: train/'s 5 epoch tags at steps 8 and 12 and 3 running ones at 10,
+  # validation/'s 2 tags at 8 and 12.
+  assert event_files.cut_after(str(tmp_path), 6) == 5 * 2 + 3 + 2 * 2
+  assert _event_steps(str(tmp_path)) == {
+      './train_loss': [4],
+      **{tag: [s for s in steps if s <= 6] for tag, steps in
+         train_tags.items()},
+      'validation/loss': [4], 'validation/accuracy': [4]}
+
+
+def test_only_ctrl_c_says_a_second_one_stops_at_once(caplog):
+  # (Real signals to this process, while StopSignals handles them.)
+  said = {}
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    caplog.clear()
+    with caplog.at_level('WARNING'), preemption.StopSignals() as stop:
+      os.kill(os.getpid(), signum)
+      assert stop.requested(1) and stop.signum == signum
+    said[signum] = caplog.messages
+  assert said[signal.SIGTERM] == [
+      'SIGTERM received: training stops after this step, with a checkpoint '
+      'at it.']
+  assert said[signal.SIGINT] == [
+      'SIGINT (Ctrl-C) received: training stops after this step, with a '
+      'checkpoint at it (Ctrl-C again: stop at once).']
 
 
 def test_checkpoint_every_steps_must_not_be_negative(two_class_folder):

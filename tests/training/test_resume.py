@@ -77,3 +77,28 @@ def test_resume_mends_a_torn_and_garbled_log_of_a_kill_during_a_save(
   for key in ('train_loss', 'validation_loss', 'validation_accuracy'):
     np.testing.assert_allclose(last[key], full[2][key], rtol=1e-5,
                                err_msg=key)
+
+
+@pytest.mark.slow
+def test_resume_writes_a_torn_last_record_again_from_its_checkpoint(
+    full_run, tmp_path, caplog):
+  # Epoch 3's line torn although its checkpoint landed (a crash before the
+  # file reached the disk): the checkpoint holds the record, which a run
+  # resumed for a 4th epoch writes back in its place.
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  path = os.path.join(workdir, 'metrics.jsonl')
+  with open(path) as f:
+    lines = f.readlines()
+  with open(path, 'w') as f:
+    f.writelines([*lines[:2], lines[2][:30]])
+  longer = config.copy_and_resolve_references()
+  longer.num_epochs = 4
+  _train(longer, workdir)
+  assert f'{path}: the record of epoch 3 written again from its ' + (
+      'checkpoint.') in caplog.messages
+  assert 'lost' not in caplog.text
+  records = _records(workdir)
+  assert [r['epoch'] for r in records] == [1, 2, 3, 4]
+  assert records[:3] == _records(full_workdir)

@@ -36,7 +36,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _assert_outputs(workdir, epochs, steps_per_epoch):
   assert _checkpoint_steps(workdir) == [
       steps_per_epoch * (e + 1) for e in range(epochs)][-3:]
-  assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  for run in ('train', 'validation'):
+    assert glob.glob(os.path.join(workdir, run, 'events.out.tfevents.*'))
+  assert not glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   records = _records(workdir)
   assert [r['epoch'] for r in records] == list(range(1, epochs + 1))
   for r in records:
