@@ -41,7 +41,8 @@ def test_predict_on_training_images_matches_eval(run):
 def test_predict_any_image_kind_and_skips_unreadable_files(run, tmp_path,
                                                           capsys, caplog):
   workdir = str(tmp_path / 'run')  # (its CSVs: this test's alone)
-  shutil.copytree(run[1], workdir)
+  shutil.copytree(run[1], workdir,
+                  ignore=shutil.ignore_patterns('predictions_step*.csv'))
   red, blue = helpers.COLOURS[0], helpers.COLOURS[2]
   Image.new('RGBA', (61, 45), (*red, 255)).save(tmp_path / 'a_rgba.png')
   Image.new('RGB', (300, 200), blue).save(tmp_path / 'b_big.jpg')

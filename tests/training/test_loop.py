@@ -46,8 +46,9 @@ def _tensorboard_runs(logdir):
 def test_tensorboard_draws_train_validation_and_eval_on_one_chart(
     full_run, tmp_path):
   _, full_workdir, _ = full_run
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(full_workdir, workdir)
+  workdir = str(tmp_path / 'run')  # (without other tests' eval runs)
+  shutil.copytree(full_workdir, workdir,
+                  ignore=shutil.ignore_patterns('eval_*'))
   evaluate.evaluate_checkpoint(None, workdir)
   runs = _tensorboard_runs(workdir)
   assert sorted(runs) == ['eval_validation', 'train', 'validation']

@@ -59,6 +59,16 @@ def _event_steps(workdir):
   return {tag: sorted(s) for tag, s in steps.items()}
 
 
+def _assert_same_events(workdir, full_workdir):
+  """TensorBoard holds each step once, as the uninterrupted run's events;
+  images per second may miss a resumed run's first step (which compiles:
+  not measured)."""
+  got, want = _event_steps(workdir), _event_steps(full_workdir)
+  rate = 'train/images_per_second'
+  assert set(got.pop(rate)) <= set(want.pop(rate))
+  assert got == want
+
+
 def _signal_at(monkeypatch, signum, epoch, step):
   """Sends `signum` to this process once epoch `epoch` (0-based) has done
   `step` steps: a real signal, handled as the trainer handles it."""
@@ -97,7 +107,7 @@ def test_sigterm_saves_the_step_exits_143_and_the_rerun_ends_identically(
   assert _untimed_records(workdir) == _untimed_records(full_workdir)
   _assert_same_state(workdir, full_workdir)
   # TensorBoard holds each step once, as the uninterrupted run's events.
-  assert _event_steps(workdir) == _event_steps(full_workdir)
+  _assert_same_events(workdir, full_workdir)
 
 
 @pytest.mark.slow
@@ -172,7 +182,7 @@ def test_step_checkpoints_resume_inside_an_epoch_after_a_kill(full_run,
   _assert_same_state(workdir, full_workdir)
   # The events of steps 10 and 12, written before the kill, were cut: each
   # step once, as in the uninterrupted run.
-  assert _event_steps(workdir) == _event_steps(full_workdir)
+  _assert_same_events(workdir, full_workdir)
 
 
 def test_an_unfinished_save_is_removed_with_a_log_line(trained, caplog):
