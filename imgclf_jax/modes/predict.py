@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from imgclf_jax import whole_file
 from imgclf_jax.data import preprocess
 from imgclf_jax.data import sources
 from imgclf_jax.errors import UserError
@@ -177,34 +178,29 @@ def predict_images(config, workdir: str, images: str, step=None) -> dict:
   step, class_names = loaded.step, loaded.class_names
   k = min(loaded.config.top_k, len(class_names))
   csv_path = os.path.join(workdir, f'predictions_step{step}.csv')
-  partial = csv_path + '.partial'
   predictions, skipped = [], []
   # With several processes each predicts every image (its devices' share of
   # each batch); the first prints and writes.
   primary = distributed.is_primary()
   show = print if primary else (lambda *args: None)
-  try:
-    with open(partial if primary else os.devnull, 'w', newline='') as f:
-      out = csv.writer(f)
-      out.writerow(['file'] + [x for j in range(k)
-                               for x in (f'class_{j + 1}', f'prob_{j + 1}')] +
-                   ['error'])
-      for row in _rows(paths, loaded, k, images):
-        if 'error' in row:
-          skipped.append(row)
-          out.writerow([row['file']] + [''] * (2 * k) + [row['error']])
-          show(f'{row["file"]}\tskipped: {row["error"]}')
-        else:
-          predictions.append(row)
-          out.writerow([row['file']] + [x for name, p in row['top_k']
-                                        for x in (name, f'{p:.6f}')] + [''])
-          show(row['file'] + '\t' + '\t'.join(
-              f'{name} {p:.4f}' for name, p in row['top_k']))
-    if primary:
-      os.replace(partial, csv_path)
-  finally:
-    if os.path.exists(partial):
-      os.remove(partial)
+  # Written whole: the CSV replaces an older one once it is complete.
+  with (whole_file.replacing(csv_path, 'w', newline='') if primary else
+        open(os.devnull, 'w', newline='')) as f:
+    out = csv.writer(f)
+    out.writerow(['file'] + [x for j in range(k)
+                             for x in (f'class_{j + 1}', f'prob_{j + 1}')] +
+                 ['error'])
+    for row in _rows(paths, loaded, k, images):
+      if 'error' in row:
+        skipped.append(row)
+        out.writerow([row['file']] + [''] * (2 * k) + [row['error']])
+        show(f'{row["file"]}\tskipped: {row["error"]}')
+      else:
+        predictions.append(row)
+        out.writerow([row['file']] + [x for name, p in row['top_k']
+                                      for x in (name, f'{p:.6f}')] + [''])
+        show(row['file'] + '\t' + '\t'.join(
+            f'{name} {p:.4f}' for name, p in row['top_k']))
   logging.info('Predicted %d image(s) with checkpoint step %d (%d skipped); '
                'written to %s', len(predictions), step, len(skipped), csv_path)
   return {'step': step, 'csv': csv_path, 'predictions': predictions,
