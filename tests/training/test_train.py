@@ -7,6 +7,7 @@ main.py). Most tests read the session's `full_run` (tests/conftest.py)."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,6 +129,28 @@ def test_rerun_of_a_finished_run_trains_no_more_and_writes_nothing(
   assert last == full_last
   assert 'Already trained 3/3 epochs: nothing to do. Raise --config.num_epochs' \
       in caplog.text
+
+
+@pytest.mark.slow
+def test_the_summary_names_the_epoch_that_step_best_loads(full_run, tmp_path,
+                                                         caplog):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  accuracies = [r['validation_accuracy'] for r in _records(workdir)]
+  assert accuracies.count(max(accuracies)) > 1  # a tie: the premise
+  more = config.copy_and_resolve_references()
+  more.num_epochs = 4
+  with caplog.at_level('INFO'):
+    _train(more, workdir)
+  (summary,) = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith('Done in')]
+  best = evaluate.evaluate_checkpoint(None, workdir, 'best')
+  named = re.search(r'Best epoch (\d+)', summary)
+  assert named and int(named.group(1)) == best['epoch'] > 1, summary
+  assert (f'Best epoch {best["epoch"]} (step {best["step"]}): '
+          f'{best["accuracy"]:.1%} '
+          '(--mode=eval --step=best loads it).') in summary
 
 
 @pytest.mark.slow
@@ -269,8 +292,44 @@ def test_a_corrupt_validation_image_stops_training_before_it_starts(tmp_path):
                      match=rf'^cannot decode image file {bad} \(.*\): remove '
                      r'or re-save it, then run the same command again\.$'):
     _train(config, workdir)
-  # No epoch was trained: no checkpoint, metrics line or event file.
-  assert os.listdir(workdir) == ['train.lock']
+  # Refused before its first step: no trace, not even the workdir it made.
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.slow
+def test_a_diverged_run_says_which_files_it_wrote(two_class_folder,
+                                                  tmp_path):
+  workdir = str(tmp_path / 'run')
+  exploding = helpers.small_config(f'folder:{two_class_folder}',
+                                   num_epochs=2, learning_rate=1e30)
+  with pytest.raises(train.TrainingDiverged) as raised:
+    _train(exploding, workdir)
+  written = sorted(os.listdir(workdir))
+  assert {'class_distribution.json', 'class_distribution.png'} <= set(
+      written) and glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert 'no checkpoint was written' in str(raised.value)
+  assert str(raised.value).endswith(
+      f' Files this run wrote in {workdir}: {", ".join(written)}.')
+
+
+@pytest.mark.slow
+def test_a_resume_on_a_full_disk_is_one_line_and_writes_nothing(
+    trained, tmp_path_factory, capsys):
+  from imgclf_jax.modes import dispatch  # pylint: disable=g-import-not-at-top
+  config, workdir = trained  # in tmp_path: the disk goes elsewhere
+  with helpers.small_disk(tmp_path_factory.mktemp('disk'), '8m') as disk:
+    copy = os.path.join(disk, 'run')
+    shutil.copytree(workdir, copy)
+    helpers.fill_disk(disk)
+    before = helpers.snapshot(copy)
+    more = config.copy_and_resolve_references()
+    more.num_epochs = 2
+    with pytest.raises(SystemExit) as exit_info:
+      dispatch.run('train', more, copy)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f'error: could not write {copy}/train.lock: the disk is full (')
+    assert helpers.snapshot(copy) == before
 
 
 @pytest.mark.slow
@@ -306,12 +365,12 @@ def test_resume_mends_a_torn_and_garbled_log_of_a_kill_during_a_save(
 KILL_EPOCHS = 3
 
 
-def _main_train(data, workdir, log):
+def _main_train(data, workdir, log, *extra):
   """Starts `main.py` training in `workdir`; its output goes to `log`."""
   args = [sys.executable, 'main.py', '--config=configs/folder.py',
           f'--workdir={workdir}', f'--config.dataset=folder:{data}',
           '--config.image_size=16', '--config.batch_size=8',
-          f'--config.num_epochs={KILL_EPOCHS}', '--config.augment=']
+          f'--config.num_epochs={KILL_EPOCHS}', '--config.augment=', *extra]
   env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='2')
   with open(log, 'a') as out:
     return subprocess.Popen(args, cwd=ROOT, env=env,
@@ -366,6 +425,12 @@ def test_runs_killed_in_training_and_in_a_save_end_as_an_uninterrupted_one(
   saving, lines = set(_saving(workdir)), _lines(workdir)
   _kill_when(_main_train(data, workdir, log),
              lambda: set(_saving(workdir)) - saving or _lines(workdir) > lines)
+  # (c) Resumed with a checkpoint after every step, and killed in the save
+  # of a step inside an epoch (4 steps each).
+  _kill_when(_main_train(data, workdir, log,
+                         '--config.checkpoint_every_steps=1'),
+             lambda: any(int(os.path.basename(p).split('.')[0]) % 4
+                         for p in _saving(workdir)))
   _finish(data, workdir, log)
 
   timing = ('train_seconds', 'epoch_seconds')
