@@ -24,6 +24,7 @@ from imgclf_jax import flag_errors
 from imgclf_jax import malloc_tuning
 from imgclf_jax.modes import dispatch
 from imgclf_jax.parallel import distributed
+from imgclf_jax.training import preemption
 
 FLAGS = flags.FLAGS
 FLAG_NAMES = ('config', 'workdir', 'mode', 'step', 'images', 'export_dir',
@@ -147,8 +148,11 @@ def main(argv):
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address,
                            FLAGS.num_processes, FLAGS.process_id)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    dispatch.finish(f'error: {e}', 2)
+  except preemption.SignalStop as e:  # while waiting for the other processes
+    dispatch.finish('stopped: ' + dispatch.stop_message(e, FLAGS.mode,
+                                                        FLAGS.workdir),
+                    e.status)
   dispatch.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, step=FLAGS.step,
           images=FLAGS.images, set_keys=set_keys,
           export_dir=FLAGS.export_dir)
@@ -156,9 +160,24 @@ def main(argv):
 
 def run():
   """The `imgclf-jax` command (and `python main.py`): the flags, then
-  malloc tuning, then dispatch.run."""
+  malloc tuning, then dispatch.run.
+
+  SIGTERM and Ctrl-C stop it with one `stopped:` line from the start
+  (preemption.stop_on_signals; the training steps stop at a checkpoint);
+  once its last line is written, a further one ends it at once, quietly."""
+  preemption.stop_on_signals()
   # TensorFlow only feeds data here; without this it announces its oneDNN
   # kernels twice on every start. Set TF_ENABLE_ONEDNN_OPTS=1 to use them.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-  define_flags()
-  app.run(main, flags_parser=parse_flags)
+  try:
+    define_flags()
+    app.run(main, flags_parser=parse_flags)
+  except SystemExit as e:
+    preemption.exit_at_once_on_signals(e.code if isinstance(e.code, int)
+                                       else None)
+    raise
+  except preemption.SignalStop as e:  # while the flags were read
+    preemption.exit_at_once_on_signals(e.status)
+    print(f'stopped: {e} received during start-up: nothing was done.',
+          file=sys.stderr, flush=True)
+    sys.exit(e.status)

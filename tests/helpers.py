@@ -1,16 +1,20 @@
 """Small real inputs for tests: generated image folders and configs, and the
 few checks more than one test module makes."""
 
+import contextlib
 import csv
 import functools
 import glob
 import io
 import json
 import os
+import shutil
+import subprocess
 
 import matplotlib.colors
 import numpy as np
 from PIL import Image
+import pytest
 
 from imgclf_jax.config import keys
 from imgclf_jax.config import specs
@@ -172,6 +176,32 @@ def jpeg_folder(root, per_class=(8, 8), size=(60, 90)):
       with open(os.path.join(folder, f'{i:02d}.jpg'), 'wb') as f:
         f.write(jpeg_bytes(smooth_noise(*size, seed=100 * c + i)))
   return str(root)
+
+
+@contextlib.contextmanager
+def small_disk(folder, size='1m'):
+  """A tmpfs of `size` mounted on `folder` (created) for the block: a disk
+  that really fills up. Skips the test where it cannot be mounted (mounting
+  needs root)."""
+  os.makedirs(folder, exist_ok=True)
+  if os.geteuid() != 0 or not shutil.which('mount'):
+    pytest.skip('mounting a small tmpfs needs root')
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}',
+                            'tmpfs', str(folder)], capture_output=True,
+                           text=True)
+  if mounted.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {mounted.stderr.strip()}')
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', '-l', str(folder)], check=True)
+
+
+def fill_disk(folder, leave=0):
+  """Takes all but `leave` bytes of the free space of `folder`'s disk (a
+  file named filler)."""
+  with open(os.path.join(folder, 'filler'), 'ab') as f:
+    f.write(bytes(max(shutil.disk_usage(folder).free - leave, 0)))
 
 
 def pairs(ds):

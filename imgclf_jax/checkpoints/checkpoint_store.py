@@ -27,10 +27,16 @@ steps a run killed before its save had removed the old ones left behind).
 `save` returns when the checkpoint is on disk: a write that fails (a full
 disk) is a UserError at its step, its unfinished folder removed, the earlier
 steps kept.
+
+A reader beside a trainer (eval, predict) may see the step it reads removed
+by the trainer's retention: a read that fails because its step is gone is
+`StepRemoved`, never "damaged" (modes/checkpoint_loader.py then reads the
+new latest or best step).
 """
 
 import os
 import shutil
+import time
 
 from absl import logging
 from etils import epath
@@ -41,6 +47,7 @@ import orbax.checkpoint as ocp
 
 from imgclf_jax.byte_sizes import bytes_text
 from imgclf_jax.checkpoints import integrity as integrity
+from imgclf_jax.checkpoints import workdir_lock
 from imgclf_jax.errors import UserError
 
 # The version of what a checkpoint holds (the metadata's keys and the
@@ -58,8 +65,24 @@ CHECKSUM_KEY = 'state_sha256'
 _DAMAGE_SIGNS = ('was not found in the checkpoint', 'NOT_FOUND', 'OUT_OF_RANGE',
                  'DATA_LOSS')
 
+# How long a reader whose read failed waits for the step's folder to go,
+# where a trainer holds the workdir, before it calls the step damaged: Orbax
+# removes a step with rmtree (its files first, the folder last), which takes
+# well under this even for a checkpoint of thousands of files on a network
+# disk. Not waited for without a trainer (nothing removes steps then).
+REMOVAL_SECONDS = 5.0
+
 _policies = ocp.checkpoint_managers
 _formats = ocp.path.format_utils
+
+
+class StepRemoved(UserError):
+  """A checkpoint step that was removed (by a trainer's retention) while it
+  was read; `step` is its number."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 class CheckpointStore:
@@ -261,6 +284,16 @@ class CheckpointStore:
       return self._manager.restore(step, args=ocp.args.Composite(**items))
 
   def _damaged(self, step: int, reason: str) -> UserError:
+    """The error of a step that could not be read: StepRemoved where its
+    folder is gone, else damaged (naming the other steps)."""
+    if self._removed(step):
+      self._manager.reload()
+      return StepRemoved(
+          f'checkpoint {step} in {self.directory} was removed while it was '
+          'read (the trainer there keeps only its latest '
+          'max_checkpoints_to_keep steps and the best): evaluate a step it '
+          f'keeps (steps there now: {self.steps()}) with --step, or '
+          '--step=latest or best.', step)
     others = [s for s in self.steps() if s != step]
     return UserError(
         f'checkpoint {step} in {self.directory} is damaged or incomplete '
@@ -269,6 +302,19 @@ class CheckpointStore:
         'then resumes from the latest other step)'
         + (f', or evaluate another with --step ({others})' if others
            else '') + '.')
+
+  def _removed(self, step: int) -> bool:
+    """Whether step `step`'s folder is gone, or goes within REMOVAL_SECONDS
+    where a trainer holds the workdir (a removal in progress)."""
+    folder = os.path.join(self.directory, str(step))
+    workdir = os.path.dirname(self.directory)
+    deadline = time.monotonic() + (
+        REMOVAL_SECONDS if workdir_lock.trainer_running(workdir) else 0)
+    while os.path.isdir(folder):
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.05)
+    return True
 
   def apply_retention(self):
     """Removes the steps the policy does not keep (never the latest or the
@@ -308,6 +354,25 @@ def _log_removed(steps, why: str):
   if steps:
     logging.info('Removed checkpoint steps %s (%s): kept are the latest '
                  'max_checkpoints_to_keep steps and the best.', steps, why)
+
+
+def describe_best(workdir: str, records: list[dict]) -> str:
+  """What --step=best loads in `workdir` (the kept step with the best
+  validation accuracy, the latest among equals), named by its epoch's
+  record of `records` (metrics.jsonl's) where it has one."""
+  store = CheckpointStore(workdir)
+  try:
+    step = store.best_step()
+  finally:
+    store.close()
+  if step is None:
+    return ('No checkpoint ends an epoch: --step=best has none to load '
+            '(--step=latest does).')
+  record = next((r for r in records if r.get('step') == step), None)
+  if record is None:
+    return f'--mode=eval --step=best loads step {step}.'
+  return (f'Best epoch {record["epoch"]} (step {step}): '
+          f'{record[BEST_METRIC]:.1%} (--mode=eval --step=best loads it).')
 
 
 def split_sizes_change(saved_sizes: dict, sizes: dict,

@@ -20,8 +20,16 @@ WARPS = ('flip', 'rotate', 'zoom', 'shift', 'translate')
 
 
 def parse_augment(spec: str, key: str = 'augment') -> tuple[str, ...]:
-  """'flip, shift' -> ('flip', 'shift'); raises UserError on unknown names."""
-  names = tuple(n.strip() for n in (spec or '').split(',') if n.strip())
+  """'flip, shift' -> ('flip', 'shift'); '' -> (); raises UserError on
+  unknown names and on an empty one ('flip,,rotate', 'flip,')."""
+  if not (spec or '').strip():
+    return ()
+  names = tuple(n.strip() for n in spec.split(','))
+  if '' in names:
+    raise UserError(
+        f'--config.{key}={spec!r}: an empty augmentation name (two commas, '
+        'or one at an end): separate the names by single commas, e.g. '
+        f"'flip,rotate'; '' for none.")
   unknown = [n for n in names if n not in AUGMENTATIONS]
   if unknown:
     raise UserError(

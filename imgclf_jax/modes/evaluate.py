@@ -11,6 +11,7 @@ import os
 
 from absl import logging
 
+from imgclf_jax import whole_file
 from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
@@ -76,7 +77,7 @@ def evaluate_checkpoint(config, workdir: str, step=None, set_keys=None
             'dataset': source.info.name, 'split': split, 'tta': report.tta,
             'num_examples': source.num_examples(split),
             **values, **numbers, **pictures}
-  with open(prefix + '.json', 'w') as f:
+  with whole_file.replacing(prefix + '.json') as f:
     json.dump(result, f, indent=2)
   logging.info('Evaluation results written to %s.json', prefix)
   return {**result, 'layout': layouts}

@@ -19,12 +19,31 @@ What each process does (the rest of the program asks `is_primary`):
     `check_shared_workdir` refuses one that is not. Object-store URLs
     (gs://) are not supported.
 
+When a process dies (kill -9, a crash, an out-of-memory kill) during a
+step, the others' collective fails at once (its connections are reset).
+`exit_if_peer_lost` (dispatch.py calls it on any error) turns that into one
+`error:` line naming the lost process (with two processes, the other one;
+with more, the others' logs tell which ended without such a line) and what a
+restart does, and exit status 2, at once: not through JAX's exit handler,
+whose shutdown barrier would wait for the lost process until the
+coordinator's heartbeat timeout and then abort. (JAX's key-value store is
+not asked which process is gone: a call to it can hang, holding Python's
+lock, once a process has died.)
+JAX's coordinator alone can tell the others when a process dies while they
+wait in a checkpoint save (Orbax's barriers are the coordinator's), or when
+a machine vanishes without closing its connections: it declares the process
+dead after HEARTBEAT_TIMEOUT_SECONDS and ends the others with its own
+fatal-error message (exit status 134, or this module's line and 2 where the
+failed barrier gets there first). When process 0, which runs the
+coordinator, dies, the others' JAX client ends them at once the same way.
+
 One process (the default) needs none of this. JAX is imported in the
 functions: the command line defines its flags from MODES without it.
 """
 
 import os
 import secrets
+import sys
 
 from absl import logging
 import numpy as np
@@ -32,6 +51,19 @@ import numpy as np
 from imgclf_jax.errors import UserError
 
 MODES = ('auto', 'on', 'off')
+
+# jax.distributed's heartbeat timeout: the coordinator declares a process
+# whose heartbeats stopped this long dead and ends the others. JAX's default,
+# kept: it bounds the one case exit_if_peer_lost cannot see (a machine gone
+# without closing its connections), and a shorter one would end a run whose
+# process is only slow to send (a loaded or swapping machine).
+HEARTBEAT_TIMEOUT_SECONDS = 100
+
+# Words of a collective's error when a peer process is gone (gloo on CPU,
+# NCCL on GPU, the gRPC of JAX's coordinator), rather than a bug.
+_LOST_PEER_SIGNS = ('Connection reset by peer', 'Connection closed by peer',
+                    'Broken pipe', 'Socket closed', 'remote process exited',
+                    'UNAVAILABLE')
 
 
 def launched_as_several(environ=None) -> bool:
@@ -75,7 +107,8 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
     return False
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   try:
-    jax.distributed.initialize(**given)
+    jax.distributed.initialize(
+        **given, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
   except (ValueError, RuntimeError) as e:
     flags_given = ' '.join(f'--{k}={v}' for k, v in given.items()) or 'none'
     raise UserError(
@@ -88,6 +121,37 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   return True
+
+
+def exit_if_peer_lost(error: BaseException, advice):
+  """With several processes, where `error` (or one it came from) says a
+  peer process is gone: prints one `error:` line naming the lost process
+  and `advice()` (what a restart does), and ends this process with status 2
+  at once. Returns (the caller re-raises) for any other error."""
+  if not several() or not _peer_gone(error):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  me, count = jax.process_index(), jax.process_count()
+  others = [p for p in range(count) if p != me]
+  who = (f'process {others[0]} of 2' if count == 2 else
+         f'one of processes {", ".join(map(str, others))} of {count} (its '
+         'log ends without a line like this one)')
+  logging.flush()
+  print(f'error: {who} stopped answering (killed, crashed, or its machine '
+        f'or network went down), so this run cannot go on: process {me} '
+        f'stopped too. {advice()}', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  # Not sys.exit: JAX's exit handler would wait in its shutdown barrier for
+  # the lost process (until HEARTBEAT_TIMEOUT_SECONDS), then abort.
+  os._exit(2)  # pylint: disable=protected-access
+
+
+def _peer_gone(error) -> bool:
+  while error is not None:
+    if any(sign in str(error) for sign in _LOST_PEER_SIGNS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def is_primary() -> bool:

@@ -7,6 +7,7 @@ import os
 
 from absl import logging
 
+from imgclf_jax import whole_file
 from imgclf_jax.data import imbalance
 from imgclf_jax.report import plots
 
@@ -58,6 +59,7 @@ def write_class_distribution(pipeline, workdir: str) -> dict:
   result = {'class_names': class_names,
             **{split: [int(c) for c in v] for split, v in counts.items()},
             **summary}
-  with open(os.path.join(workdir, CLASS_DISTRIBUTION + '.json'), 'w') as f:
+  with whole_file.replacing(os.path.join(workdir,
+                                         CLASS_DISTRIBUTION + '.json')) as f:
     json.dump(result, f, indent=2)
   return {**result, 'layout': layout}

@@ -8,8 +8,12 @@ can find what is drawn where. Images are shown as uint8 pixels,
 un-normalised, as a person sees them.
 """
 
+import os
+
 import matplotlib
 import numpy as np
+
+from imgclf_jax import whole_file
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -33,14 +37,19 @@ def _box(fig, artist):
 
 def _finish(fig, path: str, layout_fn, title: str = '') -> dict:
   """Lays `fig` out (with its `title`), measures it with layout_fn(fig) and
-  writes it to `path`; returns the layout."""
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.canvas.draw()
-  layout = layout_fn(fig)
-  fig.savefig(path, dpi=DPI)
-  plt.close(fig)
+  writes it to `path` (whole, or a UserError: whole_file.py); returns the
+  layout."""
+  try:
+    if title:
+      fig.suptitle(title)
+    fig.tight_layout()
+    fig.canvas.draw()
+    layout = layout_fn(fig)
+    with whole_file.replacing(path, 'wb') as f:
+      fig.savefig(f, dpi=DPI,
+                  format=os.path.splitext(path)[1][1:] or 'png')
+  finally:
+    plt.close(fig)
   return layout
 
 

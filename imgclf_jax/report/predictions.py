@@ -7,6 +7,8 @@ import csv
 
 import numpy as np
 
+from imgclf_jax import whole_file
+
 
 def top_classes(probs, k: int) -> np.ndarray:
   """[N, min(k, K)] class indices, most probable first (ties: lower index)."""
@@ -16,11 +18,12 @@ def top_classes(probs, k: int) -> np.ndarray:
 
 def write_predictions_csv(path, outputs, class_names, top_k: int, files=None):
   """One row per example: index, file, true, predicted, confidence, correct,
-  and the top-k classes with their probabilities."""
+  and the top-k classes with their probabilities (written whole, or a
+  UserError: whole_file.py)."""
   probs, confidence = outputs['probs'], outputs['confidence']
   top = top_classes(probs, top_k)
   k = top.shape[1]
-  with open(path, 'w', newline='') as f:
+  with whole_file.replacing(path, 'w', newline='') as f:
     out = csv.writer(f)
     out.writerow(['index', 'file', 'true', 'predicted', 'confidence',
                   'correct'] + [f'top{j + 1}' for j in range(k)])

@@ -28,6 +28,7 @@ from imgclf_jax.training.spec import LoopSpec
 
 class TrainingDiverged(UserError):
   """The loss stopped being a finite number."""
+  leaves_files = True  # its metrics and events show how it diverged
 
 
 class Stopped(Exception):

@@ -3,14 +3,14 @@
 import json
 import math
 import os
-import shutil
-import tempfile
 
 from absl import logging
 from clu import metrics as clu_metrics
 import flax
 import jax
 import jax.numpy as jnp
+
+from imgclf_jax import whole_file
 
 
 @flax.struct.dataclass
@@ -81,6 +81,10 @@ def to_floats(collection: Metrics, prefix: str) -> dict:
   return {f'{prefix}{k}': float(v) for k, v in collection.compute().items()}
 
 
+# Beside metrics.jsonl: the lines `EpochLog.resume` cut that were no record.
+DAMAGED_SUFFIX = '.damaged'
+
+
 class EpochLog:
   """`<workdir>/metrics.jsonl`: one JSON object per line, one line per epoch.
 
@@ -90,12 +94,15 @@ class EpochLog:
   a run killed before its checkpoint landed is cut and written again by the
   resumed run. `read` skips (with a warning) a line that is no JSON record,
   e.g. one torn by a kill while it was written, and keeps the last line of
-  each epoch. With `write=False` (the processes other than the first of a
+  each epoch. `resume` cuts such lines; those not torn by a kill (garbage: a
+  disk error, an edit) are first appended to `metrics.jsonl.damaged`, which
+  its warning names. With `write=False` (the processes other than the first of a
   run on several) it only reads.
   """
 
   def __init__(self, workdir: str, write: bool = True):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.damaged_path = self.path + DAMAGED_SUFFIX
     self.write = write
 
   def append(self, record: dict):
@@ -125,10 +132,13 @@ class EpochLog:
     old = self._text()
     lines = _lines(old)
     kept, cut, past, repeated = {}, [], set(), set()
+    damaged = []  # the lines that are no record (not torn by a kill)
     for number, text, record, torn in lines:
       if record is None:
         why = 'cut short, the last line' if torn else 'no JSON record'
         cut.append(f'line {number} ({why}: {text[:60]!r})')
+        if not torn:
+          damaged.append(text)
       elif record['epoch'] > epoch:
         past.add(record['epoch'])
       else:
@@ -141,8 +151,10 @@ class EpochLog:
     if repeated:
       cut.append(f'earlier lines of epochs {sorted(repeated)}')
     if cut:
-      logging.warning('%s: cut %s; training goes on from epoch %d.',
-                      self.path, '; '.join(cut), epoch + 1)
+      kept_in = (f' (the lines that are no record are kept in '
+                 f'{self.damaged_path})' if damaged and self.write else '')
+      logging.warning('%s: cut %s%s; training goes on from epoch %d.',
+                      self.path, '; '.join(cut), kept_in, epoch + 1)
     if saved and saved.get('epoch') == epoch and epoch not in kept:
       kept[epoch] = json.dumps(saved)
       logging.warning('%s: the record of epoch %d written again from its '
@@ -154,11 +166,14 @@ class EpochLog:
                       missing, epoch)
     content = ''.join(kept[e] + '\n' for e in sorted(kept))
     if lines and content != old and self.write:
-      _replace(self.path, content)
+      if damaged:
+        _keep_damaged(self.damaged_path, damaged)
+      whole_file.write_text(self.path, content)
 
   def _text(self) -> str:
     try:
-      with open(self.path, errors='replace') as f:  # garbage may be binary
+      # Garbage may be binary: its bytes kept as they are (for .damaged).
+      with open(self.path, errors='surrogateescape') as f:
         return f.read()
     except FileNotFoundError:
       return ''
@@ -186,22 +201,18 @@ def _parse(text: str):
   return record
 
 
-def _replace(path: str, content: str):
-  """Writes `content` to a new file beside `path` and moves it over `path`:
-  a kill leaves the old file or the new one, never half of either."""
-  fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path),
-                                   prefix=os.path.basename(path) + '.')
+def _keep_damaged(path: str, lines: list):
+  """Appends `lines` to `path`, byte for byte as they were read (the file
+  made whole before the log is rewritten without them: a kill in between
+  loses nothing)."""
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(content)
-      f.flush()
-      os.fsync(f.fileno())
-    shutil.copymode(path, temporary)
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
+    with open(path, 'rb') as f:
+      before = f.read()
+  except FileNotFoundError:
+    before = b''
+  with whole_file.replacing(path, 'wb') as f:
+    f.write(before + ''.join(line + '\n' for line in lines).encode(
+        'utf-8', 'surrogateescape'))
 
 
 def is_finite(values: dict) -> bool:

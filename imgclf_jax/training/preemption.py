@@ -14,17 +14,76 @@ SIGTERM, and `requested(step)` is JAX's preemption sync point
 (multihost_utils.reached_preemption_sync_point, what Orbax uses): it turns
 true at the same step on every process, whichever of them got the signal.
 A Ctrl-C is passed on to the notifier as a SIGTERM of this process.
+
+Outside the training steps (start-up, the end, the other modes) the command
+line's `stop_on_signals` makes SIGTERM and Ctrl-C raise `SignalStop`, which
+dispatch.py reports as one `stopped:` line (no traceback) with the same exit
+status; after that last line, `exit_at_once_on_signals` ends the process at
+once, quietly, on a further signal (not with a traceback from an exit
+handler). JAX is imported where used: the command line imports this module
+before its flags are parsed.
 """
 
+import atexit
 import os
 import signal
 import threading
 
 from absl import logging
-import jax
-from jax.experimental import multihost_utils
 
 _NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'SIGINT (Ctrl-C)'}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Whether a StopSignals has been entered in this process: a SignalStop before
+# it stopped the start-up.
+_steps_began = False
+
+
+class SignalStop(BaseException):
+  """SIGTERM or Ctrl-C outside the training steps: the run stops where it
+  is. A BaseException, as KeyboardInterrupt: no `except Exception` holds it.
+  `status`: the exit status (exit_status); `during_startup`: whether no
+  training step had begun in this process. A run it ends before its first
+  checkpoint leaves no trace (workdir_lock.py: `leaves_files`)."""
+  leaves_files = False
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+    self.status = exit_status(signum)
+    self.during_startup = not _steps_began
+
+
+def _raise_stop(signum, frame):
+  del frame
+  raise SignalStop(signum)
+
+
+def stop_on_signals():
+  """From now on SIGTERM and SIGINT raise SignalStop in the main thread
+  (StopSignals takes them over while it is active). Call it before JAX and
+  TensorFlow are imported: its exit handler then runs after theirs."""
+  for signum in _SIGNALS:
+    signal.signal(signum, _raise_stop)
+  atexit.register(_ignore_signals)
+
+
+def _ignore_signals():
+  """The last exit handler: the signals ignored from here on. (Python resets
+  the handlers it set to the default as it finalizes: a Ctrl-C then would
+  end the process by the signal, not with its exit status.)"""
+  for signum in _SIGNALS:
+    signal.signal(signum, signal.SIG_IGN)
+
+
+def exit_at_once_on_signals(status: int | None = None):
+  """After the last line: a further SIGTERM or SIGINT ends the process at
+  once with `status` (None: 128 + the signal), running no exit handler."""
+  def exit_now(signum, frame):
+    del frame
+    os._exit(exit_status(signum) if status is None else status)  # pylint: disable=protected-access
+  for signum in _SIGNALS:
+    signal.signal(signum, exit_now)
 
 
 def exit_status(signum: int) -> int:
@@ -41,11 +100,14 @@ class StopSignals:
   """
 
   def __init__(self):
+    import jax  # pylint: disable=g-import-not-at-top
     self.signum = None
     self._several = jax.process_count() > 1
     self._previous = {}
 
   def __enter__(self):
+    global _steps_began
+    _steps_began = True
     if threading.current_thread() is not threading.main_thread():
       return self  # signals reach the main thread only
     self._previous[signal.SIGINT] = signal.signal(signal.SIGINT,
@@ -78,6 +140,7 @@ class StopSignals:
   def requested(self, step: int) -> bool:
     """Whether training stops after step `step` (its count of steps done)."""
     if self._several:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       if multihost_utils.reached_preemption_sync_point(step):
         self.signum = self.signum or signal.SIGTERM
         return True

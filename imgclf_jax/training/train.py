@@ -118,14 +118,13 @@ def _finish(epoch_log, workdir: str) -> list:
 def _summary(records: list, workdir: str, seconds: float):
   if not records:
     return
-  best = max(records, key=lambda r: r[checkpoint_store.BEST_METRIC])
+  best = checkpoint_store.describe_best(workdir, records)
   last = records[-1]
   tta = (f' ({last["validation_tta_accuracy"]:.1%} with test-time '
          'augmentation)' if 'validation_tta_accuracy' in last else '')
   logging.info(
-      'Done in %s. Last epoch %d: validation accuracy %.1f%%%s. Best epoch '
-      '%d: %.1f%% (--mode=eval --step=best). In %s: checkpoints/, '
-      'metrics.jsonl, curves.png, class_distribution.png, TensorBoard '
-      'events.', progress_lib.format_seconds(seconds), last['epoch'],
-      100 * last['validation_accuracy'], tta, best['epoch'],
-      100 * best[checkpoint_store.BEST_METRIC], workdir)
+      'Done in %s. Last epoch %d: validation accuracy %.1f%%%s. %s In %s: '
+      'checkpoints/, metrics.jsonl, curves.png, class_distribution.png, '
+      'TensorBoard events (train/, validation/).',
+      progress_lib.format_seconds(seconds), last['epoch'],
+      100 * last['validation_accuracy'], tta, best, workdir)

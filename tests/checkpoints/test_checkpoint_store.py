@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 
 import jax.numpy as jnp
 import numpy as np
@@ -393,22 +392,13 @@ def test_a_finished_run_removes_the_steps_a_killed_save_left(folder, tmp_path,
 @pytest.mark.slow
 def test_a_save_on_a_really_full_disk(tmp_path):
   """A tmpfs of 1 MB (where this runs as root and may mount one)."""
-  disk = tmp_path / 'disk'
-  disk.mkdir()
-  if os.geteuid() != 0 or not shutil.which('mount'):
-    pytest.skip('mounting a small tmpfs needs root')
-  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs',
-                            str(disk)], capture_output=True, text=True)
-  if mounted.returncode:
-    pytest.skip(f'cannot mount a tmpfs here: {mounted.stderr.strip()}')
-  try:
+  with helpers.small_disk(tmp_path / 'disk', '1m') as disk:
     store = checkpoint_store.CheckpointStore(str(disk), max_to_keep=3)
     rng = np.random.default_rng(0)
     states = [{'w': jnp.asarray(rng.normal(size=(64, 1024)), jnp.float32)}
               for _ in range(2)]  # 262 kB each, hardly compressible
     store.save(1, states[0], {'epoch': 1}, metrics={ACC: 0.5})
-    with open(disk / 'filler', 'wb') as f:  # all but 64 KB taken
-      f.write(bytes(shutil.disk_usage(disk).free - 64 * 1024))
+    helpers.fill_disk(disk, leave=64 * 1024)  # all but 64 KB taken
     with pytest.raises(UserError, match=r'^checkpoint 2 could not be written '
                        r'to .*disk/checkpoints: the disk is full \(a '
                        r'checkpoint takes about [23]\d\d kB, .* is free '
@@ -422,8 +412,6 @@ def test_a_save_on_a_really_full_disk(tmp_path):
         store.restore_state(1, {'w': jnp.zeros((64, 1024))})['w'],
         states[0]['w'])
     store.close()
-  finally:
-    subprocess.run(['umount', str(disk)], check=True)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 
 from imgclf_jax.checkpoints import workdir_lock
 from imgclf_jax.errors import UserError
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -124,3 +125,130 @@ def test_a_file_system_without_locks_trains_with_a_warning(tmp_path, caplog,
     assert workdir_lock.holder(lock.path)['pid'] == os.getpid()
   assert (f'The file system of {lock.path} has no file locks (No locks '
           'available): nothing stops a second trainer') in caplog.text
+
+
+# ----------------------------------------------------------------------------
+# A lock that cannot be fooled: links, a removed train.lock, a full disk, and
+# the traces of a run refused before its first checkpoint.
+
+
+@pytest.mark.parametrize('target_exists', [True, False])
+def test_a_train_lock_that_is_a_link_is_refused_and_not_written_through(
+    tmp_path, target_exists):
+  victim = tmp_path / 'victim'
+  if target_exists:
+    victim.write_text('precious\n')
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  os.symlink(victim, workdir / 'train.lock')
+  with pytest.raises(UserError, match=(
+      rf'^{workdir}/train.lock is a symbolic link \(to {victim}\): the '
+      r'trainer writes its name there, and will not write through a link\. '
+      r'Remove the link, then run the same command again\.$')):
+    with workdir_lock.TrainLock(str(workdir)):
+      pass
+  if target_exists:
+    assert victim.read_text() == 'precious\n'
+  else:
+    assert not os.path.lexists(victim)  # a dangling link: nothing created
+  assert os.readlink(workdir / 'train.lock') == str(victim)
+
+
+def test_a_link_made_while_the_lock_is_held_is_replaced_not_followed(
+    tmp_path):
+  victim = tmp_path / 'victim'
+  victim.write_text('precious\n')
+  workdir = str(tmp_path / 'run')
+  with workdir_lock.TrainLock(workdir) as lock:
+    os.symlink(victim, lock.path)
+    with pytest.raises(UserError, match='is a symbolic link'):
+      lock.sign()
+    os.remove(lock.path)
+    lock.sign()
+    os.remove(lock.path)
+    os.symlink(victim, lock.path)  # after signing: removed at exit
+  assert victim.read_text() == 'precious\n'
+  assert not os.path.lexists(os.path.join(workdir, 'train.lock'))
+
+
+def test_removing_train_lock_does_not_let_a_second_trainer_in(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with workdir_lock.TrainLock(workdir) as lock:
+    lock.sign()
+    os.remove(lock.path)
+    with _refused(workdir, 'one that is just starting'):
+      with workdir_lock.TrainLock(workdir):
+        pass
+    # Nor does a new file in its place.
+    with open(lock.path, 'w') as f:
+      f.write('{}')
+    with _refused(workdir, 'one that is just starting'):
+      with workdir_lock.TrainLock(workdir):
+        pass
+
+
+def test_signing_on_a_full_disk_is_one_line_and_leaves_no_lock_file(tmp_path):
+  with helpers.small_disk(tmp_path / 'disk') as disk:
+    workdir = os.path.join(disk, 'run')
+    os.mkdir(workdir)
+    helpers.fill_disk(disk)
+    with workdir_lock.TrainLock(workdir) as lock:
+      with pytest.raises(UserError, match=(
+          rf'^could not write {workdir}/train.lock: the disk is full \(.* '
+          r'free there\): free space there, or use a --workdir on another '
+          r'disk, then run the same command again')):
+        lock.sign()
+      assert os.listdir(workdir) == []  # no partial file, no temporary one
+
+
+def test_a_refused_run_leaves_no_trace(tmp_path):
+  kept = tmp_path / 'kept'
+  kept.mkdir()
+  (kept / 'notes.txt').write_text('mine\n')
+  for workdir in (str(tmp_path / 'new' / 'run'), str(kept)):
+    with pytest.raises(UserError, match='^refused$'):
+      with workdir_lock.TrainLock(workdir) as lock:
+        lock.sign()
+        for name in ('class_distribution.json', 'metrics.jsonl'):
+          with open(os.path.join(workdir, name), 'w') as f:
+            f.write('{}\n')
+        os.makedirs(os.path.join(workdir, 'checkpoints'))
+        raise UserError('refused')
+  assert not os.path.exists(tmp_path / 'new' / 'run')  # the lock made it
+  assert os.listdir(tmp_path / 'new') == []
+  assert os.listdir(kept) == ['notes.txt']
+
+
+def test_a_run_that_ends_with_a_checkpoint_or_a_bug_keeps_its_files(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(UserError, match='^disk full at step 8$'):
+    with workdir_lock.TrainLock(workdir) as lock:
+      lock.sign()
+      os.makedirs(os.path.join(workdir, 'checkpoints', '4'))
+      raise UserError('disk full at step 8')
+  assert os.listdir(workdir) == ['checkpoints']
+  with pytest.raises(ZeroDivisionError):
+    with workdir_lock.TrainLock(workdir) as lock:
+      lock.sign()
+      with open(os.path.join(workdir, 'curves.png'), 'w') as f:
+        f.write('')
+      _ = 1 / 0
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'curves.png']
+
+
+def test_a_run_whose_error_leaves_files_names_them(tmp_path):
+  class Diverged(UserError):
+    leaves_files = True
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(Diverged) as raised:
+    with workdir_lock.TrainLock(workdir) as lock:
+      lock.sign()
+      for name in ('metrics.jsonl', 'class_distribution.png'):
+        with open(os.path.join(workdir, name), 'w') as f:
+          f.write('')
+      raise Diverged('the loss became nan.')
+  assert str(raised.value) == (
+      f'the loss became nan. Files this run wrote in {workdir}: '
+      'class_distribution.png, metrics.jsonl.')
+  assert sorted(os.listdir(workdir)) == ['class_distribution.png',
+                                         'metrics.jsonl']

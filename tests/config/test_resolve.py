@@ -37,6 +37,11 @@ def folder(two_class_folder):
     ({'ema_decay': 1.0}, r'--config.ema_decay=1.0 is invalid'),
     ({'lr_end_fraction': 2.0}, r'--config.lr_end_fraction=2.0 is invalid'),
     ({'augment': 'flip,blur'}, r"unknown augmentation.*'blur'"),
+    ({'augment': 'flip,,rotate'},
+     r"^--config.augment='flip,,rotate': an empty augmentation name \(two "
+     r"commas, or one at an end\): separate the names by single commas"),
+    ({'minority_augment': 'flip,'}, r"^--config.minority_augment='flip,': "
+                                    r'an empty augmentation name'),
     ({'batch_size': 6}, r'batch_size=6 does not divide by the 4 local devices'),
     ({'normalization': 'zscore'}, r'--config.normalization'),
     # batch 8 over 4 devices: 2 per device.

@@ -1,7 +1,8 @@
 """evaluate.py: --mode=eval of the session's `full_run` (tests/conftest.py):
 the final validation metrics again, the model from the checkpoint, other
 steps and splits; a folder with only a test split, and one of class folders
-without split folders."""
+without split folders; eval and predict beside a trainer that removes the
+step they read; a full disk."""
 
 import json
 import logging
@@ -11,8 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
+from imgclf_jax.checkpoints import checkpoint_store
+from imgclf_jax.errors import UserError
 from imgclf_jax.modes import evaluate
 from imgclf_jax.modes import predict
+from imgclf_jax.training import train_state as train_state_lib
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -105,3 +109,72 @@ def test_train_and_eval_on_a_root_of_class_folders(tmp_path):
   assert result['accuracy'] == last['validation_accuracy']
   assert {os.path.dirname(e['file']) for e in result['examples']['grid']} == {
       os.path.join(root, 'class_0'), os.path.join(root, 'class_1')}
+
+
+def _a_trainer_saves_while_the_state_is_read(monkeypatch, workdir):
+  """While a reader builds the state to restore into (between reading a
+  step's metadata and its arrays), a trainer beside it saves a new, best
+  step, and its retention (the latest step and the best) removes the one
+  being read. Returns the steps it saved."""
+  real = train_state_lib.create_train_state
+  saved = []
+
+  def create_while_training(*args, **kwargs):
+    target = real(*args, **kwargs)
+    trainer = checkpoint_store.CheckpointStore(workdir, max_to_keep=1)
+    step = trainer.latest_step()
+    _, metadata = trainer.restore_metadata(step)
+    state = trainer.restore_state(step, target)
+    metadata = {k: v for k, v in metadata.items()
+                if k not in ('format_version', checkpoint_store.CHECKSUM_KEY)}
+    trainer.save(step + 1, state, metadata,
+                 metrics={checkpoint_store.BEST_METRIC: 2.0 + step})
+    trainer.close()
+    assert trainer.steps() == [step + 1]
+    saved.append(step + 1)
+    return target
+  monkeypatch.setattr(train_state_lib, 'create_train_state',
+                      create_while_training)
+  return saved
+
+
+def test_eval_and_predict_beside_a_trainer_that_removes_the_step_they_read(
+    trained, tmp_path, monkeypatch, caplog):
+  _, workdir = trained  # one checkpoint: step 2
+  saved = _a_trainer_saves_while_the_state_is_read(monkeypatch, workdir)
+  with caplog.at_level(logging.INFO):
+    result = evaluate.evaluate_checkpoint(None, workdir)
+  assert saved == [3] and result['step'] == 3
+  assert ('Checkpoint step 2 was removed by the trainer while it was read: '
+          'reading the latest step now.') in caplog.text
+  image = os.path.join(trained[0].dataset[len('folder:'):], 'train',
+                       'class_0', '000.png')
+  answer = predict.predict_images(None, workdir, image, 'best')
+  assert saved == [3, 4] and answer['step'] == 4
+  assert len(answer['predictions']) == 1
+  # A step named by number: not read again, and not called damaged.
+  with pytest.raises(UserError, match=(
+      r'^checkpoint 4 in \S+/checkpoints was removed while it was read \(the '
+      r'trainer there keeps only its latest max_checkpoints_to_keep steps and '
+      r'the best\): evaluate a step it keeps \(steps there now: \[5\]\) '
+      r'with --step, or --step=latest or best\.$')):
+    evaluate.evaluate_checkpoint(None, workdir, step=4)
+  assert 'damaged' not in caplog.text
+
+
+def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_file(
+    trained, tmp_path_factory, capsys):
+  from imgclf_jax.modes import dispatch  # pylint: disable=g-import-not-at-top
+  _, workdir = trained  # in tmp_path: the disk goes elsewhere
+  with helpers.small_disk(tmp_path_factory.mktemp('disk'), '8m') as disk:
+    copy = os.path.join(disk, 'run')
+    shutil.copytree(workdir, copy)
+    helpers.fill_disk(disk)
+    before = helpers.snapshot(copy)
+    with pytest.raises(SystemExit) as exit_info:
+      dispatch.run('eval', None, copy)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f'error: could not write {copy}/eval_validation_step2_predictions.csv'
+        ': the disk is full (')
+    assert helpers.snapshot(copy) == before  # no file, not even a 0-byte one

@@ -3,7 +3,9 @@ its rows of the one-process batches and every validation example is counted
 once (in this process, with `process=(index, count)`); two main.py
 processes on localhost with 2 fake CPU devices each (gloo collectives) train
 as one process with 4 devices, stop together on a SIGTERM to one of them,
-resume, and leave a checkpoint that a one-process eval reproduces."""
+resume, and leave a checkpoint that a one-process eval reproduces; when one
+of two is killed, the other ends with one line, and both restarted end with
+the weights of one process, bit for bit."""
 
 import glob
 import json
@@ -18,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 
+from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import resolve
 from imgclf_jax.errors import UserError
 from imgclf_jax.modes import checkpoint_loader
@@ -179,11 +182,12 @@ def _main(data, workdir, log, devices, *extra):
   return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out)
 
 
-def _two_processes(data, workdir, tmp_path, run):
+def _two_processes(data, workdir, tmp_path, run, *extra, devices=2):
   port = _free_port()
-  return [_main(data, workdir, str(tmp_path / f'p{i}_{run}.log'), 2,
+  return [_main(data, workdir, str(tmp_path / f'p{i}_{run}.log'), devices,
                 f'--coordinator_address=localhost:{port}',
-                '--num_processes=2', f'--process_id={i}') for i in (0, 1)]
+                '--num_processes=2', f'--process_id={i}', *extra)
+          for i in (0, 1)]
 
 
 def _log(tmp_path, name):
@@ -262,6 +266,69 @@ def test_two_processes_train_stop_and_resume_as_one_with_four_devices(
                              atol=LOSS_ATOL)
   assert both['confusion_matrix'] == result['confusion_matrix']
   assert '"accuracy"' not in _log(tmp_path, 'e1.log')  # only process 0 prints
+
+
+# How long the survivor of a process killed in a step may take to end: it
+# ends at once (well under a second here), this leaves room for a loaded
+# machine; JAX's own ending (its heartbeat timeout, 100 s, then an abort)
+# would exceed it.
+SURVIVOR_SECONDS = 60
+
+
+def _state_hash(workdir):
+  """The latest checkpoint's step and the SHA-256 of its arrays."""
+  store = checkpoint_store.CheckpointStore(workdir)
+  step, metadata = store.restore_metadata()
+  store.close()
+  return step, metadata[checkpoint_store.CHECKSUM_KEY]
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_other_with_one_line_and_both_resume(
+    tmp_path):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(12, 12, 12),
+                                   ext='jpg')
+  every = '--config.checkpoint_every_steps=3'
+  one = str(tmp_path / 'one')  # 1 process x 2 devices, uninterrupted
+  assert _main(data, one, str(tmp_path / 'one.log'), 2, every).wait(600) == 0
+  two = str(tmp_path / 'two')  # 2 processes x 1 device
+  processes = _two_processes(data, two, tmp_path, 'a', every, devices=1)
+  try:
+    # Steps 3, 4, 6, 8 and 9 saved: the next save (12) is steps away, so the
+    # kill lands in a step's collectives (a death in a save waits for JAX's
+    # heartbeat timeout: distributed.py).
+    while not os.path.isdir(os.path.join(two, 'checkpoints', '9')):
+      assert processes[0].poll() is None, _log(tmp_path, 'p0_a.log')[-3000:]
+      time.sleep(0.01)
+    processes[1].kill()  # SIGKILL, inside the training steps
+    assert processes[1].wait(600) == -signal.SIGKILL
+    assert processes[0].wait(SURVIVOR_SECONDS) == 2, _log(
+        tmp_path, 'p0_a.log')[-3000:]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  log = _log(tmp_path, 'p0_a.log')
+  for sign in ('Traceback', 'Fatal Python error', 'Check failure'):
+    assert sign not in log, log[-3000:]
+  errors = [l for l in log.splitlines() if l.startswith('error:')]
+  kept = max(int(s) for s in os.listdir(os.path.join(two, 'checkpoints'))
+             if s.isdigit())
+  assert errors == [
+      'error: process 1 of 2 stopped answering (killed, crashed, or its '
+      'machine or network went down), so this run cannot go on: process 0 '
+      'stopped too. Run the same command again in every process: the last '
+      f'checkpoint (step {kept}) is kept in {two}/checkpoints: run the same '
+      'command to resume from it.'], log[-3000:]
+  assert 9 <= kept < 4 * EPOCHS
+
+  processes = _two_processes(data, two, tmp_path, 'b', every, devices=1)
+  assert [p.wait(600) for p in processes] == [0, 0], _log(
+      tmp_path, 'p0_b.log')[-3000:]
+  # The weights of the one process, bit for bit (their checksum).
+  assert _state_hash(two) == _state_hash(one)
+  assert _state_hash(one)[0] == 4 * EPOCHS
 
 
 @pytest.mark.parametrize('crop', ['none', 'random_resized'])

@@ -3,6 +3,7 @@ Ctrl-C (Interrupted) that keeps the checkpoint and draws the curves, early
 stopping, and a diverged loss (TrainingDiverged) that keeps the last good
 checkpoint. Most tests read the session's `full_run` (tests/conftest.py)."""
 
+import glob
 import os
 import re
 import shutil
@@ -167,3 +168,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   # The kept checkpoint still restores and evaluates.
   result = evaluate.evaluate_checkpoint(None, workdir)
   assert result['step'] == 2 and 0 <= result['accuracy'] <= 1
+
+
+@pytest.mark.slow
+def test_a_diverged_run_says_which_files_it_wrote(two_class_folder,
+                                                  tmp_path):
+  workdir = str(tmp_path / 'run')
+  exploding = helpers.small_config(f'folder:{two_class_folder}',
+                                   num_epochs=2, learning_rate=1e30)
+  with pytest.raises(loop.TrainingDiverged) as raised:
+    _train(exploding, workdir)
+  written = sorted(os.listdir(workdir))
+  assert {'class_distribution.json', 'class_distribution.png'} <= set(
+      written) and glob.glob(os.path.join(workdir, '*', 'events.out.tfevents.*'))
+  assert 'no checkpoint was written' in str(raised.value)
+  assert str(raised.value).endswith(
+      f' Files this run wrote in {workdir}: {", ".join(written)}.')

@@ -96,6 +96,29 @@ def test_a_garbage_middle_line_is_skipped_with_a_warning(tmp_path, caplog):
   assert "cut line 2 (no JSON record: 'x\\x00garbage}')" in caplog.text
 
 
+def test_resume_keeps_the_garbage_it_cuts_in_metrics_jsonl_damaged(tmp_path,
+                                                                  caplog):
+  log = metrics_lib.EpochLog(str(tmp_path))
+  path = tmp_path / 'metrics.jsonl'
+  damaged = tmp_path / 'metrics.jsonl.damaged'
+  garbage = b'x\x00\xff not json}'  # not even UTF-8
+  path.write_bytes(_line(_record(1)).encode() + garbage + b'\n' +
+                   _line(_record(2)).encode() + b'{"epoch": 3, "st')
+  log.resume(2)
+  assert _file_records(path) == [_record(1), _record(2)]
+  assert damaged.read_bytes() == garbage + b'\n'  # byte for byte; not the
+  assert ('cut line 2 (no JSON record: ' in caplog.text and  # torn line
+          f'(the lines that are no record are kept in {damaged})' in
+          caplog.text)
+  # Garbage found by a later resume is added to what was kept.
+  with open(path, 'a') as f:
+    f.write('more garbage\n')
+  log.resume(2)
+  assert damaged.read_bytes() == garbage + b'\nmore garbage\n'
+  assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl',
+                                          'metrics.jsonl.damaged']
+
+
 def test_resume_cuts_records_past_the_checkpoint_and_earlier_repeats(
     tmp_path, caplog):
   # A kill while epoch 3's checkpoint was saved: its line was logged, the

@@ -3,13 +3,17 @@ Ctrl-C, a step checkpoint then a kill) or at an epoch's last step resumes at
 that step and ends exactly as the uninterrupted `full_run`
 (tests/conftest.py: 3 epochs of 4 steps on 4 fake devices, running metrics
 every 2 steps); a save cut short by a kill is removed and training resumes
-from the step before."""
+from the step before. main.py stopped during its start-up says so in one
+line and leaves nothing behind."""
 
 import glob
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -25,6 +29,9 @@ from imgclf_jax.modes import train
 from imgclf_jax.report import event_files
 from imgclf_jax.training import preemption
 from imgclf_jax.training import progress as progress_lib
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TIMING = ('train_seconds', 'epoch_seconds')
 
@@ -275,3 +282,38 @@ def test_checkpoint_every_steps_must_not_be_negative(two_class_folder):
                                 checkpoint_every_steps=-1)
   with pytest.raises(UserError, match='checkpoint_every_steps=-1'):
     resolve.for_training(config, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_start_up_is_one_line_and_leaves_no_trace(tmp_path,
+                                                                signum):
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(6, 6))
+  workdir = tmp_path / 'run'
+  log = tmp_path / 'stderr.txt'
+  args = [sys.executable, 'main.py', '--config=configs/folder.py',
+          f'--workdir={workdir}', f'--config.dataset=folder:{data}',
+          '--config.image_size=16', '--config.batch_size=8']
+  env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='2')
+  with open(log, 'w') as err:
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=err,
+                               stdout=subprocess.DEVNULL)
+  # Signed: the checks that may refuse the run are done, the data and the
+  # model not yet set up (seconds before the first step).
+  while not os.path.exists(workdir / 'train.lock'):
+    assert process.poll() is None, log.read_text()[-3000:]
+    time.sleep(0.005)
+  process.send_signal(signum)
+  if signum == signal.SIGINT:  # and Ctrl-C again, once the line is out
+    while process.poll() is None and 'stopped:' not in log.read_text():
+      time.sleep(0.005)
+    process.send_signal(signum)
+  assert process.wait(timeout=600) == preemption.exit_status(signum)
+  stderr = log.read_text()
+  assert 'Traceback' not in stderr and 'Exception ignored' not in stderr, (
+      stderr[-3000:])
+  assert stderr.strip().splitlines()[-1] == (
+      f'stopped: {signal.Signals(signum).name} received: training stopped '
+      'during start-up, before its first step; no checkpoint was written yet '
+      '(a rerun starts anew).')
+  assert not os.path.exists(workdir)  # made by the run: removed

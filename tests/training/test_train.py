@@ -7,6 +7,8 @@ tests read the session's `full_run` (tests/conftest.py)."""
 
 import glob
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,12 +111,12 @@ def test_a_second_trainer_stops_before_writing_anything(tmp_path):
 KILL_EPOCHS = 3
 
 
-def _main_train(data, workdir, log):
+def _main_train(data, workdir, log, *extra):
   """Starts `main.py` training in `workdir`; its output goes to `log`."""
   args = [sys.executable, 'main.py', '--config=configs/folder.py',
           f'--workdir={workdir}', f'--config.dataset=folder:{data}',
           '--config.image_size=16', '--config.batch_size=8',
-          f'--config.num_epochs={KILL_EPOCHS}', '--config.augment=']
+          f'--config.num_epochs={KILL_EPOCHS}', '--config.augment=', *extra]
   env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='2')
   with open(log, 'a') as out:
     return subprocess.Popen(args, cwd=ROOT, env=env,
@@ -169,6 +171,12 @@ def test_runs_killed_in_training_and_in_a_save_end_as_an_uninterrupted_one(
   saving, lines = set(_saving(workdir)), _lines(workdir)
   _kill_when(_main_train(data, workdir, log),
              lambda: set(_saving(workdir)) - saving or _lines(workdir) > lines)
+  # (c) Resumed with a checkpoint after every step, and killed in the save
+  # of a step inside an epoch (4 steps each).
+  _kill_when(_main_train(data, workdir, log,
+                         '--config.checkpoint_every_steps=1'),
+             lambda: any(int(os.path.basename(p).split('.')[0]) % 4
+                         for p in _saving(workdir)))
   _finish(data, workdir, log)
 
   timing = ('train_seconds', 'epoch_seconds')
@@ -261,3 +269,45 @@ def test_resnet18_trains_on_a_tiny_folder(colour_folder, tmp_path):
   assert records[-1]['train_loss'] < records[0]['train_loss']
   result = evaluate.evaluate_checkpoint(None, str(tmp_path))
   assert result['accuracy'] == records[-1]['validation_accuracy']
+
+
+@pytest.mark.slow
+def test_the_summary_names_the_epoch_that_step_best_loads(full_run, tmp_path,
+                                                         caplog):
+  config, full_workdir, _ = full_run
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(full_workdir, workdir)
+  accuracies = [r['validation_accuracy'] for r in _records(workdir)]
+  assert accuracies.count(max(accuracies)) > 1  # a tie: the premise
+  more = config.copy_and_resolve_references()
+  more.num_epochs = 4
+  with caplog.at_level('INFO'):
+    _train(more, workdir)
+  (summary,) = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith('Done in')]
+  best = evaluate.evaluate_checkpoint(None, workdir, 'best')
+  named = re.search(r'Best epoch (\d+)', summary)
+  assert named and int(named.group(1)) == best['epoch'] > 1, summary
+  assert (f'Best epoch {best["epoch"]} (step {best["step"]}): '
+          f'{best["accuracy"]:.1%} '
+          '(--mode=eval --step=best loads it).') in summary
+
+
+@pytest.mark.slow
+def test_a_resume_on_a_full_disk_is_one_line_and_writes_nothing(
+    trained, tmp_path_factory, capsys):
+  from imgclf_jax.modes import dispatch  # pylint: disable=g-import-not-at-top
+  config, workdir = trained  # in tmp_path: the disk goes elsewhere
+  with helpers.small_disk(tmp_path_factory.mktemp('disk'), '8m') as disk:
+    copy = os.path.join(disk, 'run')
+    shutil.copytree(workdir, copy)
+    helpers.fill_disk(disk)
+    before = helpers.snapshot(copy)
+    more = config.copy_and_resolve_references()
+    more.num_epochs = 2
+    with pytest.raises(SystemExit) as exit_info:
+      dispatch.run('train', more, copy)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f'error: could not write {copy}/train.lock: the disk is full (')
+    assert helpers.snapshot(copy) == before
