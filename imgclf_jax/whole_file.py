@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 
+from imgclf_jax.byte_sizes import bytes_text
 from imgclf_jax.errors import UserError
 
 
@@ -62,7 +63,7 @@ def cannot_write(path: str, error: OSError) -> UserError:
   folder = os.path.dirname(os.path.abspath(path))
   if integrity.disk_full(error):
     try:
-      free = f'{integrity.size(shutil.disk_usage(folder).free)} free'
+      free = f'{bytes_text(shutil.disk_usage(folder).free)} free'
     except OSError:
       free = 'no space left'
     return UserError(
