@@ -49,10 +49,11 @@ def load(workdir: str, step=None, config=None, mode: str = 'eval',
         set_keys)
     class_names = tuple(metadata['class_names'])
     image_shape = tuple(metadata['image_shape'])
-    model = registry.create_model(specs.model_spec(resolved,
-                                                   len(class_names)))
+    model_spec = specs.model_spec(resolved, len(class_names))
+    model = registry.create_model(model_spec)
     target = train_state_lib.create_train_state(
-        jax.random.key(0), model, image_shape, specs.optim_spec(resolved), 1)
+        jax.random.key(0), model, image_shape, specs.optim_spec(resolved), 1,
+        head=registry.HEADS.get(model_spec.name))
     state = store.restore_state(step, target)
   finally:
     store.close()
