@@ -113,6 +113,7 @@ def test_the_multiplier_scales_the_pretrained_layers_updates():
     assert np.any(plain[key] != 0), key
 
 
+@pytest.mark.slow
 def test_the_multiplier_in_a_train_step():
   step = helpers.p_train_step(devices=jax.devices()[:1])
   start = _flat(_state().params)
