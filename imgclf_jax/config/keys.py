@@ -139,6 +139,22 @@ def get_config() -> ml_collections.ConfigDict:
   # CIFAR stem) or 'torch' (torchvision's and timm's: PyTorch's symmetric
   # padding, the ImageNet stem). init_from sets it to its weights' layout.
   config.model_layout = 'flax'
+  # The fine-tuning recipe (with init_from; models with a classifier head
+  # registry.HEADS names):
+  # epochs during which only the classifier head trains (a linear probe);
+  # every layer trains after them (0: all from the start). The other layers
+  # get zero updates during the probe (their optimizer state still
+  # follows their gradients), so the optimizer state keeps one shape and a
+  # run resumed inside the probe continues exactly.
+  config.probe_epochs = 0.0
+  # The steps of every layer but the head are this many times the head's
+  # (timm's layer-wise learning rate; 0.1 is common for fine-tuning).
+  config.pretrained_lr_scale = 1.0
+  # True: BatchNorm layers use their running (pretrained) statistics in
+  # training too and never update them (Keras's fine-tuning advice; their
+  # scale and bias still train); False: batch statistics, as from scratch.
+  # resnet18, resnet50 and efficientnet_lite0.
+  config.freeze_batch_norm = False
   # Convolutions: 'fast' (fast_conv.py's, whose gradients XLA:CPU runs
   # faster), 'xla' (nn.Conv / nn.max_pool: cuDNN on GPU, the TPU's own), or
   # 'auto': 'fast' on CPU for the models that have it, else 'xla'.
@@ -280,6 +296,9 @@ KEY_ORIGINS = {
     'ema_decay':           (FIXED, None,  None),
     'lookahead_every_steps': (FIXED, None, None),
     'norm_bias_lr_scale':  (FIXED, None,  None),
+    'probe_epochs':        (FIXED, None,  None),
+    'pretrained_lr_scale': (FIXED, None,  None),
+    'freeze_batch_norm':   (FIXED, None,  None),
     'tta':                 (None,  FLAGS, FLAGS),
     'image_size':          (FIXED, MODEL, None),
     'normalization':       (FIXED, MODEL, None),

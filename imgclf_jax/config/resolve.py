@@ -56,6 +56,31 @@ def _whole(value) -> bool:
           math.isfinite(value) and int(value) == value)
 
 
+def _validate_recipe(c):
+  """The fine-tuning keys: in range, and only with init_from."""
+  _require(isinstance(c.probe_epochs, numbers.Real) and
+           not isinstance(c.probe_epochs, bool) and c.probe_epochs >= 0,
+           'probe_epochs', c.probe_epochs,
+           '>= 0 (epochs that train the classifier head alone; 0: none)')
+  _require(isinstance(c.pretrained_lr_scale, numbers.Real) and
+           not isinstance(c.pretrained_lr_scale, bool) and
+           0 < c.pretrained_lr_scale <= 1, 'pretrained_lr_scale',
+           c.pretrained_lr_scale, 'in (0, 1] (1: the learning rate of the '
+           'head; for no updates at all use probe_epochs)')
+  _require(isinstance(c.freeze_batch_norm, bool), 'freeze_batch_norm',
+           c.freeze_batch_norm, 'True or False')
+  if c.freeze_batch_norm:
+    _require(c.model in registry.FREEZABLE_BATCH_NORM, 'freeze_batch_norm',
+             c.freeze_batch_norm,
+             f'False for --config.model={c.model} (only '
+             f'{list(registry.FREEZABLE_BATCH_NORM)} have it)')
+  for key, default in (('probe_epochs', 0.0), ('pretrained_lr_scale', 1.0),
+                       ('freeze_batch_norm', False)):
+    _require(c[key] == default or c.init_from, key, c[key],
+             f'{default!r} without --config.init_from (it sets how '
+             'pretrained weights are fine-tuned; give the weights)')
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int,
              training: bool = True):
   """Raises UserError naming the first invalid config value.
@@ -140,6 +165,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
            c.lookahead_decay_power, '>= 0')
   _require(c.whiten_bias_epochs >= 0, 'whiten_bias_epochs',
            c.whiten_bias_epochs, '>= 0')
+  _validate_recipe(c)
   _require(_whole(c.early_stopping_patience) and
            c.early_stopping_patience >= 0, 'early_stopping_patience',
            c.early_stopping_patience, 'a whole number >= 0 (0: off)')

@@ -80,7 +80,8 @@ def model_spec(config, num_classes: int) -> ModelSpec:
       dropout_rate=float(config.dropout_rate),
       dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
       conv_impl=registry.conv_impl(config.model, config.conv_impl),
-      layout=config.get('model_layout', 'flax'))
+      layout=config.get('model_layout', 'flax'),
+      freeze_batch_norm=bool(config.freeze_batch_norm))
 
 
 def optim_spec(config) -> OptimSpec:
@@ -103,7 +104,9 @@ def optim_spec(config) -> OptimSpec:
       lookahead_start_epochs=float(config.lookahead_start_epochs),
       lookahead_decay=float(config.lookahead_decay),
       lookahead_decay_power=float(config.lookahead_decay_power),
-      microbatches=int(config.microbatches))
+      microbatches=int(config.microbatches),
+      probe_epochs=float(config.probe_epochs),
+      pretrained_lr_scale=float(config.pretrained_lr_scale))
 
 
 def loop_spec(config) -> LoopSpec:

@@ -109,6 +109,9 @@ class EfficientNetLite(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   bn_axis_name: str | None = AXIS
+  # BatchNorm with its running statistics in training too, never updating
+  # them (config.freeze_batch_norm, for fine-tuning).
+  freeze_batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
@@ -118,11 +121,12 @@ class EfficientNetLite(nn.Module):
                              dtype=self.dtype)
     norm = functools.partial(
         batch_norm, self.dtype,
-        use_running_average=not train,
+        use_running_average=not train or self.freeze_batch_norm,
         momentum=self.bn_momentum,
         epsilon=self.bn_epsilon,
         dtype=jnp.float32,
-        axis_name=self.bn_axis_name if train else None)
+        axis_name=(self.bn_axis_name if train and not self.freeze_batch_norm
+                   else None))
     act = jax.nn.relu6
     x = x.astype(self.dtype)
     x = conv(self.stem_filters, (3, 3), (2, 2), name='stem_conv')(x)

@@ -121,6 +121,14 @@ TORCH_LAYOUT = {
     'resnet18': {'stem': 'imagenet', 'padding': 'torch'},
     'resnet50': {'padding': 'torch'},
 }
+# The module path of each model's classifier head (its last Dense layer):
+# what config.probe_epochs trains alone and config.pretrained_lr_scale
+# leaves at the full learning rate (train_state.create_optimizer).
+HEADS = {'cnn': 'Dense_1', 'cnn_plain': 'Dense_1', 'fast_cifar': 'Dense_0',
+         'resnet18': 'Dense_0', 'resnet50': 'Dense_0',
+         'efficientnet_lite0': 'classifier'}
+# The models whose BatchNorm config.freeze_batch_norm can freeze.
+FREEZABLE_BATCH_NORM = ('resnet18', 'resnet50', 'efficientnet_lite0')
 # fast_cifar's valid 2x2 conv and three 2x2 pools need 9 pixels (8 -> 0).
 MIN_IMAGE_SIZE = {'fast_cifar': 9}
 
@@ -147,6 +155,8 @@ def create_model(spec: ModelSpec) -> nn.Module:
     kwargs = {**kwargs, **fast}
   if spec.layout == 'torch':
     kwargs = {**kwargs, **TORCH_LAYOUT[spec.name]}
+  if spec.freeze_batch_norm:
+    kwargs = {**kwargs, 'freeze_batch_norm': True}
   return module(num_classes=spec.num_classes, dropout_rate=spec.dropout_rate,
                 dtype=spec.dtype, **kwargs)
 

@@ -146,6 +146,9 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = AXIS
   dropout_rate: float = 0.0
   padding: str = 'flax'        # 'flax' or 'torch' (see above)
+  # BatchNorm with its running statistics in training too, never updating
+  # them (config.freeze_batch_norm, for fine-tuning).
+  freeze_batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
@@ -165,11 +168,12 @@ class ResNet(nn.Module):
       pool_padding = ((1, 1), (1, 1))
     norm = functools.partial(
         batch_norm, self.dtype,
-        use_running_average=not train,
+        use_running_average=not train or self.freeze_batch_norm,
         momentum=0.9,
         epsilon=1e-5,
         dtype=jnp.float32,
-        axis_name=self.bn_axis_name if train else None)
+        axis_name=(self.bn_axis_name if train and not self.freeze_batch_norm
+                   else None))
 
     if self.stem == 'cifar':
       x = conv(self.num_filters, (3, 3), name='conv_init')(x)

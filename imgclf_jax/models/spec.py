@@ -16,7 +16,9 @@ class ModelSpec:
   float32); conv_impl: 'fast' (fast_conv.py's convolutions) or 'xla'
   (nn.Conv), already resolved for this backend (registry.conv_impl);
   layout: 'flax', or 'torch' (the ResNets with torchvision/timm's padding
-  and stem, registry.TORCH_LAYOUT, for weights from those sources).
+  and stem, registry.TORCH_LAYOUT, for weights from those sources);
+  freeze_batch_norm: BatchNorm in inference mode in training too (its
+  running statistics used and kept; registry.FREEZABLE_BATCH_NORM).
   """
   name: str
   num_classes: int
@@ -24,3 +26,4 @@ class ModelSpec:
   dtype: jnp.dtype
   conv_impl: str
   layout: str = 'flax'
+  freeze_batch_norm: bool = False

@@ -88,9 +88,10 @@ def _load(workdir, step, config, mode, set_keys, built: dict) -> Checkpoint:
       resolved = resolve.for_inference(
           metadata['config'], config, mode, jax.local_device_count(),
           set_keys)
-      model = registry.create_model(specs.model_spec(resolved, len(names)))
-      built[key] = resolved, _target(model, shape,
-                                     specs.optim_spec(resolved))
+      model_spec = specs.model_spec(resolved, len(names))
+      built[key] = resolved, _target(
+          registry.create_model(model_spec), shape,
+          specs.optim_spec(resolved), registry.HEADS.get(model_spec.name))
     resolved, target = built[key]
     state = store.restore_state(step, target)
   finally:
@@ -103,13 +104,14 @@ def _load(workdir, step, config, mode, set_keys, built: dict) -> Checkpoint:
                     directory=store.directory)
 
 
-def _target(model, image_shape, optim: OptimSpec):
+def _target(model, image_shape, optim: OptimSpec, head: str | None):
   """What the checkpoint's arrays are restored into: their shapes and dtypes
   (train_state.abstract_train_state), without initialising the model, which
   outside jit costs a compilation per operation (seconds of start-up); on
   this process's first device, whatever devices saved them; as numpy zeros
   with several processes (each restores the arrays whole)."""
-  target = train_state_lib.abstract_train_state(model, image_shape, optim, 1)
+  target = train_state_lib.abstract_train_state(model, image_shape, optim, 1,
+                                                head)
   if jax.process_count() > 1:
     return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

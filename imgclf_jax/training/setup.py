@@ -62,7 +62,8 @@ def initial_state(model_spec: ModelSpec, optim: OptimSpec, seed: int,
   model = registry.create_model(model_spec)
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
   state = train_state_lib.create_train_state(
-      init_rng, model, pipeline.image_shape, optim, pipeline.steps_per_epoch)
+      init_rng, model, pipeline.image_shape, optim, pipeline.steps_per_epoch,
+      head=registry.HEADS.get(model_spec.name))
   init_record = None
   if resumed is not None:
     state = store.restore_state(resumed.step, state)

@@ -32,6 +32,10 @@ class OptimSpec:
   label_smoothing, ema_decay (0: no moving average), the lookahead
   (lookahead_every_steps 0: none; steps.lookahead_for) and microbatches
   (resolved: >= 1): the train step's (steps.train_step_for).
+  probe_epochs: the epochs during which only the model's classifier head
+  (registry.HEADS) is updated (a linear probe; 0: none);
+  pretrained_lr_scale: the step scale of every other layer
+  (train_state.create_optimizer).
   """
   optimizer: str
   learning_rate: float
@@ -52,6 +56,8 @@ class OptimSpec:
   lookahead_decay: float
   lookahead_decay_power: float
   microbatches: int
+  probe_epochs: float = 0.0
+  pretrained_lr_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

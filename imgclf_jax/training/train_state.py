@@ -59,8 +59,15 @@ def _mask(params, predicate):
       lambda keys, _: predicate(_path(keys)), params)
 
 
+def _step_gate(first_step: int) -> optax.GradientTransformation:
+  """Updates times 0 before step `first_step` (its own count), 1 after."""
+  return optax.scale_by_schedule(
+      lambda count: jnp.where(count < first_step, 0.0, 1.0))
+
+
 def create_optimizer(spec: OptimSpec, steps_per_epoch: int, norm_paths=(),
-                     frozen_from_epoch=None) -> optax.GradientTransformation:
+                     frozen_from_epoch=None,
+                     head: str | None = None) -> optax.GradientTransformation:
   """spec.optimizer with decoupled weight decay, all from optax.
 
   'adam' is optax.adam (optax.adamw when weight_decay > 0), 'adamw'
@@ -70,6 +77,12 @@ def create_optimizer(spec: OptimSpec, steps_per_epoch: int, norm_paths=(),
   steps are spec.norm_bias_lr_scale times larger (their decay is not).
   `frozen_from_epoch`: parameter path -> the epoch from which it is no
   longer updated (0: never trained).
+  `head`: the module path of the classifier head; every other parameter
+  (the pretrained layers) gets updates spec.pretrained_lr_scale times
+  as large, and none before epoch spec.probe_epochs (the linear probe).
+  Both are optax.masked transforms after the whole update (weight decay
+  included) whatever the step, so the optimizer state has the same shape
+  in and after the probe.
   """
   schedule = learning_rate_schedule(spec, steps_per_epoch)
   name, wd = spec.optimizer, spec.weight_decay
@@ -96,12 +109,26 @@ def create_optimizer(spec: OptimSpec, steps_per_epoch: int, norm_paths=(),
         optax.scale_by_schedule(
             lambda count, until=until: jnp.where(count < until, 1.0, 0.0)),
         lambda params, path=path: _mask(params, path.__eq__)))
+  if head is not None and (spec.pretrained_lr_scale != 1.0 or
+                           spec.probe_epochs > 0):
+    def pretrained(params):
+      return _mask(params, lambda p: not p.startswith(head + '/'))
+    if spec.pretrained_lr_scale != 1.0:
+      tx = optax.chain(tx, optax.masked(
+          optax.scale(spec.pretrained_lr_scale), pretrained))
+    if spec.probe_epochs > 0:
+      tx = optax.chain(tx, optax.masked(
+          _step_gate(int(round(spec.probe_epochs * steps_per_epoch))),
+          pretrained))
   return tx
 
 
 def create_train_state(rng, model, image_shape, spec: OptimSpec,
-                       steps_per_epoch: int) -> TrainState:
-  """Initialises parameters with `rng` for inputs of `image_shape` (HWC)."""
+                       steps_per_epoch: int,
+                       head: str | None = None) -> TrainState:
+  """Initialises parameters with `rng` for inputs of `image_shape` (HWC);
+  `head`: the model's classifier module (registry.HEADS), for
+  create_optimizer."""
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
                          train=False)
   params = variables['params']
@@ -112,7 +139,8 @@ def create_train_state(rng, model, image_shape, spec: OptimSpec,
       for keys in flax.traverse_util.flatten_dict(batch_stats)}))
   frozen = (model.frozen_paths(spec.whiten_bias_epochs)
             if hasattr(model, 'frozen_paths') else None)
-  tx = create_optimizer(spec, steps_per_epoch, norm_paths, frozen)
+  tx = create_optimizer(spec, steps_per_epoch, norm_paths, frozen,
+                        head=head)
   copy = {'params': params}
   if batch_stats is not None:
     copy['batch_stats'] = batch_stats
@@ -136,9 +164,10 @@ def with_params(state: TrainState, params, batch_stats=None) -> TrainState:
 
 
 def abstract_train_state(model, image_shape, spec: OptimSpec,
-                         steps_per_epoch: int):
-  """The shapes/dtypes of a TrainState, without computing anything."""
+                         steps_per_epoch: int, head: str | None = None):
+  """The shapes/dtypes of a TrainState (create_train_state's), without
+  computing anything."""
   return jax.eval_shape(
       lambda rng: create_train_state(rng, model, image_shape, spec,
-                                     steps_per_epoch),
+                                     steps_per_epoch, head),
       jax.random.key(0))

@@ -58,7 +58,8 @@ def test_every_origin_names_a_key_of_the_defaults():
   assert set(keys.keys_where('resume', keys.FIXED)) == {
       'dataset', 'model', 'model_layout', 'image_size', 'normalization',
       'batch_size', 'optimizer', 'ema_decay', 'norm_bias_lr_scale',
-      'lookahead_every_steps'}
+      'lookahead_every_steps', 'probe_epochs', 'pretrained_lr_scale',
+      'freeze_batch_norm'}
   assert set(keys.keys_where('eval', keys.DATA)) == {
       'dataset', 'data_dir', 'train_split', 'validation_split',
       'validation_fraction'}

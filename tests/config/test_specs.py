@@ -25,7 +25,7 @@ def _changed_config():
   config = helpers.small_config(
       'cifar10', model='fast_cifar', dropout_rate=0.0, optimizer='sgd',
       lr_schedule='cosine', early_stopping_metric='validation_accuracy',
-      tta='flip', nesterov=True, data_on_device=True)
+      tta='flip', nesterov=True, data_on_device=True, freeze_batch_norm=True)
   for i, (key, value) in enumerate(sorted(config.items())):
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or
         key == 'dropout_rate'):
@@ -50,6 +50,8 @@ def test_every_field_holds_the_value_of_its_key():
   # Distinct values, so that no two keys could be confused.
   values = [config[k] for k in checked if not isinstance(config[k], bool)]
   assert len(checked) >= 30
+  assert {'probe_epochs', 'pretrained_lr_scale',
+          'freeze_batch_norm'} <= checked
   assert len(set(map(repr, values))) == len(values)
 
 
