@@ -13,8 +13,8 @@ guides do:
 
 * image_size 224: the resolution the weights were trained at. Their
   filters and (frozen) BatchNorm statistics are those of objects at that
-  scale; smaller inputs (e.g. --config.image_size=160, about twice as fast
-  on a CPU) work but give up some accuracy.
+  scale; smaller inputs (e.g. --config.image_size=160, about half the
+  computation) work, with an accuracy not measured here.
 * the input normalised as the weights were trained, not with your images'
   statistics: pixels scaled to [-1, 1] (mean 0.498, std 0.502 per channel,
   measured for this file by benchmarks/pretrained_check.py).
@@ -25,7 +25,7 @@ guides do:
   hundred images per class estimate them worse; batches are small).
 * light augmentation (flips, zoom, shifts) and the model's dropout 0.2.
 
-Result: not measured; it depends on your images (docs/results.md#not-measured).
+Result: not measured yet (docs/results.md#not-measured).
 """
 
 from imgclf_jax.config import keys
