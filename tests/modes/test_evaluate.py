@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -116,15 +117,16 @@ def _a_trainer_saves_while_the_state_is_read(monkeypatch, workdir):
   step's metadata and its arrays), a trainer beside it saves a new, best
   step, and its retention (the latest step and the best) removes the one
   being read. Returns the steps it saved."""
-  real = train_state_lib.create_train_state
+  real = train_state_lib.abstract_train_state
   saved = []
 
-  def create_while_training(*args, **kwargs):
-    target = real(*args, **kwargs)
+  def build_while_training(*args, **kwargs):
+    target = real(*args, **kwargs)  # shapes and dtypes only
     trainer = checkpoint_store.CheckpointStore(workdir, max_to_keep=1)
     step = trainer.latest_step()
     _, metadata = trainer.restore_metadata(step)
-    state = trainer.restore_state(step, target)
+    state = trainer.restore_state(step, jax.tree.map(
+        lambda a: np.zeros(a.shape, a.dtype), target))
     metadata = {k: v for k, v in metadata.items()
                 if k not in ('format_version', checkpoint_store.CHECKSUM_KEY)}
     trainer.save(step + 1, state, metadata,
@@ -133,8 +135,8 @@ def _a_trainer_saves_while_the_state_is_read(monkeypatch, workdir):
     assert trainer.steps() == [step + 1]
     saved.append(step + 1)
     return target
-  monkeypatch.setattr(train_state_lib, 'create_train_state',
-                      create_while_training)
+  monkeypatch.setattr(train_state_lib, 'abstract_train_state',
+                      build_while_training)
   return saved
 
 
