@@ -230,7 +230,7 @@ def test_a_finetune_lowers_the_loss_and_its_checkpoint_serves(
       steps.inference_variables(restored.state), pixels, train=False))
   np.testing.assert_allclose(got, want, atol=1e-5)
   exported = export.export_checkpoint(None, workdir)
-  served = test_export._serve(exported['path'], images, tmp_path)
+  served = test_export._serve(exported['path'], images, images, tmp_path)
   np.testing.assert_allclose(served['uint8'], got, atol=1e-5)
 
 
