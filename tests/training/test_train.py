@@ -103,7 +103,8 @@ def test_a_second_trainer_stops_before_writing_anything(tmp_path):
                        rf'trainer \(pid {os.getpid()} .*lock file '
                        rf'{lock.path}\)'):
       _train(helpers.small_config(f'folder:{data}'), workdir)
-  assert os.listdir(workdir) == ['train.lock']
+    assert os.listdir(workdir) == ['train.lock']  # the holder's alone
+  assert os.listdir(workdir) == []  # which it removes at its exit
 
 
 # main.py as a user runs it, on one device (tests/test_main.py), killed with
@@ -200,13 +201,13 @@ def test_main_py_refuses_a_workdir_in_training_with_one_error_line(tmp_path):
     lock.sign()
     process = _main_train(data, workdir, log)
     assert process.wait(timeout=600) == 2
+    assert os.listdir(workdir) == ['train.lock']  # the holder's alone
   with open(log) as f:
     stderr = f.read()
   errors = [l for l in stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'Traceback' not in stderr
   assert errors[0].startswith(f'error: --workdir={workdir} is in use by '
                               f'another trainer (pid {os.getpid()} on host ')
-  assert os.listdir(workdir) == ['train.lock']
 
 
 # --- BatchNorm models with the strong recipes' parts --------------------------
