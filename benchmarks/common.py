@@ -7,7 +7,6 @@ it sets nothing up. A script calls `tune_malloc()` first thing in its main
 """
 
 import argparse
-import functools
 import importlib
 import os
 import platform
@@ -248,3 +247,35 @@ def machine(malloc_tuned: bool) -> dict:
   if cpu is not None:
     info['cpu'] = cpu
   return info
+
+
+def link_images(class_dir: str, out_dir: str, indices) -> None:
+  """Symlinks class_dir/NNNN.jpg for each index in `indices` into out_dir
+  (the CIFAR-10 JPEG copy's names). Refuses an out_dir built with other
+  indices: a re-run with other sizes must not leave extra files behind."""
+  os.makedirs(out_dir, exist_ok=True)
+  wanted = {f'{i:04d}.jpg' for i in indices}
+  extra = sorted(set(os.listdir(out_dir)) - wanted)
+  if extra:
+    raise SystemExit(f'{out_dir} was built with other images ({extra[0]}, '
+                     '...): remove it first.')
+  for name in sorted(wanted):
+    link = os.path.join(out_dir, name)
+    if not os.path.lexists(link):
+      os.symlink(os.path.realpath(os.path.join(class_dir, name)), link)
+
+
+def main_py(*args):
+  """Runs `python main.py *args` from the repository root as a user would;
+  returns (the CompletedProcess, its wall seconds, the command). Exits with
+  the end of its stderr if it fails."""
+  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), *args]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  start = time.time()
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+  seconds = time.time() - start
+  if result.returncode:
+    sys.stderr.write(result.stderr[-5000:])
+    raise SystemExit(f'failed: {" ".join(cmd)}')
+  return result, seconds, cmd

@@ -31,9 +31,7 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 if __package__ in (None, ''):  # python benchmarks/imbalance.py
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,32 +63,10 @@ def build_folder(cifar, out, majority, minority_classes, fraction):
                else majority)
     for split, indices in (('train', range(n_train)),
                            ('validation', VALIDATION)):
-      d = os.path.join(data, split, cls)
-      os.makedirs(d, exist_ok=True)
-      for i in indices:
-        link = os.path.join(d, f'{i:04d}.jpg')
-        if not os.path.lexists(link):
-          os.symlink(os.path.realpath(os.path.join(cifar, cls, f'{i:04d}.jpg')),
-                     link)
+      common.link_images(os.path.join(cifar, cls),
+                         os.path.join(data, split, cls), indices)
       counts[split][cls] = len(indices)
-    # A re-run with other sizes must not leave extra files behind.
-    extra = sorted(os.listdir(os.path.join(data, 'train', cls)))[n_train:]
-    if extra:
-      raise SystemExit(f'{data} was built with other sizes: remove it first.')
   return data, counts
-
-
-def main_py(*args):
-  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), *args]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  start = time.time()
-  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-  seconds = time.time() - start
-  if result.returncode:
-    sys.stderr.write(result.stderr[-5000:])
-    raise SystemExit(f'failed: {" ".join(cmd)}')
-  return result, seconds, cmd
 
 
 def main():
@@ -136,8 +112,8 @@ def main():
                   f'--config.num_epochs={args.epochs}',
                   f'--config.seed={args.seed}', *REMEDIES[name]]
     print(f'[{name}] python main.py {" ".join(train_args)}', flush=True)
-    _, train_seconds, _ = main_py(*train_args)
-    evaluated, _, _ = main_py(*workdir_args, '--mode=eval')
+    _, train_seconds, _ = common.main_py(*train_args)
+    evaluated, _, _ = common.main_py(*workdir_args, '--mode=eval')
     result = json.loads(evaluated.stdout)
     recall = {c: r['recall'] for c, r in result['per_class'].items()}
     minority_recall = sum(recall[c] for c in minority) / len(minority)
