@@ -44,6 +44,8 @@ RENAMED = {'train_step_slices': 'microbatches'}
 BENCH_MODELS = {
     'cnn': (None, 128),                 # the seed CNN, Adam
     'fast_cifar': ('cifar10_fast', 1024),  # airbench94 and its recipe
+    # fine-tuning ImageNet weights (efficientnet_speed.py; not run.py's)
+    'efficientnet_lite0': ('finetune_folder', 32),
 }
 
 
@@ -120,11 +122,12 @@ def trainer_train_step(config, devices=None, steps_per_epoch=None):
       in_axes=(None, 0, None), devices=devices)
 
 
-def synthetic_batch(batch_size: int, seed: int = 0) -> dict:
+def synthetic_batch(batch_size: int, seed: int = 0,
+                    image_shape=IMAGE_SHAPE) -> dict:
   """A global batch [B, ...] of random images and one-hot labels, mask 1."""
   rng = np.random.default_rng(seed)
   return {
-      'image': rng.normal(size=(batch_size, *IMAGE_SHAPE)).astype(np.float32),
+      'image': rng.normal(size=(batch_size, *image_shape)).astype(np.float32),
       'label': np.eye(NUM_CLASSES, dtype=np.float32)[
           rng.integers(0, NUM_CLASSES, batch_size)],
       'mask': np.ones(batch_size, np.float32),
@@ -148,11 +151,13 @@ def jax_setup(batch_size: int, overrides: dict | None = None,
   rate schedule and timed freezes of a 100-step epoch)."""
   config = make_config(batch_size, overrides, base)
   model = registry.create_model(specs.model_spec(config, NUM_CLASSES))
+  shape = (config.image_size, config.image_size, 3)
   state = train_state_lib.create_train_state(
-      jax.random.key(0), model, IMAGE_SHAPE, specs.optim_spec(config),
-      steps_per_epoch=STEPS_PER_EPOCH)
+      jax.random.key(0), model, shape, specs.optim_spec(config),
+      steps_per_epoch=STEPS_PER_EPOCH, head=registry.HEADS.get(config.model))
   # Moved to the devices the way the trainer moves its batches.
-  batch = next(device_axis.to_devices(iter([synthetic_batch(batch_size)])))
+  batch = next(device_axis.to_devices(iter([synthetic_batch(
+      batch_size, image_shape=shape)])))
   return Setup(state, batch, trainer_train_step(config),
                device_axis.pmap_step(steps.eval_step))
 
@@ -279,3 +284,15 @@ def main_py(*args):
     sys.stderr.write(result.stderr[-5000:])
     raise SystemExit(f'failed: {" ".join(cmd)}')
   return result, seconds, cmd
+
+
+def write_table(path: str, header, rows) -> str:
+  """A Markdown table of `header` (column names) and `rows` (lists of cell
+  texts), written to `path` and printed; returns its text."""
+  lines = ['| ' + ' | '.join(header) + ' |', '| --- ' * len(header) + '|']
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  table = '\n'.join(lines)
+  with open(path, 'w') as f:
+    f.write(table + '\n')
+  print(table)
+  return table

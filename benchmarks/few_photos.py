@@ -127,19 +127,15 @@ def main():
     with open(results_path, 'w') as f:
       json.dump(results, f, indent=2)
 
-  lines = ['| model | recipe | validation accuracy (last epoch) | best epoch | '
-           'train accuracy | wall time |', '| --- ' * 6 + '|']
-  for name, run in results['runs'].items():
-    lines.append(
-        f'| {name} | {RECIPES[name][0].split("=")[1]}, {run["epochs"]} epochs'
-        f' | {run["validation_accuracy"]:.3f} | {run["best_accuracy"]:.3f} '
-        f'(epoch {run["best_epoch"]}) | {run["train_accuracy"]:.3f} | '
-        f'{run["wall_seconds"] / 60:.1f} min |')
-  table = '\n'.join(lines)
-  with open(os.path.join(out, f'results_seed{args.seed}.md'), 'w') as f:
-    f.write(table + '\n')
-  print(table)
-
+  common.write_table(
+      os.path.join(out, f'results_seed{args.seed}.md'),
+      ['model', 'recipe', 'validation accuracy (last epoch)', 'best epoch',
+       'train accuracy', 'wall time'],
+      [[name, f'{RECIPES[name][0].split("=")[1]}, {run["epochs"]} epochs',
+        f'{run["validation_accuracy"]:.3f}',
+        f'{run["best_accuracy"]:.3f} (epoch {run["best_epoch"]})',
+        f'{run["train_accuracy"]:.3f}', f'{run["wall_seconds"] / 60:.1f} min']
+       for name, run in results['runs'].items()])
 
 if __name__ == '__main__':
   main()

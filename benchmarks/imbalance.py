@@ -135,22 +135,17 @@ def main():
     with open(results_path, 'w') as f:
       json.dump(results, f, indent=2)
 
-  lines = ['| remedy | ' + ' | '.join(f'{c} recall' for c in minority) +
-           ' | minority recall (mean) | majority recall (mean) | accuracy | '
-           'macro F1 | train wall time | median epoch |',
-           '| --- ' * (len(minority) + 7) + '|']
-  for name, run in results['runs'].items():
-    lines.append(
-        f'| {name} | ' + ' | '.join(f'{run["recall"][c]:.3f}' for c in minority)
-        + f' | {run["minority_recall"]:.3f} | {run["majority_recall"]:.3f} | '
-        f'{run["accuracy"]:.3f} | {run["macro_f1"]:.3f} | '
-        f'{run["train_wall_seconds"] / 60:.1f} min | '
-        f'{statistics.median(run["epoch_seconds"]):.0f} s |')
-  table = '\n'.join(lines)
-  with open(os.path.join(out, f'results_seed{args.seed}.md'), 'w') as f:
-    f.write(table + '\n')
-  print(table)
-
+  common.write_table(
+      os.path.join(out, f'results_seed{args.seed}.md'),
+      ['remedy', *(f'{c} recall' for c in minority), 'minority recall (mean)',
+       'majority recall (mean)', 'accuracy', 'macro F1', 'train wall time',
+       'median epoch'],
+      [[name, *(f'{run["recall"][c]:.3f}' for c in minority),
+        f'{run["minority_recall"]:.3f}', f'{run["majority_recall"]:.3f}',
+        f'{run["accuracy"]:.3f}', f'{run["macro_f1"]:.3f}',
+        f'{run["train_wall_seconds"] / 60:.1f} min',
+        f'{statistics.median(run["epoch_seconds"]):.0f} s']
+       for name, run in results['runs'].items()])
 
 if __name__ == '__main__':
   main()

@@ -47,6 +47,7 @@ _START = time.perf_counter()  # --child=first_step counts from here
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -128,6 +129,17 @@ def torch_device():
   return 'cpu'
 
 
+def seeded_torch_device():
+  """torch_device() with PyTorch seeded (0) and, on the CPU, using every
+  core."""
+  import torch
+  torch.manual_seed(0)
+  device = torch_device()
+  if device == 'cpu':
+    torch.set_num_threads(os.cpu_count() or 1)
+  return device
+
+
 def torch_setup(batch_size, kind='eager', half=False):
   """The same CNN in PyTorch, Adam, cross-entropy; None if torch is absent.
 
@@ -141,10 +153,7 @@ def torch_setup(batch_size, kind='eager', half=False):
     from torch import nn
   except ImportError:
     return None
-  torch.manual_seed(0)
-  device = torch_device()
-  if device == 'cpu':
-    torch.set_num_threads(os.cpu_count() or 1)
+  device = seeded_torch_device()
   model = nn.Sequential(
       nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -181,10 +190,7 @@ def torch_fast_cifar_setup(setup, config, kind='eager', half=False):
     from benchmarks import torch_models
   except ImportError:
     return None
-  torch.manual_seed(0)
-  device = torch_device()
-  if device == 'cpu':
-    torch.set_num_threads(os.cpu_count() or 1)
+  device = seeded_torch_device()
   net = torch_models.FastCifar(NUM_CLASSES)
   torch_models.load_flax(net, setup.state.params, setup.state.batch_stats)
   ours = sum(x.size for x in jax.tree.leaves(setup.state.params))
@@ -479,7 +485,7 @@ def machine(malloc_tuned):
 
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--model', choices=tuple(common.BENCH_MODELS),
+  parser.add_argument('--model', choices=('cnn', 'fast_cifar'),
                       default='cnn',
                       help='the network measured: cnn (the seed CNN, the '
                       'default config) or fast_cifar (airbench94, '
@@ -555,10 +561,8 @@ def main():
   except UserError as e:
     sys.exit(f'error: {e}')
   if args.check:
-    try:
-      import torch  # pylint: disable=unused-import
-    except ImportError:
-      sys.exit('--check needs PyTorch (import torch failed)')
+    if importlib.util.find_spec('torch') is None:
+      sys.exit('--check needs PyTorch (no module named torch)')
     result = check_peer(batch, overrides, num_steps=args.steps or 3,
                         kinds=args.torch_kinds or ['eager'])
     ok = not result['mismatches']

@@ -67,7 +67,7 @@ class TfdsSource(source_base.Source):
       ) from None
 
   def _load(self, split: str, indices=None) -> tf.data.Dataset:
-    n = self._count(split)  # clear error for unknown splits
+    self._count(split)  # clear error for unknown splits
     image_key, label_key = self._image_key, self._label_key
     read_config = tfds.ReadConfig(try_autocache=False)
     if indices is None:

@@ -71,7 +71,8 @@ class MBConv(nn.Module):
   kernel_size: int
   strides: int
   expand_ratio: int
-  conv: Callable[..., nn.Module]
+  pointwise_conv: Callable[..., nn.Module]  # nn.Conv's signature
+  depthwise_conv: Callable[..., nn.Module]
   norm: Callable[..., Any]
   act: Callable[[jax.Array], jax.Array]
 
@@ -80,13 +81,13 @@ class MBConv(nn.Module):
     inputs = x
     width = x.shape[-1] * self.expand_ratio
     if self.expand_ratio != 1:
-      x = self.conv(width, (1, 1), name='expand_conv')(x)
+      x = self.pointwise_conv(width, (1, 1), name='expand_conv')(x)
       x = self.act(self.norm(name='expand_bn')(x))
     k, s = self.kernel_size, self.strides
-    x = self.conv(width, (k, k), (s, s), feature_group_count=width,
-                  name='depthwise_conv')(x)
+    x = self.depthwise_conv(width, (k, k), (s, s), feature_group_count=width,
+                            name='depthwise_conv')(x)
     x = self.act(self.norm(name='depthwise_bn')(x))
-    x = self.conv(self.features, (1, 1), name='project_conv')(x)
+    x = self.pointwise_conv(self.features, (1, 1), name='project_conv')(x)
     x = self.norm(name='project_bn')(x)
     if s == 1 and inputs.shape[-1] == self.features:
       x = x + inputs
@@ -112,6 +113,11 @@ class EfficientNetLite(nn.Module):
   # BatchNorm with its running statistics in training too, never updating
   # them (config.freeze_batch_norm, for fine-tuning).
   freeze_batch_norm: bool = False
+  # The modules of the depthwise and the 1x1 convolutions (nn.Conv's
+  # signature; the registry's conv_impl 'fast' gives fast_conv's
+  # DepthwiseConv and PointwiseConv); None: nn.Conv.
+  depthwise_conv: Callable[..., nn.Module] | None = None
+  pointwise_conv: Callable[..., nn.Module] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool, example_ids=None):
@@ -119,6 +125,10 @@ class EfficientNetLite(nn.Module):
       raise ValueError('dropout_rate > 0 needs a dropout layer (dropout=)')
     conv = functools.partial(nn.Conv, padding='SAME', use_bias=False,
                              dtype=self.dtype)
+    depthwise_conv, pointwise_conv = (
+        conv if m is None else functools.partial(
+            m, padding='SAME', use_bias=False, dtype=self.dtype)
+        for m in (self.depthwise_conv, self.pointwise_conv))
     norm = functools.partial(
         batch_norm, self.dtype,
         use_running_average=not train or self.freeze_batch_norm,
@@ -135,9 +145,11 @@ class EfficientNetLite(nn.Module):
     for repeats, kernel, stride, expand, features in self.stages:
       for j in range(repeats):
         x = MBConv(features, kernel, stride if j == 0 else 1, expand,
-                   conv=conv, norm=norm, act=act, name=f'blocks_{n}')(x)
+                   pointwise_conv=pointwise_conv,
+                   depthwise_conv=depthwise_conv, norm=norm, act=act,
+                   name=f'blocks_{n}')(x)
         n += 1
-    x = conv(self.head_filters, (1, 1), name='head_conv')(x)
+    x = pointwise_conv(self.head_filters, (1, 1), name='head_conv')(x)
     x = act(norm(name='head_bn')(x))
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.dropout is not None:

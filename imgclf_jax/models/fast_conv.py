@@ -18,6 +18,13 @@ convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
   XLA reuses the patch matrix in the backward pass.
 * The input gradient stays a forward convolution with the flipped kernel, as
   jax.grad emits it (already fast).
+* `DepthwiseConv` is nn.Conv with feature_group_count equal to its channels
+  (EfficientNet's depthwise k x k convolutions, any stride, TensorFlow's and
+  Flax's 'SAME' padding) as the sum of its k*k taps: shifted (strided)
+  slices of the padded input times one weight per channel, one fusion, and
+  jax.grad's gradients of that. XLA:CPU runs the grouped convolution's
+  forward and backward passes an order of magnitude slower
+  (benchmarks/efficientnet_speed.py).
 * `max_pool_2x2` stores the int8 index of the first maximum of each window
   (the tie rule of nn.max_pool's select_and_scatter and of PyTorch); its
   gradient is one compare-and-select fusion, instead of select_and_scatter
@@ -33,7 +40,8 @@ import jax.numpy as jnp
 from jax import lax
 import flax.linen as nn
 
-__all__ = ['FastConv', 'max_pool_2x2', 'conv2d_same']
+__all__ = ['FastConv', 'DepthwiseConv', 'PointwiseConv', 'max_pool_2x2', 'conv2d_same',
+           'depthwise_conv_same']
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
@@ -154,6 +162,105 @@ class FastConv(nn.Module):
     y = conv2d_same(x, kernel.astype(x.dtype))
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+# ----------------------------------------------------------------------------- 1x1
+class PointwiseConv(nn.Module):
+  """Drop-in for nn.Conv(features, (1, 1), padding='SAME') with stride 1
+  (NHWC): the same parameters (kernel (1, 1, in, features)) and values, as
+  one dot over the channels, whose gradients are dots too (XLA:CPU runs a
+  1x1 convolution's forward and backward passes 2-3x slower than the
+  dots)."""
+  features: int
+  kernel_size: Sequence[int] = (1, 1)
+  strides: Sequence[int] = (1, 1)
+  use_bias: bool = True
+  padding: str = 'SAME'
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  param_dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None  # computation dtype (None: that of x)
+
+  @nn.compact
+  def __call__(self, x):
+    if tuple(self.kernel_size) != (1, 1) or tuple(self.strides) != (1, 1):
+      raise ValueError(f'PointwiseConv: a 1x1 kernel at stride 1; got '
+                       f'{self.kernel_size} at stride {self.strides}.')
+    kernel = self.param('kernel', self.kernel_init,
+                        (1, 1, x.shape[-1], self.features), self.param_dtype)
+    x = x.astype(self.dtype or x.dtype)
+    y = lax.dot_general(x, kernel[0, 0].astype(x.dtype),
+                        (((x.ndim - 1,), (0,)), ((), ())))
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,),
+                        self.param_dtype)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+# ----------------------------------------------------------------------------- depthwise
+def _same_total_pad(size, k, stride):
+  """lax 'SAME' padding of one spatial axis: (low, high), the smaller half
+  before (TensorFlow's rule)."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def depthwise_conv_same(x, w, strides=(1, 1)):
+  """NHWC x (kh, kw, 1, C) -> NHWC: the depthwise convolution
+  lax.conv_general_dilated(x, w, strides, 'SAME', feature_group_count=C)
+  computes, as the sum of its kh*kw taps."""
+  kh, kw = w.shape[:2]
+  sh, sw = strides
+  n, h, ww, c = x.shape
+  ph, pw = _same_total_pad(h, kh, sh), _same_total_pad(ww, kw, sw)
+  oh, ow = -(-h // sh), -(-ww // sw)
+  xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      tap = xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+      term = tap * w[i, j, 0]
+      y = term if y is None else y + term
+  return y
+
+
+class DepthwiseConv(nn.Module):
+  """Drop-in for nn.Conv(features, kernel_size, strides, padding='SAME',
+  feature_group_count=features) on inputs of `features` channels (NHWC): the
+  same parameters (kernel (kh, kw, 1, features), nn.Conv's initialisers)
+  and the same values, computed by depthwise_conv_same. Give it nn.Conv's
+  name to keep its parameter tree."""
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  strides: Sequence[int] = (1, 1)
+  feature_group_count: int = 1  # must equal features (nn.Conv's signature)
+  use_bias: bool = True
+  padding: str = 'SAME'
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  param_dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None  # computation dtype (None: that of x)
+
+  @nn.compact
+  def __call__(self, x):
+    if (self.padding != 'SAME' or x.shape[-1] != self.features or
+        self.feature_group_count != self.features):
+      raise ValueError(
+          f'DepthwiseConv: padding SAME and {self.features} groups of one '
+          f'channel; got padding {self.padding!r}, feature_group_count '
+          f'{self.feature_group_count}, {x.shape[-1]} input channels.')
+    kh, kw = tuple(self.kernel_size)
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, 1, self.features),
+                        self.param_dtype)
+    x = x.astype(self.dtype or x.dtype)
+    y = depthwise_conv_same(x, kernel.astype(x.dtype), tuple(self.strides))
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,),
+                        self.param_dtype)
       y = y + bias.astype(y.dtype)
     return y
 

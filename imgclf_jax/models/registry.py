@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from imgclf_jax.models.efficientnet import EfficientNetLite0
 from imgclf_jax.models.fast_cifar import FastCifar
 from imgclf_jax.models.fast_conv import FastConv
+from imgclf_jax.models.fast_conv import DepthwiseConv
+from imgclf_jax.models.fast_conv import PointwiseConv
 from imgclf_jax.models.fast_conv import max_pool_2x2
 from imgclf_jax.models import resnet
 from imgclf_jax.models.spec import ModelSpec
@@ -108,7 +110,8 @@ MODELS = {
     'resnet18': (resnet.ResNet18, {'stem': 'cifar'}, None),
     'resnet50': (resnet.ResNet50, {'stem': 'imagenet'}, None),
     'efficientnet_lite0': (EfficientNetLite0, {'dropout': ExampleDropout},
-                           None),
+                           {'depthwise_conv': DepthwiseConv,
+                            'pointwise_conv': PointwiseConv}),
 }
 BATCH_NORM_MODELS = ('fast_cifar', 'resnet18', 'resnet50',
                      'efficientnet_lite0')

@@ -63,6 +63,17 @@ STEMS = ('cifar', 'imagenet')
 PADDINGS = ('flax', 'torch')
 
 
+def _add_shortcut(block, residual, y):
+  """A block's output: act(residual + y), the residual projected (a strided
+  1x1 convolution and its norm, submodules of `block`, called inside its
+  compact __call__) where its shape differs from y's."""
+  if residual.shape != y.shape:
+    residual = block.conv(y.shape[-1], (1, 1), block.strides,
+                          name='conv_proj')(residual)
+    residual = block.norm(name='norm_proj')(residual)
+  return block.act(residual + y)
+
+
 class ResNetBlock(nn.Module):
   """The basic block: two 3x3 convolutions (ResNet-18/34)."""
   filters: int
@@ -79,13 +90,7 @@ class ResNetBlock(nn.Module):
     y = self.act(y)
     y = self.conv(self.filters, (3, 3))(y)
     y = self.norm(scale_init=nn.initializers.zeros_init())(y)
-
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), self.strides,
-                           name='conv_proj')(residual)
-      residual = self.norm(name='norm_proj')(residual)
-
-    return self.act(residual + y)
+    return _add_shortcut(self, residual, y)
 
 
 class BottleneckResNetBlock(nn.Module):
@@ -107,13 +112,7 @@ class BottleneckResNetBlock(nn.Module):
     y = self.act(y)
     y = self.conv(self.filters * 4, (1, 1))(y)
     y = self.norm(scale_init=nn.initializers.zeros_init())(y)
-
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * 4, (1, 1), self.strides,
-                           name='conv_proj')(residual)
-      residual = self.norm(name='norm_proj')(residual)
-
-    return self.act(residual + y)
+    return _add_shortcut(self, residual, y)
 
 
 def batch_norm(out_dtype, **kwargs):

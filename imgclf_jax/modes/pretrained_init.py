@@ -19,7 +19,6 @@ checkpoint source is read with this package's checkpoint loader).
 
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,6 +60,32 @@ def initialize(state, init_from: str, model: str, num_classes: int):
   return state, record
 
 
+class _CheckpointMessages:
+  """importer.fill's errors and notes for a checkpoint of this program."""
+
+  def __init__(self, loaded, init_from, model):
+    self._loaded, self._model = loaded, model
+    self._flag = f'--config.init_from={init_from}'
+    self._at = f'checkpoint {loaded.step} in {loaded.directory}'
+
+  def missing(self, path, ours):
+    return UserError(
+        f'{self._flag}: {self._model} needs {"/".join(path)} '
+        f'{importer.shape_text(ours)}, which {self._at} lacks.')
+
+  def wrong_shape(self, path, theirs, ours):
+    return UserError(
+        f'{self._flag}: {"/".join(path)} has shape '
+        f'{importer.shape_text(theirs)} in {self._at}, but {self._model} '
+        f'needs {importer.shape_text(ours)} there: start from a checkpoint '
+        'of the same model, image size and channels.')
+
+  def left_new(self, path, theirs, ours):
+    return (f'{"/".join(path)} {importer.shape_text(ours)} (the '
+            f'checkpoint\'s {importer.shape_text(theirs)}: '
+            f'{len(self._loaded.class_names)} classes)')
+
+
 def _from_checkpoint(target: dict, src, init_from: str, model: str,
                      num_classes: int):
   """`target` filled from a checkpoint of this program (the variables eval
@@ -73,33 +98,21 @@ def _from_checkpoint(target: dict, src, init_from: str, model: str,
   theirs = name_maps.flatten(jax.device_get(
       steps.inference_variables(loaded.state)))
   their_classes = len(loaded.class_names)
-  variables, new = {}, []
-  for path, value in name_maps.flatten(target).items():
-    where = '/'.join(path)
-    if path not in theirs:
-      raise UserError(
-          f'--config.init_from={init_from}: {model} needs {where} '
-          f'{importer.shape_text(value.shape)}, which checkpoint {loaded.step} in '
-          f'{loaded.directory} lacks.')
-    got = theirs[path].shape
-    if got == value.shape:
-      variables[path] = np.asarray(theirs[path])
-    elif (their_classes != num_classes and got and value.shape and
-          got[-1] == their_classes and value.shape[-1] == num_classes and
-          importer.other_class_count(got, value.shape, axis=len(got) - 1)):
-      variables[path] = value
-      new.append(f'{where} {importer.shape_text(value.shape)} (the checkpoint\'s '
-                 f'{importer.shape_text(got)}: {their_classes} classes)')
-    else:
-      raise UserError(
-          f'--config.init_from={init_from}: {where} has shape {importer.shape_text(got)} '
-          f'in checkpoint {loaded.step} of {src.workdir}, but {model} needs '
-          f'{importer.shape_text(value.shape)} there: start from a checkpoint of the same '
-          'model, image size and channels.')
+
+  def find(path):
+    return np.asarray(theirs[path]) if path in theirs else None
+
+  def is_new_head(path, got, want):  # the class axis is the last
+    del path
+    return (their_classes != num_classes and got and want and
+            got[-1] == their_classes and want[-1] == num_classes and
+            importer.other_class_count(got, want, axis=len(got) - 1))
+
+  variables, count, new = importer.fill(
+      target, find, is_new_head, _CheckpointMessages(loaded, init_from, model))
   unused = sorted(set(theirs) - set(name_maps.flatten(target)))
   if unused:
     raise UserError(
         f'--config.init_from={init_from}: {"/".join(unused[0])} of checkpoint '
         f'{loaded.step} has no place in {model}.')
-  return (flax.traverse_util.unflatten_dict(variables), len(variables) -
-          len(new), new, loaded.metadata['state_sha256'], loaded.step)
+  return (variables, count, new, loaded.metadata['state_sha256'], loaded.step)

@@ -170,7 +170,6 @@ def process_slice(size: int) -> slice:
   """This process's rows of a global batch of `size` (divisible by the
   number of processes): its local devices' share, in device order."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   per_process = size // jax.process_count()
   start = jax.process_index() * per_process
   return slice(start, start + per_process)
@@ -199,7 +198,6 @@ def gather_examples(outputs: dict) -> dict:
 def check_shared_workdir(workdir: str):
   """Refuses a workdir that is not the same folder on every process: process
   0 writes a token file there; every other process must read it."""
-  import jax  # pylint: disable=g-import-not-at-top
   if not several():
     return
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -232,7 +230,6 @@ def check_shared_workdir(workdir: str):
 def _broadcast_text(text: str, length: int) -> str:
   """Process 0's `text` (at most `length` ASCII characters) on every
   process."""
-  import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   codes = [ord(c) for c in text.ljust(length)]
   got = multihost_utils.broadcast_one_to_all(np.asarray(codes, np.int32))

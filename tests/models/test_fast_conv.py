@@ -1,4 +1,6 @@
-"""FastConv / max_pool_2x2 against nn.Conv / nn.max_pool: values and gradients."""
+"""FastConv, DepthwiseConv, PointwiseConv and max_pool_2x2 against nn.Conv
+and nn.max_pool: parameters, values and gradients; efficientnet_lite0 built
+from them against the same network built from nn.Conv."""
 
 import flax.linen as nn
 import jax
@@ -9,7 +11,9 @@ import pytest
 from imgclf_jax.config import specs
 from imgclf_jax.models import registry
 from tests import helpers
+from imgclf_jax.models.fast_conv import DepthwiseConv
 from imgclf_jax.models.fast_conv import FastConv
+from imgclf_jax.models.fast_conv import PointwiseConv
 from imgclf_jax.models.fast_conv import max_pool_2x2
 
 RTOL = 1e-4  # relative to the largest |reference| value of each tensor (f32)
@@ -53,6 +57,69 @@ def test_forward_and_gradients_match_nn_conv(shape, kernel_size):
   _close(dp['kernel'], ref_dp['kernel'], 'd kernel')
   _close(dp['bias'], ref_dp['bias'], 'd bias')
   _close(dx, ref_dx, 'd input')
+
+
+def _assert_same_layer(fast, ref, x):
+  """`fast` has `ref`'s parameters (shapes and initial values) and computes
+  its values and gradients (of the input, kernel and bias)."""
+  kp, kg = jax.random.split(jax.random.key(x.shape[-1]))
+  params = ref.init(kp, x)['params']
+  fast_params = fast.init(kp, x)['params']
+  assert jax.tree.structure(params) == jax.tree.structure(fast_params)
+  for k in params:
+    np.testing.assert_array_equal(params[k], fast_params[k])
+  params = dict(params, bias=jax.random.normal(kp, params['bias'].shape))
+  y = ref.apply({'params': params}, x)
+  g = jax.random.normal(kg, y.shape)
+
+  def loss(module):
+    return lambda p, x: jnp.sum(module.apply({'params': p}, x) * g)
+
+  _close(jax.jit(fast.apply)({'params': params}, x), y, 'forward')
+  (ref_dp, ref_dx) = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  (dp, dx) = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(params, x)
+  _close(dp['kernel'], ref_dp['kernel'], 'd kernel')
+  _close(dp['bias'], ref_dp['bias'], 'd bias')
+  _close(dx, ref_dx, 'd input')
+
+
+# (batch, H, W, channels, kernel, stride): EfficientNet's 3x3 and 5x5 at
+# strides 1 and 2, odd and even sizes ('SAME' pads (0, 1) or (1, 1) there),
+# a non-square map, a batch of one.
+DEPTHWISE = [(2, 16, 16, 8, 3, 1), (2, 16, 16, 8, 3, 2), (2, 15, 15, 6, 5, 2),
+             (1, 14, 9, 5, 5, 1), (3, 7, 7, 4, 3, 2), (2, 8, 8, 3, 5, 2)]
+
+
+@pytest.mark.parametrize('shape', DEPTHWISE,
+                         ids=lambda s: 'x'.join(map(str, s)))
+def test_depthwise_conv_matches_nn_conv_with_a_group_per_channel(shape):
+  n, h, w, c, k, s = shape
+  x = jax.random.normal(jax.random.key(h * k + s), (n, h, w, c))
+  _assert_same_layer(
+      DepthwiseConv(c, (k, k), (s, s), feature_group_count=c),
+      nn.Conv(c, (k, k), (s, s), padding='SAME', feature_group_count=c), x)
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 16, 24), (1, 7, 5, 3, 9)],
+                         ids=lambda s: 'x'.join(map(str, s)))
+def test_pointwise_conv_matches_a_1x1_nn_conv(shape):
+  n, h, w, cin, cout = shape
+  x = jax.random.normal(jax.random.key(cin), (n, h, w, cin))
+  _assert_same_layer(PointwiseConv(cout),
+                     nn.Conv(cout, (1, 1), padding='SAME'), x)
+
+
+@pytest.mark.parametrize('module, message', [
+    (DepthwiseConv(8, (3, 3), feature_group_count=1), 'feature_group_count 1'),
+    (DepthwiseConv(4, (3, 3), feature_group_count=4), '8 input channels'),
+    (DepthwiseConv(8, (3, 3), feature_group_count=8, padding='VALID'),
+     "padding 'VALID'"),
+    (PointwiseConv(4, (3, 3)), 'got (3, 3) at stride (1, 1)'),
+])
+def test_the_fast_layers_refuse_what_they_do_not_compute(module, message):
+  with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(
+      ')', r'\)')):
+    module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 8)))
 
 
 @pytest.mark.parametrize('shape', [(5, 32, 32, 32), (2, 7, 7, 4), (2, 9, 6, 5)],
@@ -100,3 +167,49 @@ def test_cnn_matches_the_same_cnn_built_from_nn_conv():
   _close(our_loss, ref_loss, 'loss')
   for a, b in zip(jax.tree.leaves(our_grads), jax.tree.leaves(ref_grads)):
     _close(a, b, 'gradient')
+
+
+@pytest.mark.slow
+def test_efficientnet_matches_the_same_network_built_from_nn_conv():
+  # conv_impl 'fast' (the default on CPU) and 'xla': the same parameter tree
+  # (so checkpoints and pretrained weights serve either), values and
+  # gradients, with frozen BatchNorm statistics (fine-tuning's; with batch
+  # statistics of 4 images at 1x1 in the last stages, float rounding alone
+  # moves the gradients by percents: the layers' tests above check that
+  # arithmetic at every shape).
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  labels = jax.nn.one_hot(jnp.arange(4) % 3, 3)
+  config = helpers.small_config('cifar10', model='efficientnet_lite0',
+                                dropout_rate=0.0, freeze_batch_norm=True)
+  config.conv_impl = 'fast'
+  fast = registry.create_model(specs.model_spec(config, 3))
+  config.conv_impl = 'xla'
+  plain = registry.create_model(specs.model_spec(config, 3))
+  variables = plain.init(jax.random.key(1), x, train=False)
+  fast_variables = fast.init(jax.random.key(1), x, train=False)
+  assert jax.tree.structure(fast_variables) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(fast_variables), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(a, b)
+  # BatchNorm statistics away from their initial 0 and 1.
+  variables = dict(variables, batch_stats=jax.tree.map(
+      lambda v: v + 0.5, variables['batch_stats']))
+
+  def loss(model):
+    def f(p):  # one device on the 'batch' axis the BatchNorm averages over
+      logits = jax.vmap(lambda xs: model.apply(
+          {'params': p, 'batch_stats': variables['batch_stats']}, xs,
+          train=True, mutable=['batch_stats'])[0], axis_name='batch')(x[None])
+      return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits[0]) * labels, -1))
+    return f
+
+  ref_loss, ref_grads = jax.value_and_grad(loss(plain))(variables['params'])
+  our_loss, our_grads = jax.jit(jax.value_and_grad(loss(fast)))(
+      variables['params'])
+  _close(our_loss, ref_loss, 'loss')
+  for path, a in jax.tree_util.tree_leaves_with_path(our_grads):
+    b = ref_grads
+    for key in path:
+      b = b[key.key]
+    _close(a, b, jax.tree_util.keystr(path))
+  _close(jax.jit(lambda v: fast.apply(v, x, train=False))(variables),
+         plain.apply(variables, x, train=False), 'inference logits')

@@ -286,24 +286,26 @@ def _state_hash(workdir):
 @pytest.mark.slow
 def test_a_killed_process_ends_the_other_with_one_line_and_both_resume(
     tmp_path):
-  # 13 steps per epoch, checkpoints at the epochs' ends only: a kill just
-  # after the first epoch's save lands in a step's collectives, 12 steps
-  # before the next save, also on a loaded machine (a death in a save waits
-  # for JAX's heartbeat timeout: distributed.py).
-  data = helpers.make_image_folder(tmp_path / 'data', per_class=(36, 36, 36),
+  # 16 steps per epoch, checkpoints at the epochs' ends only. The kill comes
+  # once process 0 has logged the second epoch's second step: both processes
+  # are then past the first epoch's save (a step's collectives need both)
+  # and 14 steps before the next one, also on a loaded machine (a death in a
+  # save waits for JAX's heartbeat timeout: distributed.py).
+  data = helpers.make_image_folder(tmp_path / 'data', per_class=(50, 50, 50),
                                    ext='jpg')
   every = '--config.checkpoint_every_steps=0'
   one = str(tmp_path / 'one')  # 1 process x 2 devices, uninterrupted
   assert _main(data, one, str(tmp_path / 'one.log'), 2, every).wait(600) == 0
   per_epoch = min(int(s) for s in os.listdir(os.path.join(one, 'checkpoints'))
                   if s.isdigit())
-  assert per_epoch >= 10  # the premise: many steps between saves
+  assert per_epoch >= 14  # the premise: many steps between saves
   two = str(tmp_path / 'two')  # 2 processes x 1 device
   processes = _two_processes(data, two, tmp_path, 'a', every, devices=1)
   try:
-    while not os.path.isdir(os.path.join(two, 'checkpoints', str(per_epoch))):
+    while f'epoch 2/{EPOCHS}: step 2/' not in _log(tmp_path, 'p0_a.log'):
       assert processes[0].poll() is None, _log(tmp_path, 'p0_a.log')[-3000:]
       time.sleep(0.01)
+    assert os.path.isdir(os.path.join(two, 'checkpoints', str(per_epoch)))
     processes[1].kill()  # SIGKILL, inside the training steps
     assert processes[1].wait(600) == -signal.SIGKILL
     assert processes[0].wait(SURVIVOR_SECONDS) == 2, _log(

@@ -54,35 +54,34 @@ _LEAVES = {
 }
 
 
+# Our axes in PyTorch's order, by rank: a convolution's [kh, kw, in, out]
+# (depthwise: in 1) as [out, in, kh, kw], a dense kernel's [in, out] as
+# [out, in]; other ranks keep theirs.
+_TORCH_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
+
+
+def _torch_axes(ndim: int) -> tuple:
+  return _TORCH_AXES.get(ndim, tuple(range(ndim)))
+
+
 def to_torch_layout(array: np.ndarray) -> np.ndarray:
   """One of our arrays in PyTorch's layout (see the module docstring), in
   C order (what safetensors writes is the array's memory)."""
   array = np.asarray(array)
-  if array.ndim == 4:
-    array = array.transpose(3, 2, 0, 1)
-  elif array.ndim == 2:
-    array = array.T
-  return np.ascontiguousarray(array)
+  return np.ascontiguousarray(array.transpose(_torch_axes(array.ndim)))
 
 
 def from_torch_layout(array: np.ndarray) -> np.ndarray:
   """A PyTorch tensor in our layout (the inverse of to_torch_layout)."""
   array = np.asarray(array)
-  if array.ndim == 4:
-    array = array.transpose(2, 3, 1, 0)
-  elif array.ndim == 2:
-    array = array.T
-  return np.ascontiguousarray(array)
+  return np.ascontiguousarray(
+      array.transpose(np.argsort(_torch_axes(array.ndim))))
 
 
 def torch_shape(shape) -> tuple:
   """The PyTorch shape of one of our arrays of `shape`."""
   shape = tuple(shape)
-  if len(shape) == 4:
-    return (shape[3], shape[2], shape[0], shape[1])
-  if len(shape) == 2:
-    return shape[::-1]
-  return shape
+  return tuple(shape[i] for i in _torch_axes(len(shape)))
 
 
 @dataclasses.dataclass(frozen=True)
