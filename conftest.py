@@ -27,3 +27,10 @@ if _CACHE_MADE_HERE:
 def pytest_unconfigure(config):
   if _CACHE_MADE_HERE and not hasattr(config, 'workerinput'):
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+  """The slow tests first (in their order), then the others: the workers of
+  -n 2 start the long runs early and end together on the short tests,
+  rather than one waiting for the other's last long test."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

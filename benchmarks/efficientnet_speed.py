@@ -15,8 +15,10 @@ eager, and where the time goes: each convolution alone.
    medians of img/s and of the per-round ratio.
 2. Each convolution of the network (stem, 1x1 expansions, depthwise k x k,
    1x1 projections, head) alone, forward and backward (`value_and_grad` of
-   its output's sum, for its input and kernel) at the step's shapes: XLA's
-   convolution, jitted, against PyTorch eager (channels_last and NCHW), ms
+   its output's sum, for its input and kernel) at the step's shapes, in the
+   form the program uses on CPU (fast_conv.py: the depthwise ones as sums
+   of taps, the 1x1 ones as dots; XLA's convolution for the stem), jitted,
+   against PyTorch eager (channels_last and NCHW), ms
    per call, summed by kind. What the step spends outside them (BatchNorm,
    ReLU6, the pool, classifier, loss and AdamW) is the step less their sum.
 
@@ -42,6 +44,7 @@ import numpy as np
 
 from benchmarks import common
 from imgclf_jax.models import efficientnet
+from imgclf_jax.models import fast_conv
 
 MODEL = 'efficientnet_lite0'
 OVERRIDES = {'probe_epochs': 0.0, 'init_from': ''}  # every layer trains
@@ -75,10 +78,14 @@ def _jax_conv(batch, layer):
   w = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)) * 0.1,
                   jnp.float32)
 
-  def loss(x, w):
-    y = lax.conv_general_dilated(
-        x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=groups)
+  def loss(x, w):  # the program's forms on CPU (conv_impl auto: 'fast')
+    if groups > 1:
+      y = fast_conv.depthwise_conv_same(x, w, (s, s))
+    elif k == 1:
+      y = lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())))
+    else:
+      y = lax.conv_general_dilated(
+          x, w, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return jnp.sum(y)
 
   fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))

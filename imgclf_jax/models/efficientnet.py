@@ -28,6 +28,11 @@ and its Conv2dDynamicSamePadding for any size; that is also what Flax's
 'SAME' computes, so the convolutions use it. (PyTorch's symmetric padding,
 which torchvision's ResNets use, differs: resnet.py's padding='torch'.)
 
+Convolutions: nn.Conv, or (the registry's conv_impl 'fast', the default on
+CPU) fast_conv.DepthwiseConv and PointwiseConv for the depthwise and 1x1
+ones: the same parameters and values, a train step several times faster on
+XLA:CPU (BENCHMARKS.md#efficientnet_lite0).
+
 BatchNorm: epsilon 1e-3 and momentum 0.99, TensorFlow's (the package's
 PyTorch momentum 0.01); statistics over the whole global batch in training
 (averaged over `bn_axis_name`, as resnet.py); `dtype` is the computation

@@ -99,9 +99,9 @@ def test_the_probe_trains_the_head_alone_then_every_layer(freeze):
 
 def test_the_multiplier_scales_the_pretrained_layers_updates():
   state = _state()
-  grads = jax.grad(lambda p: jnp.sum(state.apply_fn(
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(state.apply_fn(
       {'params': p, 'batch_stats': state.batch_stats},
-      np.asarray(_batch()['image'][0]), train=False) ** 2))(state.params)
+      np.asarray(_batch()['image'][0]), train=False) ** 2)))(state.params)
   def updates(scale):
     spec = specs.optim_spec(_config(pretrained_lr_scale=scale))
     tx = train_state_lib.create_optimizer(spec, 2, head=HEAD)
