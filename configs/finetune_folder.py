@@ -25,7 +25,10 @@ guides do:
   hundred images per class estimate them worse; batches are small).
 * light augmentation (flips, zoom, shifts) and the model's dropout 0.2.
 
-Result: not measured yet (docs/results.md#not-measured).
+Result on 100 CIFAR-10 photos per class (upscaled): 84.8% validation
+accuracy in 23 minutes on 2 CPU cores, against 61% for fast_cifar and 54%
+for the seed CNN from scratch
+(docs/results.md#a-few-hundred-photos-fine-tuned-against-from-scratch).
 """
 
 from imgclf_jax.config import keys
