@@ -47,7 +47,7 @@ from imgclf_jax.models import efficientnet
 from imgclf_jax.models import fast_conv
 
 MODEL = 'efficientnet_lite0'
-OVERRIDES = {'probe_epochs': 0.0, 'init_from': '',  # every layer trains
+OVERRIDES = {'probe_epochs': 0.0,  # every layer trains (random weights)
              'dataset': 'cifar10'}  # not read: a synthetic batch
 KINDS = ('stem', 'expand 1x1', 'depthwise', 'project 1x1', 'head 1x1')
 
