@@ -31,7 +31,8 @@ which torchvision's ResNets use, differs: resnet.py's padding='torch'.)
 Convolutions: nn.Conv, or (the registry's conv_impl 'fast', the default on
 CPU) fast_conv.DepthwiseConv and PointwiseConv for the depthwise and 1x1
 ones: the same parameters and values, a train step several times faster on
-XLA:CPU (BENCHMARKS.md#efficientnet_lite0).
+XLA:CPU
+(BENCHMARKS.md#efficientnet_lite0-fine-tuning-step-intel-xeon-2-cores).
 
 BatchNorm: epsilon 1e-3 and momentum 0.99, TensorFlow's (the package's
 PyTorch momentum 0.01); statistics over the whole global batch in training
