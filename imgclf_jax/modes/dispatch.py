@@ -90,7 +90,7 @@ def _train(config, workdir: str):
 def finish(line: str, status: int):
   """Ends the run: the log flushed, `line` on stderr, exit `status`."""
   logging.flush()
-  print(line, file=sys.stderr, flush=True)
+  preemption.write_last_line(line)
   sys.exit(status)
 
 

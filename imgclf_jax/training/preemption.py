@@ -27,6 +27,7 @@ before its flags are parsed.
 import atexit
 import os
 import signal
+import sys
 import threading
 
 from absl import logging
@@ -84,6 +85,21 @@ def exit_at_once_on_signals(status: int | None = None):
     os._exit(exit_status(signum) if status is None else status)  # pylint: disable=protected-access
   for signum in _SIGNALS:
     signal.signal(signum, exit_now)
+
+
+def write_last_line(line: str):
+  """Writes the run's last line to stderr whole: SIGTERM and SIGINT are held
+  back while it is written; one that came meanwhile is dropped (the run is
+  ending with this line: the command's exit_at_once_on_signals takes any
+  later one)."""
+  held = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+  try:
+    print(line, file=sys.stderr, flush=True)
+  finally:
+    try:
+      signal.pthread_sigmask(signal.SIG_SETMASK, held)  # its handler runs
+    except SignalStop:
+      pass
 
 
 def exit_status(signum: int) -> int:
