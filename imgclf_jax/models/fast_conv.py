@@ -22,9 +22,10 @@ convolutions and dots to YNNPACK) the forms jax.grad emits are slow:
   (EfficientNet's depthwise k x k convolutions, any stride, TensorFlow's and
   Flax's 'SAME' padding) as the sum of its k*k taps: shifted (strided)
   slices of the padded input times one weight per channel, one fusion, and
-  jax.grad's gradients of that. XLA:CPU runs the grouped convolution's
-  forward and backward passes an order of magnitude slower
-  (benchmarks/efficientnet_speed.py).
+  jax.grad's gradients of that: XLA:CPU runs the grouped convolution's
+  forward and backward passes far slower (each form's time per layer:
+  benchmarks/efficientnet_speed.py's pieces, or its jax column with
+  lax.conv_general_dilated).
 * `max_pool_2x2` stores the int8 index of the first maximum of each window
   (the tie rule of nn.max_pool's select_and_scatter and of PyTorch); its
   gradient is one compare-and-select fusion, instead of select_and_scatter
@@ -142,40 +143,15 @@ def _conv_bwd(res, dy):
 conv2d_same.defvjp(_conv_fwd, _conv_bwd)
 
 
-class FastConv(nn.Module):
-  """Drop-in for nn.Conv(features, kernel_size, padding='SAME') with stride 1 (NHWC).
-
-  Same parameters as nn.Conv; give it name='Conv_<i>' to keep nn.Conv's parameter tree."""
+class _ConvLike(nn.Module):
+  """nn.Conv's signature and parameters (kernel, optional bias; its
+  initialisers; the input and kernel cast to `dtype`) around the
+  computation of a subclass: `_kernel_shape(x)`, `_compute(x, kernel)`, and
+  `_refusal(x)`, a text for what it does not compute (None: it does)."""
   features: int
   kernel_size: Sequence[int] = (3, 3)
-  use_bias: bool = True
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
-  param_dtype: jnp.dtype = jnp.float32
-  dtype: jnp.dtype | None = None  # computation dtype (None: that of x)
-
-  @nn.compact
-  def __call__(self, x):
-    kh, kw = tuple(self.kernel_size)
-    kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
-    x = x.astype(self.dtype or x.dtype)
-    y = conv2d_same(x, kernel.astype(x.dtype))
-    if self.use_bias:
-      bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-      y = y + bias.astype(y.dtype)
-    return y
-
-
-# ----------------------------------------------------------------------------- 1x1
-class PointwiseConv(nn.Module):
-  """Drop-in for nn.Conv(features, (1, 1), padding='SAME') with stride 1
-  (NHWC): the same parameters (kernel (1, 1, in, features)) and values, as
-  one dot over the channels, whose gradients are dots too (XLA:CPU runs a
-  1x1 convolution's forward and backward passes 2-3x slower than the
-  dots)."""
-  features: int
-  kernel_size: Sequence[int] = (1, 1)
   strides: Sequence[int] = (1, 1)
+  feature_group_count: int = 1
   use_bias: bool = True
   padding: str = 'SAME'
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
@@ -185,19 +161,62 @@ class PointwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    if tuple(self.kernel_size) != (1, 1) or tuple(self.strides) != (1, 1):
-      raise ValueError(f'PointwiseConv: a 1x1 kernel at stride 1; got '
-                       f'{self.kernel_size} at stride {self.strides}.')
-    kernel = self.param('kernel', self.kernel_init,
-                        (1, 1, x.shape[-1], self.features), self.param_dtype)
+    refusal = self._refusal(x)
+    if refusal:
+      raise ValueError(f'{type(self).__name__}: {refusal}')
+    kernel = self.param('kernel', self.kernel_init, self._kernel_shape(x),
+                        self.param_dtype)
     x = x.astype(self.dtype or x.dtype)
-    y = lax.dot_general(x, kernel[0, 0].astype(x.dtype),
-                        (((x.ndim - 1,), (0,)), ((), ())))
+    y = self._compute(x, kernel.astype(x.dtype))
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,),
                         self.param_dtype)
       y = y + bias.astype(y.dtype)
     return y
+
+  def _plain_refusal(self):
+    """What a stride-1, 'SAME', ungrouped convolution refuses."""
+    if (tuple(self.strides) != (1, 1) or self.padding != 'SAME' or
+        self.feature_group_count != 1):
+      return (f'stride 1, padding SAME, no groups; got stride '
+              f'{tuple(self.strides)}, padding {self.padding!r}, '
+              f'feature_group_count {self.feature_group_count}.')
+    return None
+
+
+class FastConv(_ConvLike):
+  """Drop-in for nn.Conv(features, kernel_size, padding='SAME') with stride 1 (NHWC).
+
+  Same parameters as nn.Conv; give it name='Conv_<i>' to keep nn.Conv's parameter tree."""
+
+  def _refusal(self, x):
+    return self._plain_refusal()
+
+  def _kernel_shape(self, x):
+    return (*tuple(self.kernel_size), x.shape[-1], self.features)
+
+  def _compute(self, x, kernel):
+    return conv2d_same(x, kernel)
+
+
+# ----------------------------------------------------------------------------- 1x1
+class PointwiseConv(_ConvLike):
+  """Drop-in for nn.Conv(features, (1, 1), padding='SAME') with stride 1
+  (NHWC): the same parameters (kernel (1, 1, in, features)) and values, as
+  one dot over the channels, whose gradients are dots too (XLA:CPU runs a
+  1x1 convolution's forward and backward passes slower than the dots)."""
+  kernel_size: Sequence[int] = (1, 1)
+
+  def _refusal(self, x):
+    if tuple(self.kernel_size) != (1, 1):
+      return f'a 1x1 kernel; got {tuple(self.kernel_size)}.'
+    return self._plain_refusal()
+
+  def _kernel_shape(self, x):
+    return (1, 1, x.shape[-1], self.features)
+
+  def _compute(self, x, kernel):
+    return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
 # ----------------------------------------------------------------------------- depthwise
@@ -228,41 +247,26 @@ def depthwise_conv_same(x, w, strides=(1, 1)):
   return y
 
 
-class DepthwiseConv(nn.Module):
+class DepthwiseConv(_ConvLike):
   """Drop-in for nn.Conv(features, kernel_size, strides, padding='SAME',
   feature_group_count=features) on inputs of `features` channels (NHWC): the
   same parameters (kernel (kh, kw, 1, features), nn.Conv's initialisers)
   and the same values, computed by depthwise_conv_same. Give it nn.Conv's
   name to keep its parameter tree."""
-  features: int
-  kernel_size: Sequence[int] = (3, 3)
-  strides: Sequence[int] = (1, 1)
-  feature_group_count: int = 1  # must equal features (nn.Conv's signature)
-  use_bias: bool = True
-  padding: str = 'SAME'
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
-  param_dtype: jnp.dtype = jnp.float32
-  dtype: jnp.dtype | None = None  # computation dtype (None: that of x)
 
-  @nn.compact
-  def __call__(self, x):
+  def _refusal(self, x):
     if (self.padding != 'SAME' or x.shape[-1] != self.features or
         self.feature_group_count != self.features):
-      raise ValueError(
-          f'DepthwiseConv: padding SAME and {self.features} groups of one '
-          f'channel; got padding {self.padding!r}, feature_group_count '
-          f'{self.feature_group_count}, {x.shape[-1]} input channels.')
-    kh, kw = tuple(self.kernel_size)
-    kernel = self.param('kernel', self.kernel_init, (kh, kw, 1, self.features),
-                        self.param_dtype)
-    x = x.astype(self.dtype or x.dtype)
-    y = depthwise_conv_same(x, kernel.astype(x.dtype), tuple(self.strides))
-    if self.use_bias:
-      bias = self.param('bias', self.bias_init, (self.features,),
-                        self.param_dtype)
-      y = y + bias.astype(y.dtype)
-    return y
+      return (f'padding SAME and {self.features} groups of one channel; got '
+              f'padding {self.padding!r}, feature_group_count '
+              f'{self.feature_group_count}, {x.shape[-1]} input channels.')
+    return None
+
+  def _kernel_shape(self, x):
+    return (*tuple(self.kernel_size), 1, self.features)
+
+  def _compute(self, x, kernel):
+    return depthwise_conv_same(x, kernel, tuple(self.strides))
 
 
 # ----------------------------------------------------------------------------- 2x2 max pool

@@ -114,7 +114,9 @@ def test_pointwise_conv_matches_a_1x1_nn_conv(shape):
     (DepthwiseConv(4, (3, 3), feature_group_count=4), '8 input channels'),
     (DepthwiseConv(8, (3, 3), feature_group_count=8, padding='VALID'),
      "padding 'VALID'"),
-    (PointwiseConv(4, (3, 3)), 'got (3, 3) at stride (1, 1)'),
+    (PointwiseConv(4, (3, 3)), 'a 1x1 kernel; got (3, 3)'),
+    (PointwiseConv(4, strides=(2, 2)), 'got stride (2, 2)'),
+    (FastConv(4, strides=(2, 2)), 'got stride (2, 2)'),
 ])
 def test_the_fast_layers_refuse_what_they_do_not_compute(module, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(
