@@ -20,6 +20,7 @@ from imgclf_jax.config import keys
 from imgclf_jax.config import specs
 from imgclf_jax.data import input_pipeline
 from imgclf_jax.data import sources
+from imgclf_jax.models import registry
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.modes import train
 from imgclf_jax.training import steps
@@ -90,6 +91,23 @@ def p_train_step(devices=None, label_smoothing=0.0, microbatches=1,
 
 def p_eval_step(devices=None):
   return device_axis.pmap_step(steps.eval_step, devices=devices)
+
+
+# efficientnet_lite0's code with two short stages that hold every kind of
+# block (no expansion and expansion, 3x3 and 5x5 depthwise, stride 1 and 2,
+# the residual add) and a narrow head: the same modules, names and name map,
+# compiled in seconds (the full network's blocks repeat these).
+SMALL_EFFICIENTNET = {'stages': ((1, 3, 1, 1, 8), (2, 5, 2, 6, 16)),
+                      'stem_filters': 8, 'head_filters': 32}
+
+
+def small_efficientnet(monkeypatch):
+  """Makes the registry's efficientnet_lite0 SMALL_EFFICIENTNET for the
+  test (its keyword arguments and fast convolutions as they are); for tests
+  of what does not depend on the network's depth or width."""
+  module, kwargs, fast = registry.MODELS['efficientnet_lite0']
+  monkeypatch.setitem(registry.MODELS, 'efficientnet_lite0', (
+      functools.partial(module, **SMALL_EFFICIENTNET), kwargs, fast))
 
 
 def train_in(config, workdir):

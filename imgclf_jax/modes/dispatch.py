@@ -90,7 +90,7 @@ def _train(config, workdir: str):
 def finish(line: str, status: int):
   """Ends the run: the log flushed, `line` on stderr, exit `status`."""
   logging.flush()
-  preemption.write_last_line(line)
+  preemption.write_last_line(line, status)
   sys.exit(status)
 
 

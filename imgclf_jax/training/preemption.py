@@ -18,10 +18,12 @@ A Ctrl-C is passed on to the notifier as a SIGTERM of this process.
 Outside the training steps (start-up, the end, the other modes) the command
 line's `stop_on_signals` makes SIGTERM and Ctrl-C raise `SignalStop`, which
 dispatch.py reports as one `stopped:` line (no traceback) with the same exit
-status; after that last line, `exit_at_once_on_signals` ends the process at
-once, quietly, on a further signal (not with a traceback from an exit
-handler). JAX is imported where used: the command line imports this module
-before its flags are parsed.
+status; once that last line is written (`write_last_line`), a further
+signal ends the process at once, quietly (not with a traceback from an exit
+handler). A SignalStop that library code lost (a bare `except:`, a
+garbage-collector callback) is raised again before the steps begin
+(`raise_if_swallowed`). JAX is imported where used: the command line
+imports this module before its flags are parsed.
 """
 
 import atexit
@@ -38,6 +40,12 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Whether a StopSignals has been entered in this process: a SignalStop before
 # it stopped the start-up.
 _steps_began = False
+# The signal of the last SignalStop that stop_on_signals' handler raised,
+# kept in case it was lost (raise_if_swallowed).
+_raised = None
+# The exit status once the last line is written (write_last_line): a signal
+# then ends the process at once with it.
+_ended_with = None
 
 
 class SignalStop(BaseException):
@@ -57,16 +65,45 @@ class SignalStop(BaseException):
 
 def _raise_stop(signum, frame):
   del frame
+  global _raised
+  if _ended_with is not None:  # the last line is out
+    os._exit(_ended_with)  # pylint: disable=protected-access
+  _raised = signum
   raise SignalStop(signum)
+
+
+def raise_if_swallowed():
+  """Raises SignalStop again for a stop signal whose SignalStop was lost.
+  A Python signal handler raises wherever the main thread is when it runs:
+  inside a library's bare `except:` (JAX has several around its C++ calls)
+  the exception is dropped, and inside a garbage-collector callback or a
+  `__del__` Python cannot raise it (stop_on_signals' unraisable hook keeps
+  that quiet); the start-up would go on to train. Raised once."""
+  global _raised
+  if _raised is not None:
+    signum, _raised = _raised, None
+    raise SignalStop(signum)
 
 
 def stop_on_signals():
   """From now on SIGTERM and SIGINT raise SignalStop in the main thread
   (StopSignals takes them over while it is active). Call it before JAX and
   TensorFlow are imported: its exit handler then runs after theirs."""
+  global _steps_began, _raised, _ended_with
+  _steps_began, _raised, _ended_with = False, None, None
   for signum in _SIGNALS:
     signal.signal(signum, _raise_stop)
+  sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)
   atexit.register(_ignore_signals)
+
+
+def _quiet_about_stops(hook):
+  """sys.unraisablehook `hook`, silent for a SignalStop raised where it
+  could not be (raise_if_swallowed raises it again)."""
+  def quiet_hook(unraisable):
+    if not isinstance(unraisable.exc_value, SignalStop):
+      hook(unraisable)
+  return quiet_hook
 
 
 def _ignore_signals():
@@ -87,19 +124,18 @@ def exit_at_once_on_signals(status: int | None = None):
     signal.signal(signum, exit_now)
 
 
-def write_last_line(line: str):
-  """Writes the run's last line to stderr whole: SIGTERM and SIGINT are held
-  back while it is written; one that came meanwhile is dropped (the run is
-  ending with this line: the command's exit_at_once_on_signals takes any
-  later one)."""
+def write_last_line(line: str, status: int):
+  """Writes the run's last line to stderr whole (SIGTERM and SIGINT held
+  back while it is written). From then on, where stop_on_signals' handler
+  has them, they end the process at once with `status`, running no exit
+  handler: one that came during the write, and any later one."""
+  global _ended_with
   held = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
   try:
     print(line, file=sys.stderr, flush=True)
+    _ended_with = status
   finally:
-    try:
-      signal.pthread_sigmask(signal.SIG_SETMASK, held)  # its handler runs
-    except SignalStop:
-      pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held one runs
 
 
 def exit_status(signum: int) -> int:
@@ -123,6 +159,7 @@ class StopSignals:
 
   def __enter__(self):
     global _steps_began
+    raise_if_swallowed()  # a stop during start-up ends it here at the latest
     _steps_began = True
     if threading.current_thread() is not threading.main_thread():
       return self  # signals reach the main thread only

@@ -16,6 +16,7 @@ from imgclf_jax.report import plots
 from imgclf_jax.training import early_stopping
 from imgclf_jax.training import loop
 from imgclf_jax.training import metrics as metrics_lib
+from imgclf_jax.training import preemption
 from imgclf_jax.training import progress as progress_lib
 from imgclf_jax.training import resume
 from imgclf_jax.training import setup
@@ -52,6 +53,7 @@ def run(spec: RunSpec, source, data: DataSpec, workdir: str, devices, lock,
   store.remove_unfinished()
   setup.check_validation_files(source)
   pipeline = setup.make_pipeline(source, data, resumed)
+  preemption.raise_if_swallowed()  # a lost stop: not on to the model
   state, dropout_rng, init_record = setup.initial_state(
       spec.model, spec.optim, spec.loop.seed, pipeline, store, resumed,
       pretrained)

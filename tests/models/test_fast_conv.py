@@ -172,13 +172,16 @@ def test_cnn_matches_the_same_cnn_built_from_nn_conv():
 
 
 @pytest.mark.slow
-def test_efficientnet_matches_the_same_network_built_from_nn_conv():
+def test_efficientnet_matches_the_same_network_built_from_nn_conv(
+    monkeypatch):
   # conv_impl 'fast' (the default on CPU) and 'xla': the same parameter tree
   # (so checkpoints and pretrained weights serve either), values and
   # gradients, with frozen BatchNorm statistics (fine-tuning's; with batch
   # statistics of 4 images at 1x1 in the last stages, float rounding alone
   # moves the gradients by percents: the layers' tests above check that
-  # arithmetic at every shape).
+  # arithmetic at every shape). Every kind of block, in two short stages
+  # (helpers.SMALL_EFFICIENTNET; the full network repeats them).
+  helpers.small_efficientnet(monkeypatch)
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   labels = jax.nn.one_hot(jnp.arange(4) % 3, 3)
   config = helpers.small_config('cifar10', model='efficientnet_lite0',

@@ -5,7 +5,9 @@ layer; the multiplier scales the pretrained layers' updates; a fine-tune
 from a small saved file on a tiny folder lowers the loss and its
 checkpoint evaluates, predicts and exports; a fine-tune resumed inside the
 probe ends bit-identical to an uninterrupted one; bad values are one
-line."""
+line. The recipe does not depend on the network's size: efficientnet_lite0
+is helpers.SMALL_EFFICIENTNET here (the full network's weights and values:
+tests/models/)."""
 
 import importlib.util
 import os
@@ -37,6 +39,11 @@ from tests.modes import test_export
 MODEL, SIZE, CLASSES = 'efficientnet_lite0', 16, 3
 HEAD = registry.HEADS[MODEL]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _small_efficientnet(monkeypatch):
+  helpers.small_efficientnet(monkeypatch)
 
 
 def _config(**overrides):

@@ -6,6 +6,7 @@ every 2 steps); a save cut short by a kill is removed and training resumes
 from the step before. main.py stopped during its start-up says so in one
 line and leaves nothing behind."""
 
+import gc
 import glob
 import json
 import os
@@ -317,3 +318,59 @@ def test_a_stop_during_start_up_is_one_line_and_leaves_no_trace(tmp_path,
       'during start-up, before its first step; no checkpoint was written yet '
       '(a rerun starts anew).')
   assert not os.path.exists(workdir)  # made by the run: removed
+
+
+def test_a_stop_that_library_code_lost_stops_the_start_up_quietly():
+  # The handler's SignalStop may be raised inside a library's bare
+  # `except:` (JAX has several around its C++ calls) and dropped there, or
+  # in a garbage-collector callback, where Python cannot raise it: the
+  # training steps must not begin, and nothing is printed about it.
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  hook, unraisable = sys.unraisablehook, []
+  sys.unraisablehook = unraisable.append  # what Python would print
+  try:
+    for lose in ('bare except', 'gc callback'):
+      preemption.stop_on_signals()
+      def send(phase, info):
+        del info
+        if phase == 'start':
+          signal.raise_signal(signal.SIGTERM)  # the handler runs in here
+      try:
+        if lose == 'bare except':
+          signal.raise_signal(signal.SIGINT)
+        else:
+          gc.callbacks.append(send)
+          gc.collect()
+      except:  # pylint: disable=bare-except
+        pass
+      finally:
+        if send in gc.callbacks:
+          gc.callbacks.remove(send)
+      with pytest.raises(preemption.SignalStop) as e:
+        with preemption.StopSignals():
+          pass
+      assert e.value.during_startup, lose
+      assert e.value.signum == (signal.SIGINT if lose == 'bare except'
+                                else signal.SIGTERM)
+      with preemption.StopSignals():  # raised once
+        pass
+    assert not unraisable
+  finally:
+    sys.unraisablehook = hook
+    for signum, handler in handlers.items():
+      signal.signal(signum, handler)
+
+
+def test_a_signal_after_the_last_line_ends_the_command_at_once_with_its_status():
+  # Between the last line and the process's end (exit handlers, the
+  # command's own exit_at_once_on_signals) a Ctrl-C is no traceback.
+  script = ('import os, signal, sys, time\n'
+            'from imgclf_jax.training import preemption\n'
+            'preemption.stop_on_signals()\n'
+            "preemption.write_last_line('error: the last line.', 2)\n"
+            'os.kill(os.getpid(), signal.SIGINT)\n'
+            'time.sleep(5)\n'
+            "print('after the last line', file=sys.stderr)\n")
+  done = subprocess.run([sys.executable, '-c', script], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert (done.returncode, done.stderr) == (2, 'error: the last line.\n')
