@@ -37,7 +37,6 @@ def test_offline_training_fails_in_seconds_and_leaves_no_folder(
   _offline(monkeypatch)
   data_dir = tmp_path / 'tfds'
   config = helpers.small_config('cifar10', data_dir=str(data_dir))
-  start = time.monotonic()
   with pytest.raises(UserError) as error, caplog.at_level('INFO'):
     helpers.train_in(config, tmp_path / 'run')
   # Only the error: not TFDS's warning about the version folder that
@@ -45,8 +44,8 @@ def test_offline_training_fails_in_seconds_and_leaves_no_folder(
   # failed download removes.
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING], (
       caplog.text)
-  assert time.monotonic() - start < tfds_download.PROBE_TIMEOUT
   message = str(error.value)
+  # The name lookup's own error, at once: no probe waited for its timeout.
   assert message.startswith(
       f"TFDS dataset 'cifar10' is not in data_dir '{data_dir}' and could not "
       'be downloaded (www.cs.toronto.edu:443 cannot be reached (gaierror: ')
@@ -60,7 +59,8 @@ def test_a_silent_network_is_given_up_after_the_timeout(monkeypatch):
   monkeypatch.setattr(socket, 'create_connection', silent)
   start = time.monotonic()
   why = tfds_download.unreachable([('example.org', 443)], timeout=0.3)
-  assert time.monotonic() - start < 2
+  # Not the 30 s of the silent connection (a bound no loaded machine nears).
+  assert time.monotonic() - start < 15
   assert why == 'example.org:443 cannot be reached (no answer within 0.3 s)'
 
 
