@@ -31,6 +31,7 @@ from imgclf_jax.modes import checkpoint_loader
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.parallel import distributed
 from imgclf_jax.report import predictions
+from imgclf_jax.training import preemption
 from imgclf_jax.training import steps
 
 
@@ -155,6 +156,7 @@ def probabilities(state, images, normalization: dict, batch_size: int,
 
   padded = device_axis.pad_batches(batches(), len(devices))
   for batch in device_axis.to_devices(padded, devices):
+    preemption.raise_if_swallowed()  # a stop lost in the start-up
     yield device_axis.real_examples(
         [dict(probs=p_predict(state, batch), mask=batch['mask'])])['probs']
 

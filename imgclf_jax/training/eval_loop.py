@@ -4,6 +4,7 @@ import functools
 
 from imgclf_jax.parallel import device_axis
 from imgclf_jax.training import metrics as metrics_lib
+from imgclf_jax.training import preemption
 from imgclf_jax.training import steps
 
 
@@ -47,6 +48,7 @@ def _eval_pass(p_step, state, batches, devices, padding=None):
   devices = device_axis.local_devices(devices)
   padded = device_axis.pad_batches(batches, len(devices), padding)
   for batch in device_axis.to_devices(padded, devices):
+    preemption.raise_if_swallowed()  # --mode=eval: a stop lost in start-up
     yield p_step(state, batch)
 
 

@@ -320,45 +320,53 @@ def test_a_stop_during_start_up_is_one_line_and_leaves_no_trace(tmp_path,
   assert not os.path.exists(workdir)  # made by the run: removed
 
 
-def test_a_stop_that_library_code_lost_stops_the_start_up_quietly():
+@pytest.fixture
+def restores_signals():
+  """The signal handlers and sys.unraisablehook put back after the test
+  (preemption.stop_on_signals changes them)."""
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  hook = sys.unraisablehook
+  yield
+  sys.unraisablehook = hook
+  for signum, handler in handlers.items():
+    signal.signal(signum, handler)
+
+
+def test_a_stop_that_library_code_lost_stops_the_start_up_quietly(
+    restores_signals):
   # The handler's SignalStop may be raised inside a library's bare
   # `except:` (JAX has several around its C++ calls) and dropped there, or
   # in a garbage-collector callback, where Python cannot raise it: the
   # training steps must not begin, and nothing is printed about it.
-  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-  hook, unraisable = sys.unraisablehook, []
+  del restores_signals
+  unraisable = []
   sys.unraisablehook = unraisable.append  # what Python would print
-  try:
-    for lose in ('bare except', 'gc callback'):
-      preemption.stop_on_signals()
-      def send(phase, info):
-        del info
-        if phase == 'start':
-          signal.raise_signal(signal.SIGTERM)  # the handler runs in here
-      try:
-        if lose == 'bare except':
-          signal.raise_signal(signal.SIGINT)
-        else:
-          gc.callbacks.append(send)
-          gc.collect()
-      except:  # pylint: disable=bare-except
+  def send(phase, info):
+    del info
+    if phase == 'start':
+      signal.raise_signal(signal.SIGTERM)  # the handler runs in here
+  for lose in ('bare except', 'gc callback'):
+    preemption.stop_on_signals()
+    try:
+      if lose == 'bare except':
+        signal.raise_signal(signal.SIGINT)
+      else:
+        gc.callbacks.append(send)
+        gc.collect()
+    except:  # pylint: disable=bare-except
+      pass
+    finally:
+      if send in gc.callbacks:
+        gc.callbacks.remove(send)
+    with pytest.raises(preemption.SignalStop) as e:
+      with preemption.StopSignals():
         pass
-      finally:
-        if send in gc.callbacks:
-          gc.callbacks.remove(send)
-      with pytest.raises(preemption.SignalStop) as e:
-        with preemption.StopSignals():
-          pass
-      assert e.value.during_startup, lose
-      assert e.value.signum == (signal.SIGINT if lose == 'bare except'
-                                else signal.SIGTERM)
-      with preemption.StopSignals():  # raised once
-        pass
-    assert not unraisable
-  finally:
-    sys.unraisablehook = hook
-    for signum, handler in handlers.items():
-      signal.signal(signum, handler)
+    assert e.value.during_startup, lose
+    assert e.value.signum == (signal.SIGINT if lose == 'bare except'
+                              else signal.SIGTERM)
+    with preemption.StopSignals():  # raised once
+      pass
+  assert not unraisable
 
 
 def test_a_signal_after_the_last_line_ends_the_command_at_once_with_its_status():
@@ -374,3 +382,25 @@ def test_a_signal_after_the_last_line_ends_the_command_at_once_with_its_status()
   done = subprocess.run([sys.executable, '-c', script], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
   assert (done.returncode, done.stderr) == (2, 'error: the last line.\n')
+
+
+def test_eval_and_predict_stop_at_their_first_batch_after_a_lost_stop(
+    restores_signals):
+  from imgclf_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  from imgclf_jax.training import eval_loop  # pylint: disable=g-import-not-at-top
+  del restores_signals
+  images = [np.zeros((4, 4, 3), np.uint8)] * 3
+  batch = {'image': np.zeros((2, 4, 4, 3), np.float32),
+           'label': np.eye(2, dtype=np.float32)}
+  passes = {
+      'predict': lambda: predict.probabilities(
+          None, images, {'mean': [0.5] * 3, 'std': [0.5] * 3}, 2),
+      'eval': lambda: eval_loop.evaluate_split(None, [batch])}
+  for run in passes.values():
+    preemption.stop_on_signals()
+    try:
+      signal.raise_signal(signal.SIGINT)
+    except:  # pylint: disable=bare-except
+      pass
+    with pytest.raises(preemption.SignalStop):  # not a TypeError of None
+      list(run())
