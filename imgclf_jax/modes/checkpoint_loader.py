@@ -19,7 +19,6 @@ import os
 
 from absl import logging
 import jax
-import numpy as np
 
 from imgclf_jax.checkpoints import checkpoint_store
 from imgclf_jax.config import resolve
@@ -28,7 +27,6 @@ from imgclf_jax.errors import UserError
 from imgclf_jax.models import registry
 from imgclf_jax.report.spec import ReportSpec
 from imgclf_jax.training import train_state as train_state_lib
-from imgclf_jax.training.spec import OptimSpec
 
 # How many times a reader looks up the latest (or best) step and reads it
 # when the trainer beside it removed the step it was reading. Each try reads
@@ -89,9 +87,9 @@ def _load(workdir, step, config, mode, set_keys, built: dict) -> Checkpoint:
           metadata['config'], config, mode, jax.local_device_count(),
           set_keys)
       model_spec = specs.model_spec(resolved, len(names))
-      built[key] = resolved, _target(
+      built[key] = resolved, train_state_lib.restore_target(
           registry.create_model(model_spec), shape,
-          specs.optim_spec(resolved), registry.HEADS.get(model_spec.name))
+          specs.optim_spec(resolved), 1, registry.HEADS.get(model_spec.name))
     resolved, target = built[key]
     state = store.restore_state(step, target)
   finally:
@@ -102,19 +100,3 @@ def _load(workdir, step, config, mode, set_keys, built: dict) -> Checkpoint:
                     normalization=metadata['normalization'],
                     image_shape=shape, metadata=metadata,
                     directory=store.directory)
-
-
-def _target(model, image_shape, optim: OptimSpec, head: str | None):
-  """What the checkpoint's arrays are restored into: their shapes and dtypes
-  (train_state.abstract_train_state), without initialising the model, which
-  outside jit costs a compilation per operation (seconds of start-up); on
-  this process's first device, whatever devices saved them; as numpy zeros
-  with several processes (each restores the arrays whole)."""
-  target = train_state_lib.abstract_train_state(model, image_shape, optim, 1,
-                                                head)
-  if jax.process_count() > 1:
-    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      target)

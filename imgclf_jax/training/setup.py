@@ -61,16 +61,18 @@ def initial_state(model_spec: ModelSpec, optim: OptimSpec, seed: int,
   came from (checkpoint metadata 'init_from'; None without them)."""
   model = registry.create_model(model_spec)
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
-  state = train_state_lib.create_train_state(
-      init_rng, model, pipeline.image_shape, optim, pipeline.steps_per_epoch,
-      head=registry.HEADS.get(model_spec.name))
-  init_record = None
-  if resumed is not None:
-    state = store.restore_state(resumed.step, state)
-    init_record = resumed.metadata.get('init_from')
+  head = registry.HEADS.get(model_spec.name)
+  if resumed is not None:  # restored into shapes: nothing initialised
+    state = store.restore_state(resumed.step, train_state_lib.restore_target(
+        model, pipeline.image_shape, optim, pipeline.steps_per_epoch, head))
     logging.info('Resumed from checkpoint step %d in %s', resumed.step,
                  store.directory)
-  elif pretrained is not None:
+    return state, dropout_rng, resumed.metadata.get('init_from')
+  state = train_state_lib.create_train_state(
+      init_rng, model, pipeline.image_shape, optim, pipeline.steps_per_epoch,
+      head=head)
+  init_record = None
+  if pretrained is not None:
     state, init_record = pretrained(state)
   elif hasattr(model, 'init_from_data'):
     state = init_from_data(model, state, pipeline, seed)

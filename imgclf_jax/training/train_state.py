@@ -1,10 +1,12 @@
 """TrainState, optimizer and learning-rate schedule built from an OptimSpec."""
 
+import functools
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -128,7 +130,16 @@ def create_train_state(rng, model, image_shape, spec: OptimSpec,
                        head: str | None = None) -> TrainState:
   """Initialises parameters with `rng` for inputs of `image_shape` (HWC);
   `head`: the model's classifier module (registry.HEADS), for
-  create_optimizer."""
+  create_optimizer. One compiled program: outside jit every operation of
+  the initialisation is compiled on its own, which takes several times
+  longer."""
+  return jax.jit(functools.partial(
+      _new_train_state, model=model, image_shape=image_shape, spec=spec,
+      steps_per_epoch=steps_per_epoch, head=head))(rng)
+
+
+def _new_train_state(rng, model, image_shape, spec: OptimSpec,
+                     steps_per_epoch: int, head: str | None) -> TrainState:
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
                          train=False)
   params = variables['params']
@@ -168,6 +179,24 @@ def abstract_train_state(model, image_shape, spec: OptimSpec,
   """The shapes/dtypes of a TrainState (create_train_state's), without
   computing anything."""
   return jax.eval_shape(
-      lambda rng: create_train_state(rng, model, image_shape, spec,
-                                     steps_per_epoch, head),
+      functools.partial(_new_train_state, model=model,
+                        image_shape=image_shape, spec=spec,
+                        steps_per_epoch=steps_per_epoch, head=head),
       jax.random.key(0))
+
+
+def restore_target(model, image_shape, spec: OptimSpec, steps_per_epoch: int,
+                   head: str | None = None):
+  """What a checkpoint's TrainState is restored into (create_train_state's
+  structure, its tx for `steps_per_epoch`): the arrays' shapes and dtypes
+  (abstract_train_state), without initialising the model; on this
+  process's first device, whatever devices saved them; as numpy zeros with
+  several processes (each restores the arrays whole)."""
+  target = abstract_train_state(model, image_shape, spec, steps_per_epoch,
+                                head)
+  if jax.process_count() > 1:
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      target)
