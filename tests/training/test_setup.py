@@ -1,7 +1,13 @@
 """setup.py: a corrupt validation image stops training before it starts;
-init_from_data gets exactly its sample of training images."""
+init_from_data gets exactly its sample of training images; a new state is
+one compiled program, and a resumed run initialises no model (outside jit,
+an initialisation compiles one XLA program per operation: seconds of
+start-up)."""
 
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,6 +20,9 @@ from imgclf_jax.training import setup
 from imgclf_jax.training import train_state as train_state_lib
 from tests import helpers
 from tests.helpers import train_in as _train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def test_a_corrupt_validation_image_stops_training_before_it_starts(tmp_path):
@@ -58,3 +67,46 @@ def test_init_from_data_gets_the_eval_images_of_its_sample_only(tmp_path,
                                                    replace=False))
   assert chosen.tolist() != list(range(10))  # not simply the first images
   np.testing.assert_array_equal(recorder.images, everything[chosen])
+
+
+# In a fresh process (this one may hold the programs compiled already): the
+# XLA programs compiled while a new TrainState of the seed CNN is made.
+NEW_STATE = '''
+import json
+import jax
+from jax import monitoring
+from imgclf_jax.config import keys, specs
+from imgclf_jax.models import registry
+from imgclf_jax.training import train_state
+compiled = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kwargs: compiled.append(event))
+config = keys.get_config()
+rng = jax.random.key(0)
+before = len(compiled)
+state = train_state.create_train_state(
+    rng, registry.create_model(specs.model_spec(config, 10)), (32, 32, 3),
+    specs.optim_spec(config), 10)
+jax.block_until_ready(state.params)
+print(json.dumps(compiled[before:].count(
+    '/jax/core/compile/backend_compile_duration')))
+'''
+
+
+@pytest.mark.slow
+def test_a_new_train_state_is_one_compiled_program():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', XLA_FLAGS='')
+  done = subprocess.run([sys.executable, '-c', NEW_STATE], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads(done.stdout.splitlines()[-1]) == 1
+
+
+def test_a_resumed_run_initialises_no_model(trained, monkeypatch):
+  config, workdir = trained
+  def no_init(*args, **kwargs):
+    raise AssertionError('a resumed run initialised the model')
+  monkeypatch.setattr(train_state_lib, 'create_train_state', no_init)
+  config.num_epochs = 2
+  _train(config, workdir)
+  assert [r['epoch'] for r in helpers.records(workdir)] == [1, 2]
