@@ -34,6 +34,7 @@ from imgclf_jax.data import preprocess
 from imgclf_jax.errors import UserError
 from imgclf_jax.models import tta as tta_lib
 from imgclf_jax.modes import checkpoint_loader
+from imgclf_jax.training import preemption
 from imgclf_jax.training import steps
 
 CLASS_NAMES_ASSET = 'class_names.txt'
@@ -162,6 +163,7 @@ def export_checkpoint(config, workdir: str, step=None, export_dir=None
                   'float_images': served.float_images}
     _save(served, partial, signatures)
     os.remove(asset)  # copied into assets/
+    preemption.raise_if_swallowed()  # a stop lost in TensorFlow's tracing
     os.replace(partial, path)
   finally:
     shutil.rmtree(partial, ignore_errors=True)

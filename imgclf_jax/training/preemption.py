@@ -22,9 +22,10 @@ status; once that last line is written (`write_last_line`), a further
 signal ends the process at once, quietly (not with a traceback from an exit
 handler). A SignalStop that library code lost (a bare `except:`, a
 garbage-collector callback) is raised again (`raise_if_swallowed`) before
-the model is built, before the steps begin, and at the next batch of
---mode=eval or predict. JAX is imported where used: the command line
-imports this module before its flags are parsed.
+the model is built, before the steps begin, at the next batch of
+--mode=eval or predict, and before --mode=export puts its SavedModel in
+place. JAX is imported where used: the command line imports this module
+before its flags are parsed.
 """
 
 import atexit

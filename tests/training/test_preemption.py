@@ -404,3 +404,23 @@ def test_eval_and_predict_stop_at_their_first_batch_after_a_lost_stop(
       pass
     with pytest.raises(preemption.SignalStop):  # not a TypeError of None
       list(run())
+
+
+def test_export_writes_nothing_after_a_stop_lost_in_its_tracing(
+    trained, monkeypatch, restores_signals):
+  from imgclf_jax.modes import export  # pylint: disable=g-import-not-at-top
+  del restores_signals
+  _, workdir = trained
+  save = export._save  # pylint: disable=protected-access
+  def save_and_lose_a_stop(*args):
+    save(*args)
+    try:
+      signal.raise_signal(signal.SIGTERM)
+    except:  # pylint: disable=bare-except
+      pass
+  monkeypatch.setattr(export, '_save', save_and_lose_a_stop)
+  preemption.stop_on_signals()
+  with pytest.raises(preemption.SignalStop):
+    export.export_checkpoint(None, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'export', 'step2'))
+  assert os.listdir(os.path.join(workdir, 'export')) == []
