@@ -35,6 +35,21 @@ def pmap_step(step_fn, in_axes=(None, 0), out_axes=REDUCED, devices=None):
                   devices=devices)
 
 
+def replicated(tree, devices=None):
+  """`tree` (a state for pmap_step's in_axes None) placed as the steps
+  return their REDUCED outputs: a copy on every one of `devices` (default:
+  all local devices), sharded over a mesh of them with AXIS. A step compiles
+  a program per placement of its inputs: a state fed back from a step then
+  runs the program of its first call, not one more of its own. With several
+  processes `tree` is returned as it is (their mesh spans every process)."""
+  if jax.process_count() > 1:
+    return tree
+  mesh = jax.sharding.Mesh(np.array(local_devices(devices)), (AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.device_put(tree, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+
+
 def local_devices(devices=None) -> list:
   return list(devices) if devices is not None else jax.local_devices()
 

@@ -89,6 +89,9 @@ class EpochLoop:
     """Trains from `start`; `last_record`: the metrics of the epoch before
     it ({} for none). Returns the last epoch's record ({} if none ended)."""
     record, step, self.epoch = {}, start.step, start.epoch
+    # Placed as the steps return it: their first call compiles the program
+    # every later call runs.
+    state = device_axis.replicated(state, self.trainer.devices)
     with preemption.StopSignals() as stop:
       for epoch in range(start.epoch, self.spec.num_epochs):
         self.epoch, epoch_start = epoch, time.time()

@@ -76,3 +76,33 @@ def test_to_devices_splits_over_the_devices_given():
     batch = next(device_axis.to_devices(_batches([4]), devices))
     assert batch['image'].shape == shape
     assert set(batch['image'].sharding.device_set) == set(devices)
+
+
+@pytest.mark.parametrize('replicate', [False, True])
+def test_a_replicated_state_runs_the_program_of_every_later_step(replicate):
+  # A step compiles (lowers) a program per placement of its inputs: a state
+  # made by jit, then fed back from the step, takes two unless it starts
+  # replicated as the step returns it. Lowerings are counted (a persistent
+  # compilation cache may skip the backend's compile, never the lowering).
+  lowered = []
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      lowered.append(event)
+  def step(state, batch):
+    grad = jax.lax.pmean(batch.sum() * state['w'], device_axis.AXIS)
+    return {'w': state['w'] - 0.125 * grad}, grad
+  devices = jax.local_devices()
+  p_step = device_axis.pmap_step(step, devices=devices)
+  state = jax.jit(lambda: {'w': jax.numpy.arange(3.0)})()
+  if replicate:
+    state = device_axis.replicated(state, devices)
+  batch = np.ones((len(devices), 2), np.float32)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for _ in range(3):
+      state, _ = p_step(state, batch)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(lowered) == (1 if replicate else 2)
+  np.testing.assert_allclose(state['w'], np.arange(3.0) * (1 - 0.25) ** 3)

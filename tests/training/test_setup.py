@@ -70,7 +70,8 @@ def test_init_from_data_gets_the_eval_images_of_its_sample_only(tmp_path,
 
 
 # In a fresh process (this one may hold the programs compiled already): the
-# XLA programs compiled while a new TrainState of the seed CNN is made.
+# XLA programs lowered (compiled, or read from a persistent compilation
+# cache) while a new TrainState of the seed CNN is made.
 NEW_STATE = '''
 import json
 import jax
@@ -89,7 +90,7 @@ state = train_state.create_train_state(
     specs.optim_spec(config), 10)
 jax.block_until_ready(state.params)
 print(json.dumps(compiled[before:].count(
-    '/jax/core/compile/backend_compile_duration')))
+    '/jax/core/compile/jaxpr_to_mlir_module_duration')))
 '''
 
 
