@@ -177,7 +177,6 @@ def run():
                                        else None)
     raise
   except preemption.SignalStop as e:  # while the flags were read
-    preemption.exit_at_once_on_signals(e.status)
-    print(f'stopped: {e} received during start-up: nothing was done.',
-          file=sys.stderr, flush=True)
+    preemption.write_last_line(
+        f'stopped: {e} received during start-up: nothing was done.', e.status)
     sys.exit(e.status)

@@ -45,9 +45,10 @@ _steps_began = False
 # The signal of the last SignalStop that stop_on_signals' handler raised,
 # kept in case it was lost (raise_if_swallowed).
 _raised = None
-# The exit status once the last line is written (write_last_line): a signal
-# then ends the process at once with it.
-_ended_with = None
+# Whether the run has ended (its last line written, or exiting): a signal
+# then ends the process at once, with _ending_status (None: 128 + the
+# signal). exit_at_once_on_signals and write_last_line set them.
+_ending, _ending_status = False, None
 
 
 class SignalStop(BaseException):
@@ -68,8 +69,9 @@ class SignalStop(BaseException):
 def _raise_stop(signum, frame):
   del frame
   global _raised
-  if _ended_with is not None:  # the last line is out
-    os._exit(_ended_with)  # pylint: disable=protected-access
+  if _ending:  # no traceback from an exit handler: out at once
+    os._exit(exit_status(signum) if _ending_status is None  # pylint: disable=protected-access
+             else _ending_status)
   _raised = signum
   raise SignalStop(signum)
 
@@ -91,8 +93,8 @@ def stop_on_signals():
   """From now on SIGTERM and SIGINT raise SignalStop in the main thread
   (StopSignals takes them over while it is active). Call it before JAX and
   TensorFlow are imported: its exit handler then runs after theirs."""
-  global _steps_began, _raised, _ended_with
-  _steps_began, _raised, _ended_with = False, None, None
+  global _steps_began, _raised, _ending, _ending_status
+  _steps_began, _raised, _ending, _ending_status = False, None, False, None
   for signum in _SIGNALS:
     signal.signal(signum, _raise_stop)
   sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)
@@ -117,13 +119,13 @@ def _ignore_signals():
 
 
 def exit_at_once_on_signals(status: int | None = None):
-  """After the last line: a further SIGTERM or SIGINT ends the process at
-  once with `status` (None: 128 + the signal), running no exit handler."""
-  def exit_now(signum, frame):
-    del frame
-    os._exit(exit_status(signum) if status is None else status)  # pylint: disable=protected-access
+  """The run is ending: from now on SIGTERM and SIGINT end the process at
+  once with `status` (None: 128 + the signal), running no exit handler
+  (stop_on_signals' handler, put back where JAX's preemption notifier or
+  another took a signal)."""
+  _end(status)
   for signum in _SIGNALS:
-    signal.signal(signum, exit_now)
+    signal.signal(signum, _raise_stop)
 
 
 def write_last_line(line: str, status: int):
@@ -131,13 +133,17 @@ def write_last_line(line: str, status: int):
   back while it is written). From then on, where stop_on_signals' handler
   has them, they end the process at once with `status`, running no exit
   handler: one that came during the write, and any later one."""
-  global _ended_with
   held = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
   try:
     print(line, file=sys.stderr, flush=True)
-    _ended_with = status
+    _end(status)
   finally:
     signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held one runs
+
+
+def _end(status: int | None):
+  global _ending, _ending_status
+  _ending, _ending_status = True, status
 
 
 def exit_status(signum: int) -> int:

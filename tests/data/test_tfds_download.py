@@ -1,6 +1,7 @@
 """tfds_download.py: a TFDS dataset that is not prepared, with the network
 monkeypatched (unreachable, silent, or failing mid-download): one UserError
-within seconds with the offline advice, and no folder left behind."""
+(at once where the name lookup fails, after the probe's timeout where
+nothing answers) with the offline advice, and no folder left behind."""
 
 import logging
 import os
@@ -32,7 +33,7 @@ def _offline(monkeypatch):
     monkeypatch.delenv(key, raising=False)
 
 
-def test_offline_training_fails_in_seconds_and_leaves_no_folder(
+def test_offline_training_fails_at_the_name_lookup_and_leaves_no_folder(
     tmp_path, monkeypatch, caplog):
   _offline(monkeypatch)
   data_dir = tmp_path / 'tfds'
