@@ -30,7 +30,8 @@ which torchvision's ResNets use, differs: resnet.py's padding='torch'.)
 
 Convolutions: nn.Conv, or (the registry's conv_impl 'fast', the default on
 CPU) fast_conv.DepthwiseConv and PointwiseConv for the depthwise and 1x1
-ones: the same parameters and values, a faster train step on XLA:CPU
+ones: the same parameters, values up to float rounding, a faster train
+step on XLA:CPU
 (BENCHMARKS.md#efficientnet_lite0-fine-tuning-step-intel-xeon-2-cores).
 
 BatchNorm: epsilon 1e-3 and momentum 0.99, TensorFlow's (the package's
